@@ -1,0 +1,242 @@
+"""The FFmpegJob resource: one model of spec and status shared by the api, operator and worker.
+
+Field names are snake_case in Python and camelCase on the wire (Kubernetes convention); build
+objects with ``Model.model_validate(obj)`` and serialise them with ``to_k8s()``.
+The CRD in ``crds/ffmpegjobs.yaml`` is generated from these classes (see ``crd.py``).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+GROUP = "kubeffmpeg.io"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+KIND = "FFmpegJob"
+PLURAL = "ffmpegjobs"
+SINGULAR = "ffmpegjob"
+SHORT_NAMES = ["ffj"]
+
+# A placeholder/file name: what `{{name}}` may hold and what an output file may be called.
+NAME_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,254}$"
+# A storage directory id, as the "FFmpeg API" seed defines it.
+DIR_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+# A pool name: a DNS label, so that it can be used in labels and object names.
+MACHINE_PATTERN = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
+
+# Bounded strings: the API server cost-checks the CRD's CEL rules and needs every string that a
+# rule compares to have a maximum length.
+CommandArgs = Annotated[str, Field(min_length=1, max_length=32768)]
+Option = Annotated[str, Field(max_length=4096)]
+StreamMap = Annotated[str, Field(min_length=1, max_length=256)]
+
+
+class _Wire(BaseModel):
+    """camelCase on the wire, snake_case in Python; unknown fields are refused."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="forbid", use_enum_values=True
+    )
+
+    def to_k8s(self) -> dict[str, Any]:
+        return self.model_dump(by_alias=True, exclude_none=True, mode="json")
+
+
+class Phase(StrEnum):
+    PENDING = "Pending"
+    RUNNING = "Running"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+    CANCELLED = "Cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        return self in (Phase.SUCCEEDED, Phase.FAILED, Phase.CANCELLED)
+
+    @property
+    def rest_status(self) -> str:
+        """The status word both REST surfaces use for this phase."""
+        return REST_STATUS[self]
+
+
+REST_STATUS: dict[Phase, str] = {
+    Phase.PENDING: "pending",
+    Phase.RUNNING: "processing",
+    Phase.SUCCEEDED: "completed",
+    Phase.FAILED: "failed",
+    Phase.CANCELLED: "cancelled",
+}
+
+
+# ----------------------------------------------------------------------------------------- spec
+class InputFile(_Wire):
+    """One input: an HTTPS URL or a storage path `dir_id/file_name` of the job's tenant."""
+
+    name: str = Field(
+        pattern=NAME_PATTERN, max_length=255, description="Placeholder name: `{{name}}` in commands."
+    )
+    source: str = Field(min_length=1, max_length=4096, description="HTTPS URL or `dir_id/file_name`.")
+    options: list[Option] | None = Field(
+        default=None, max_length=64, description="FFmpeg input options (structured form only)."
+    )
+
+
+class OutputFile(_Wire):
+    """One declared output. Only declared outputs are uploaded."""
+
+    name: str = Field(
+        pattern=NAME_PATTERN, max_length=255, description="File name, also its `{{name}}` placeholder."
+    )
+    options: list[Option] | None = Field(
+        default=None, max_length=128, description="FFmpeg output options (structured form only)."
+    )
+    maps: list[StreamMap] | None = Field(
+        default=None, max_length=32, description="Stream maps, each becomes `-map X` (structured form only)."
+    )
+
+
+class SecretKeyRef(_Wire):
+    name: str = Field(min_length=1, max_length=253)
+    key: str = Field(default="secret", min_length=1, max_length=253)
+
+
+class Webhook(_Wire):
+    url: str = Field(min_length=1, max_length=2048, description="HTTPS URL that receives the result.")
+    secret_ref: SecretKeyRef | None = Field(
+        default=None, description="Secret whose key signs deliveries with HMAC-SHA256."
+    )
+
+
+class OutputLocation(_Wire):
+    dir_id: str = Field(pattern=DIR_ID_PATTERN, description="Storage directory that receives the outputs.")
+
+
+class FFmpegJobSpec(_Wire):
+    """What to run. Free form: `commands` with placeholders. Structured form (the "FFmpeg API"
+    task): no `commands`, options on inputs/outputs and an optional `filterComplex`; it is compiled
+    to one command by `ffmpegjob_model.commands.effective_commands`."""
+
+    tenant: str = Field(
+        default="default", pattern=DIR_ID_PATTERN, description="Owner; storage paths resolve inside it."
+    )
+    inputs: list[InputFile] = Field(default_factory=list, max_length=64)
+    outputs: list[OutputFile] = Field(min_length=1, max_length=64)
+    commands: list[CommandArgs] | None = Field(
+        default=None,
+        max_length=32,
+        description="FFmpeg argument strings (without `ffmpeg`), run in order in one folder.",
+    )
+    filter_complex: str | None = Field(default=None, max_length=16384)
+    machine: str = Field(default="cpu", pattern=MACHINE_PATTERN, description="Node pool: cpu, gpu, ...")
+    output: OutputLocation
+    webhook: Webhook | None = None
+    timeout_seconds: int = Field(default=3600, ge=1, le=7 * 24 * 3600, description="Whole-job deadline.")
+    step_timeout_seconds: int | None = Field(default=None, ge=1, le=7 * 24 * 3600)
+    backoff_limit: int = Field(default=0, ge=0, le=10, description="Retries of a failed pod.")
+    ttl_seconds_after_finished: int | None = Field(
+        default=None, ge=0, description="Delete the FFmpegJob this long after it finishes."
+    )
+    suspend: bool = False
+    cancel: bool = Field(default=False, description="Set true to cancel without deleting.")
+
+    def is_structured(self) -> bool:
+        return not self.commands
+
+
+# --------------------------------------------------------------------------------------- status
+class Condition(_Wire):
+    type: str
+    status: Literal["True", "False", "Unknown"]
+    reason: str = ""
+    message: str = ""
+    last_transition_time: datetime | None = None
+    observed_generation: int | None = None
+
+
+class Progress(_Wire):
+    step: int = Field(ge=0, description="Command being run, 1-based.")
+    steps: int = Field(ge=0)
+    percent: float = Field(ge=0, le=100, description="Of the whole job.")
+    speed: str | None = Field(default=None, description="FFmpeg's speed, e.g. `2.1x`.")
+
+
+class ResultFile(_Wire):
+    file_name: str
+    size_bytes: int = Field(ge=0)
+    storage_path: str = Field(description="`dir_id/file_name`; never a presigned URL.")
+    media: dict[str, Any] | None = Field(
+        default=None, description="ffprobe summary: duration, codecs, resolution, bit rate."
+    )
+
+
+class Usage(_Wire):
+    time_sec: float = Field(ge=0)
+    input_size_gb: float = Field(ge=0)
+    output_size_gb: float = Field(ge=0)
+    gb_sec: float = Field(ge=0)
+
+    @classmethod
+    def compute(cls, time_sec: float, input_bytes: int, output_bytes: int) -> Usage:
+        """The seed's definition: gb_sec = time_sec x (input GB + output GB), GB = 1e9 bytes."""
+        in_gb, out_gb = input_bytes / 1e9, output_bytes / 1e9
+        return cls(
+            time_sec=round(time_sec, 3),
+            input_size_gb=round(in_gb, 6),
+            output_size_gb=round(out_gb, 6),
+            gb_sec=round(time_sec * (in_gb + out_gb), 6),
+        )
+
+
+class WebhookAttempt(_Wire):
+    time: datetime
+    status_code: int | None = None
+    error: str | None = None
+
+
+class WebhookStatus(_Wire):
+    delivered: bool = False
+    delivered_at: datetime | None = None
+    attempts: list[WebhookAttempt] = Field(default_factory=list)
+
+
+class FFmpegJobStatus(_Wire):
+    phase: Phase | None = None
+    reason: str | None = None
+    message: str | None = None
+    conditions: list[Condition] | None = None
+    observed_generation: int | None = None
+    job_name: str | None = None
+    start_time: datetime | None = None
+    completion_time: datetime | None = None
+    duration: str | None = Field(default=None, description="Run time, e.g. `1m5s` (printer column).")
+    attempts: int | None = None
+    progress: Progress | None = None
+    result: list[ResultFile] | None = None
+    usage: Usage | None = None
+    error: str | None = None
+    webhook: WebhookStatus | None = None
+
+
+class FFmpegJob(_Wire):
+    """A whole object as read from the API server (metadata kept as a plain dict)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    api_version: str = Field(default=API_VERSION, alias="apiVersion")
+    kind: str = KIND
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    spec: FFmpegJobSpec
+    status: FFmpegJobStatus = Field(default_factory=FFmpegJobStatus)
+
+    @property
+    def name(self) -> str:
+        return str(self.metadata.get("name", ""))
+
+    @property
+    def namespace(self) -> str:
+        return str(self.metadata.get("namespace", "default"))

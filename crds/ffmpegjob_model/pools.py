@@ -1,0 +1,42 @@
+"""Node pools: chart values rendered into a ConfigMap that the operator (and the api, to refuse
+an unknown `machine`) read. Adding a pool is configuration only.
+
+ConfigMap `<release>-pools`, key `pools.yaml`: a mapping of pool name -> NodePool.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+POOLS_KEY = "pools.yaml"
+# "nvidia" is what users of the "Very Good FFmpeg" service call the GPU machine.
+MACHINE_ALIASES = {"nvidia": "gpu"}
+
+
+class NodePool(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+
+    image: str = "ghcr.io/kubeffmpeg/worker:0.1.0"
+    image_pull_policy: str = "IfNotPresent"
+    node_selector: dict[str, str] = Field(default_factory=dict)
+    tolerations: list[dict[str, Any]] = Field(default_factory=list)
+    resources: dict[str, Any] = Field(default_factory=dict)
+    ephemeral_storage: str = Field(default="10Gi", description="Size limit of the job's scratch emptyDir.")
+    max_timeout_seconds: int = Field(default=6 * 3600, ge=1)
+    env: dict[str, str] = Field(default_factory=dict, description="Extra worker environment, e.g. hwaccel.")
+
+
+def parse_pools(text: str) -> dict[str, NodePool]:
+    raw = yaml.safe_load(text) or {}
+    if not isinstance(raw, dict):
+        raise ValueError(f"{POOLS_KEY} must be a mapping of pool name to pool settings")
+    return {str(name): NodePool.model_validate(cfg or {}) for name, cfg in raw.items()}
+
+
+def canonical_machine(machine: str) -> str:
+    m = machine.strip().lower()
+    return MACHINE_ALIASES.get(m, m)

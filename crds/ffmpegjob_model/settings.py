@@ -1,0 +1,24 @@
+"""Settings the components share: how to reach S3. Read from the environment (pydantic-settings)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class S3Settings(BaseSettings):
+    """`S3_ENDPOINT_URL` is how pods reach the store; `S3_PUBLIC_ENDPOINT_URL` is what presigned
+    URLs handed to users are signed for (defaults to the former)."""
+
+    model_config = SettingsConfigDict(env_prefix="S3_", extra="ignore")
+
+    endpoint_url: str | None = None
+    public_endpoint_url: str | None = None
+    bucket: str = "ffmpeg"
+    region: str = "us-east-1"
+    access_key_id: str | None = Field(default=None, validation_alias="AWS_ACCESS_KEY_ID")
+    secret_access_key: str | None = Field(default=None, validation_alias="AWS_SECRET_ACCESS_KEY")
+
+    @property
+    def public_endpoint(self) -> str | None:
+        return self.public_endpoint_url or self.endpoint_url

@@ -1,0 +1,78 @@
+"""Where things live in the one S3 bucket; the api, worker and operator must agree on it.
+
+    files/<tenant>/<dir_id>/<file_name>     a stored file ("dir_id/file_name" to users)
+    dirs/<tenant>/<dir_id>.json             a directory's metadata (DirectoryMeta)
+
+A directory is a prefix plus its metadata object; it expires `ttl` seconds after `created`,
+and the operator's clean-up deletes expired directories with their files.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from datetime import UTC, datetime, timedelta
+
+from pydantic import BaseModel, Field
+
+from .model import DIR_ID_PATTERN
+
+DEFAULT_DIR_TTL = 24 * 3600
+TMP_FILE_TTL = 3600
+FILE_NAME_MAX = 255
+
+_DIR_ID = re.compile(DIR_ID_PATTERN)
+
+
+class DirectoryMeta(BaseModel):
+    """Stored as JSON at `dirs/<tenant>/<dir_id>.json`."""
+
+    id: str
+    tenant: str
+    ttl: int = Field(default=DEFAULT_DIR_TTL, ge=1)
+    created: datetime = Field(default_factory=lambda: datetime.now(UTC))
+    temporary: bool = False
+
+    @property
+    def expires(self) -> datetime:
+        return self.created + timedelta(seconds=self.ttl)
+
+    def expired(self, now: datetime | None = None) -> bool:
+        return (now or datetime.now(UTC)) >= self.expires
+
+
+def new_dir_id() -> str:
+    return "dir_" + secrets.token_hex(8)
+
+
+def valid_dir_id(dir_id: str) -> bool:
+    return bool(_DIR_ID.fullmatch(dir_id))
+
+
+def valid_file_name(name: str) -> bool:
+    """1-255 characters, no slashes, not a dot-name that could walk the prefix."""
+    return 0 < len(name) <= FILE_NAME_MAX and "/" not in name and "\\" not in name and name not in (".", "..")
+
+
+def file_key(tenant: str, dir_id: str, file_name: str) -> str:
+    return f"files/{tenant}/{dir_id}/{file_name}"
+
+
+def dir_prefix(tenant: str, dir_id: str) -> str:
+    return f"files/{tenant}/{dir_id}/"
+
+
+def dir_meta_key(tenant: str, dir_id: str) -> str:
+    return f"dirs/{tenant}/{dir_id}.json"
+
+
+def tenant_dirs_prefix(tenant: str) -> str:
+    return f"dirs/{tenant}/"
+
+
+def split_storage_path(path: str) -> tuple[str, str] | None:
+    """`dir_id/file_name` -> (dir_id, file_name), or None when it is not a valid storage path."""
+    dir_id, sep, name = path.partition("/")
+    if not sep or not valid_dir_id(dir_id) or not valid_file_name(name):
+        return None
+    return dir_id, name

@@ -1,0 +1,127 @@
+"""The process-node agent: does a kubelet's job for the stack's Node objects.
+
+It keeps each node Ready (Lease + status), watches the pods the real scheduler binds to its
+nodes, runs their containers as local processes (runtime.PodRunner), reports pod status, and
+honours deletion (SIGTERM, grace period, SIGKILL, then the final delete)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from kubernetes import client, config, watch
+
+from .nodes import CPU_NODE, GPU_NODE, NodeKeeper, NodeSpec
+from .podspec import PodPreparer
+from .runtime import PodRunner
+
+log = logging.getLogger("devstack.agent")
+HEARTBEAT_SECONDS = 10
+
+
+class Agent:
+    def __init__(self, nodes: list[NodeSpec], pods_root: Path, ca_crt: Path) -> None:
+        self.api = client.ApiClient()
+        self.core = client.CoreV1Api(self.api)
+        self.coord = client.CoordinationV1Api(self.api)
+        self.nodes = nodes
+        self.pods_root = pods_root
+        self.preparer = PodPreparer(self.core, self.api.configuration.host, ca_crt)
+        self.runners: dict[str, PodRunner] = {}
+        self.lock = threading.Lock()
+        # Containers find the tools installed beside the agent (the project's virtualenv).
+        self.base_env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(pods_root),
+                         "LANG": "C.UTF-8"}
+        # `make down` finds pod processes by this marker, since each runs in its own session.
+        if "DEVSTACK_STATE" in os.environ:
+            self.base_env["DEVSTACK_STATE"] = os.environ["DEVSTACK_STATE"]
+
+    def run(self) -> None:
+        keepers = [NodeKeeper(self.core, self.coord, n) for n in self.nodes]
+        for k in keepers:
+            k.register()
+        for n in self.nodes:
+            threading.Thread(target=self._watch_node, args=(n.name,), daemon=True, name=f"watch-{n.name}").start()
+        log.info("process nodes ready: %s", ", ".join(n.name for n in self.nodes))
+        beat = 0
+        while True:
+            time.sleep(HEARTBEAT_SECONDS)
+            beat += 1
+            for k in keepers:
+                try:
+                    k.renew_lease()
+                    if beat % 3 == 0:
+                        k.post_status()
+                except Exception as e:  # noqa: BLE001 - keep beating through API hiccups
+                    log.warning("heartbeat of %s failed: %s", k.spec.name, e)
+
+    def _watch_node(self, node: str) -> None:
+        selector = f"spec.nodeName={node}"
+        while True:
+            try:
+                pods = self.core.list_pod_for_all_namespaces(field_selector=selector)
+                for pod in pods.items:
+                    self._on_pod(self.api.sanitize_for_serialization(pod), startup=True)
+                w = watch.Watch()
+                for ev in w.stream(self.core.list_pod_for_all_namespaces, field_selector=selector,
+                                   resource_version=pods.metadata.resource_version, timeout_seconds=300):
+                    if ev["type"] in ("ADDED", "MODIFIED"):
+                        self._on_pod(ev["raw_object"], startup=False)
+                    elif ev["type"] == "DELETED":
+                        self._forget(ev["raw_object"]["metadata"]["uid"])
+            except Exception as e:  # noqa: BLE001 - re-list and carry on, as informers do
+                log.warning("pod watch on %s restarted: %s", node, e)
+                time.sleep(1)
+
+    def _on_pod(self, pod: dict[str, Any], startup: bool) -> None:
+        meta, status = pod["metadata"], pod.get("status") or {}
+        uid = meta["uid"]
+        phase = status.get("phase", "Pending")
+        with self.lock:
+            runner = self.runners.get(uid)
+            if meta.get("deletionTimestamp"):
+                grace = int(meta.get("deletionGracePeriodSeconds") or 0)
+                if runner is None:
+                    runner = PodRunner(self.core, self.preparer, pod, self.pods_root, self.base_env)
+                    runner.finished.set()
+                    self.runners[uid] = runner
+                runner.request_delete(grace)
+                return
+            if runner is not None or phase in ("Succeeded", "Failed"):
+                return
+            if phase == "Running" and startup:
+                # Its process belonged to an earlier agent and is gone with it: like a node
+                # reboot, the pod fails rather than silently running twice.
+                runner = PodRunner(self.core, self.preparer, pod, self.pods_root, self.base_env)
+                runner.finished.set()
+                self.runners[uid] = runner
+                runner._report_failed("NodeAgentRestarted", "the process node agent restarted while the pod ran")
+                return
+            runner = PodRunner(self.core, self.preparer, pod, self.pods_root, self.base_env)
+            self.runners[uid] = runner
+        runner.start()
+
+    def _forget(self, uid: str) -> None:
+        with self.lock:
+            self.runners.pop(uid, None)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description="Run the local stack's process nodes.")
+    ap.add_argument("--kubeconfig", required=True)
+    ap.add_argument("--pods-root", required=True, type=Path)
+    ap.add_argument("--ca-crt", required=True, type=Path)
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    config.load_kube_config(args.kubeconfig)
+    args.pods_root.mkdir(parents=True, exist_ok=True)
+    Agent([CPU_NODE, GPU_NODE], args.pods_root, args.ca_crt).run()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,146 @@
+"""Node objects for the process nodes, and the heartbeat a kubelet keeps (Lease + Ready)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import platform
+from dataclasses import dataclass, field
+from typing import Any
+
+from kubernetes import client
+from kubernetes.client.rest import ApiException
+
+log = logging.getLogger("devstack.nodes")
+
+LEASE_NAMESPACE = "kube-node-lease"
+LEASE_SECONDS = 40
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    name: str
+    labels: dict[str, str]
+    taints: list[dict[str, str]] = field(default_factory=list)
+    capacity: dict[str, str] = field(default_factory=dict)
+
+
+# The two pools of the local stack. The GPU node carries what real GPU pools carry: the
+# nvidia.com/gpu extended resource, the NVIDIA labels and the NoSchedule taint.
+CPU_NODE = NodeSpec(
+    name="devstack-cpu",
+    labels={"kubeffmpeg.io/pool": "cpu", "node.kubernetes.io/instance-type": "process-node"},
+    capacity={"cpu": "8", "memory": "16Gi", "pods": "110", "ephemeral-storage": "100Gi"},
+)
+GPU_NODE = NodeSpec(
+    name="devstack-gpu",
+    labels={
+        "kubeffmpeg.io/pool": "gpu",
+        "nvidia.com/gpu.present": "true",
+        "nvidia.com/gpu.product": "process-node-gpu",
+        "node.kubernetes.io/instance-type": "process-node-gpu",
+    },
+    taints=[{"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"}],
+    capacity={
+        "cpu": "8",
+        "memory": "16Gi",
+        "pods": "110",
+        "ephemeral-storage": "100Gi",
+        "nvidia.com/gpu": "2",
+    },
+)
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def _conditions(now: dt.datetime, transition: dt.datetime) -> list[dict[str, Any]]:
+    def cond(type_: str, status: str, reason: str, message: str) -> dict[str, Any]:
+        return {
+            "type": type_,
+            "status": status,
+            "reason": reason,
+            "message": message,
+            "lastHeartbeatTime": now.isoformat(),
+            "lastTransitionTime": transition.isoformat(),
+        }
+
+    return [
+        cond("MemoryPressure", "False", "KubeletHasSufficientMemory", "process node has sufficient memory"),
+        cond("DiskPressure", "False", "KubeletHasNoDiskPressure", "process node has no disk pressure"),
+        cond("PIDPressure", "False", "KubeletHasSufficientPID", "process node has sufficient PID"),
+        cond("Ready", "True", "KubeletReady", "process node agent is posting ready status"),
+    ]
+
+
+class NodeKeeper:
+    """Registers one Node and keeps it Ready, as a kubelet would."""
+
+    def __init__(self, core: client.CoreV1Api, coord: client.CoordinationV1Api, spec: NodeSpec) -> None:
+        self.core, self.coord, self.spec = core, coord, spec
+        self.started = _now()
+
+    def register(self) -> None:
+        body = {
+            "apiVersion": "v1",
+            "kind": "Node",
+            "metadata": {"name": self.spec.name, "labels": self._labels()},
+            "spec": {"taints": self.spec.taints},
+        }
+        try:
+            self.core.create_node(body)
+        except ApiException as e:
+            if e.status != 409:
+                raise
+            self.core.patch_node(self.spec.name, {"metadata": {"labels": self._labels()}, "spec": body["spec"]})
+        self.post_status()
+        self.renew_lease()
+
+    def _labels(self) -> dict[str, str]:
+        return {
+            "kubernetes.io/hostname": self.spec.name,
+            "kubernetes.io/os": "linux",
+            "kubernetes.io/arch": "amd64",
+            **self.spec.labels,
+        }
+
+    def post_status(self) -> None:
+        now = _now()
+        status = {
+            "capacity": self.spec.capacity,
+            "allocatable": self.spec.capacity,
+            "conditions": _conditions(now, self.started),
+            "addresses": [
+                {"type": "InternalIP", "address": "127.0.0.1"},
+                {"type": "Hostname", "address": self.spec.name},
+            ],
+            "daemonEndpoints": {"kubeletEndpoint": {"Port": 0}},
+            "nodeInfo": {
+                "machineID": self.spec.name,
+                "systemUUID": self.spec.name,
+                "bootID": self.started.isoformat(),
+                "kernelVersion": platform.release(),
+                "osImage": "devstack process node",
+                "containerRuntimeVersion": "process://1",
+                "kubeletVersion": os.environ.get("DEVSTACK_KUBE_VERSION", "v1.34.4"),
+                "kubeProxyVersion": "",
+                "operatingSystem": "linux",
+                "architecture": "amd64",
+            },
+        }
+        self.core.patch_node_status(self.spec.name, {"status": status})
+
+    def renew_lease(self) -> None:
+        now = _now().strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        body = {
+            "metadata": {"name": self.spec.name, "namespace": LEASE_NAMESPACE},
+            "spec": {"holderIdentity": self.spec.name, "leaseDurationSeconds": LEASE_SECONDS, "renewTime": now},
+        }
+        try:
+            self.coord.patch_namespaced_lease(self.spec.name, LEASE_NAMESPACE, {"spec": body["spec"]})
+        except ApiException as e:
+            if e.status != 404:
+                raise
+            self.coord.create_namespaced_lease(LEASE_NAMESPACE, body)

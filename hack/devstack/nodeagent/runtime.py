@@ -1,0 +1,248 @@
+"""Run one pod's containers as local processes and report its status the way a kubelet does."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import threading
+from pathlib import Path
+from typing import Any
+
+from kubernetes import client
+
+from .podspec import ConfigError, PodPreparer, PreparedContainer
+
+log = logging.getLogger("devstack.runtime")
+TERMINATION_MESSAGE_MAX = 4096
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _tail(path: Path, limit: int = TERMINATION_MESSAGE_MAX) -> str:
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return ""
+    return data[-limit:].decode("utf-8", "replace")
+
+
+class PodRunner(threading.Thread):
+    """One pod: prepare, run init containers then containers, report, honour deletion."""
+
+    def __init__(self, core: client.CoreV1Api, preparer: PodPreparer, pod: dict[str, Any], root: Path,
+                 base_env: dict[str, str]) -> None:
+        meta = pod["metadata"]
+        super().__init__(name=f"pod-{meta['namespace']}/{meta['name']}", daemon=True)
+        self.core, self.preparer, self.pod, self.base_env = core, preparer, pod, base_env
+        self.ns, self.pod_name, self.uid = meta["namespace"], meta["name"], meta["uid"]
+        self.root = root / f"{self.ns}_{self.pod_name}_{self.uid[:8]}"
+        self._procs: dict[str, subprocess.Popen[bytes]] = {}
+        self._lock = threading.Lock()
+        self._deleting = threading.Event()
+        self.finished = threading.Event()
+        self.statuses: dict[str, dict[str, Any]] = {}
+        self.started_at = _now()
+
+    # ------------------------------------------------------------------------ deletion
+    def request_delete(self, grace_seconds: int) -> None:
+        """Pod deleted: SIGTERM every process group, SIGKILL after the grace period."""
+        if self._deleting.is_set():
+            return
+        self._deleting.set()
+        with self._lock:
+            procs = list(self._procs.values())
+        for p in procs:
+            _signal(p, signal.SIGTERM)
+        if procs:
+            timer = threading.Timer(max(grace_seconds, 0), self._kill_all)
+            timer.daemon = True
+            timer.start()
+        if self.finished.is_set() or not procs:
+            threading.Thread(target=self._finalise_delete, daemon=True).start()
+
+    def _kill_all(self) -> None:
+        with self._lock:
+            procs = list(self._procs.values())
+        for p in procs:
+            _signal(p, signal.SIGKILL)
+
+    def _finalise_delete(self) -> None:
+        self.finished.wait(timeout=600)
+        try:
+            self.core.delete_namespaced_pod(
+                self.pod_name, self.ns, grace_period_seconds=0,
+                body=client.V1DeleteOptions(grace_period_seconds=0, preconditions=client.V1Preconditions(uid=self.uid)),
+            )
+        except client.ApiException as e:
+            if e.status not in (404, 409):
+                log.warning("final delete of %s/%s failed: %s", self.ns, self.pod_name, e)
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    # ------------------------------------------------------------------------ lifecycle
+    def run(self) -> None:
+        try:
+            self._run()
+        except Exception as e:  # noqa: BLE001 - a pod's failure must never kill the agent
+            log.exception("pod %s/%s crashed the runtime", self.ns, self.pod_name)
+            self._report_failed("RuntimeError", str(e))
+        finally:
+            self.finished.set()
+            if self._deleting.is_set():
+                self._finalise_delete()
+
+    def _run(self) -> None:
+        spec = self.pod["spec"]
+        self.root.mkdir(parents=True, exist_ok=True)
+        containers = spec.get("containers", [])
+        inits = spec.get("initContainers", []) or []
+        try:
+            volumes = self.preparer.volumes(self.pod, self.root)
+            prepared_inits = [self.preparer.container(self.pod, c, self.root, volumes, self.base_env) for c in inits]
+            prepared = [self.preparer.container(self.pod, c, self.root, volumes, self.base_env) for c in containers]
+        except (ConfigError, client.ApiException) as e:
+            msg = e.reason if isinstance(e, client.ApiException) else str(e)
+            self._report_waiting("CreateContainerConfigError", str(msg))
+            return
+        for c in prepared_inits:
+            if self._deleting.is_set():
+                return
+            code = self._wait(self._start(c))
+            if code != 0:
+                self._report_terminal(init_failed=(c, code))
+                return
+        if self._deleting.is_set():
+            return
+        for c in prepared:
+            self._start(c)
+        self._report_running(prepared)
+        for c in prepared:
+            with self._lock:
+                proc = self._procs[c.name]
+            code = self._wait(proc)
+            self.statuses[c.name] = self._terminated(c, code)
+        self._report_terminal()
+
+    def _start(self, c: PreparedContainer) -> subprocess.Popen[bytes]:
+        log.info("pod %s/%s: starting %s: %s", self.ns, self.pod_name, c.name, c.argv)
+        with open(c.log, "ab") as out:
+            try:
+                proc = subprocess.Popen(c.argv, env=c.env, cwd=c.workdir, stdout=out, stderr=subprocess.STDOUT,
+                                        stdin=subprocess.DEVNULL, start_new_session=True)
+            except OSError as e:
+                out.write(f"failed to start {c.argv[0]}: {e}\n".encode())
+                proc = subprocess.Popen(["false"], start_new_session=True)
+        self.statuses[c.name] = {"startedAt": _now()}
+        with self._lock:
+            self._procs[c.name] = proc
+        return proc
+
+    @staticmethod
+    def _wait(proc: subprocess.Popen[bytes]) -> int:
+        code = proc.wait()
+        return 128 - code if code < 0 else code  # a signal N reads as exit 128+N, like a container
+
+    def _terminated(self, c: PreparedContainer, code: int) -> dict[str, Any]:
+        message = _tail(c.termination_log).strip()
+        spec_c = next(x for x in self.pod["spec"]["containers"] + (self.pod["spec"].get("initContainers") or [])
+                      if x["name"] == c.name)
+        if not message and code != 0 and spec_c.get("terminationMessagePolicy") == "FallbackToLogsOnError":
+            message = _tail(c.log, 2048).strip()
+        reason = "Completed" if code == 0 else "Error"
+        term: dict[str, Any] = {
+            "exitCode": code,
+            "reason": reason,
+            "startedAt": self.statuses.get(c.name, {}).get("startedAt", self.started_at),
+            "finishedAt": _now(),
+            "containerID": f"process://{self.uid}/{c.name}",
+        }
+        if message:
+            term["message"] = message
+        return term
+
+    # ------------------------------------------------------------------------ status reports
+    def _container_status(self, c: dict[str, Any], state: dict[str, Any], ready: bool) -> dict[str, Any]:
+        return {
+            "name": c["name"],
+            "image": c.get("image", ""),
+            "imageID": c.get("image", ""),
+            "containerID": f"process://{self.uid}/{c['name']}",
+            "ready": ready,
+            "started": "running" in state,
+            "restartCount": 0,
+            "state": state,
+        }
+
+    def _conditions(self, ready: bool, initialized: bool = True) -> list[dict[str, Any]]:
+        now = _now()
+        def cond(t: str, ok: bool, reason: str | None = None) -> dict[str, Any]:
+            d: dict[str, Any] = {"type": t, "status": "True" if ok else "False", "lastTransitionTime": now}
+            if reason:
+                d["reason"] = reason
+            return d
+        return [
+            cond("PodReadyToStartContainers", True),
+            cond("Initialized", initialized),
+            cond("ContainersReady", ready, None if ready else "PodCompleted"),
+            cond("Ready", ready, None if ready else "PodCompleted"),
+            cond("PodScheduled", True),
+        ]
+
+    def _patch(self, status: dict[str, Any]) -> None:
+        base = {"hostIP": "127.0.0.1", "hostIPs": [{"ip": "127.0.0.1"}], "podIP": "127.0.0.1",
+                "podIPs": [{"ip": "127.0.0.1"}], "startTime": self.started_at}
+        try:
+            self.core.patch_namespaced_pod_status(self.pod_name, self.ns, {"status": {**base, **status}})
+        except client.ApiException as e:
+            if e.status != 404:
+                log.warning("status of %s/%s not written: %s", self.ns, self.pod_name, e.reason)
+
+    def _report_waiting(self, reason: str, message: str) -> None:
+        cs = [self._container_status(c, {"waiting": {"reason": reason, "message": message}}, False)
+              for c in self.pod["spec"]["containers"]]
+        self._patch({"phase": "Pending", "conditions": self._conditions(False), "containerStatuses": cs,
+                     "message": message, "reason": reason})
+
+    def _report_failed(self, reason: str, message: str) -> None:
+        state = {"terminated": {"exitCode": 1, "reason": reason, "message": message[:TERMINATION_MESSAGE_MAX],
+                                "startedAt": self.started_at, "finishedAt": _now()}}
+        cs = [self._container_status(c, state, False) for c in self.pod["spec"]["containers"]]
+        self._patch({"phase": "Failed", "conditions": self._conditions(False), "containerStatuses": cs,
+                     "reason": reason, "message": message[:TERMINATION_MESSAGE_MAX]})
+
+    def _report_running(self, prepared: list[PreparedContainer]) -> None:
+        cs = [self._container_status(c, {"running": {"startedAt": self.statuses[c["name"]]["startedAt"]}}, True)
+              for c in self.pod["spec"]["containers"]]
+        self._patch({"phase": "Running", "conditions": self._conditions(True), "containerStatuses": cs})
+
+    def _report_terminal(self, init_failed: tuple[PreparedContainer, int] | None = None) -> None:
+        spec = self.pod["spec"]
+        if init_failed is not None:
+            c, code = init_failed
+            term = self._terminated(c, code)
+            ics = [self._container_status(x, {"terminated": term} if x["name"] == c.name else
+                                          {"waiting": {"reason": "PodInitializing"}}, False)
+                   for x in spec.get("initContainers", [])]
+            cs = [self._container_status(x, {"waiting": {"reason": "PodInitializing"}}, False)
+                  for x in spec["containers"]]
+            self._patch({"phase": "Failed", "conditions": self._conditions(False, False),
+                         "initContainerStatuses": ics, "containerStatuses": cs})
+            return
+        cs = [self._container_status(c, {"terminated": self.statuses[c["name"]]}, False) for c in spec["containers"]]
+        ok = all(self.statuses[c["name"]]["exitCode"] == 0 for c in spec["containers"])
+        self._patch({"phase": "Succeeded" if ok else "Failed", "conditions": self._conditions(False),
+                     "containerStatuses": cs})
+
+
+def _signal(proc: subprocess.Popen[bytes], sig: int) -> None:
+    if proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, sig)
+    except ProcessLookupError:
+        pass

@@ -1,0 +1,225 @@
+"""The whole local stack: control plane, S3, process nodes, then the operator and the API.
+
+`up()` is idempotent: what already runs is kept. Everything a client needs is written to
+`.devstack/env` (shell-sourceable) and returned as a `StackInfo`."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shlex
+import signal
+import string
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .controlplane import ControlPlane, Ports
+from .paths import REPO_ROOT, Binaries, binaries, state_dir
+from .pki import ensure_pki
+from .processes import ProcessSet
+from .s3server import S3Config, S3Server
+
+NAMESPACE = "ffmpeg"
+S3_PORT = 19000
+API_PORT = 18080
+OPERATOR_METRICS_PORT = 18090
+CRD_FILE = REPO_ROOT / "crds" / "ffmpegjobs.yaml"
+BASE_MANIFESTS = Path(__file__).parent / "manifests" / "base.yaml"
+ENV_MARKER = "DEVSTACK_STATE"
+
+
+@dataclass(frozen=True)
+class StackInfo:
+    env: dict[str, str]
+
+    @property
+    def kubeconfig(self) -> str:
+        return self.env["KUBECONFIG"]
+
+    @property
+    def namespace(self) -> str:
+        return self.env["FFMPEG_NAMESPACE"]
+
+    @property
+    def api_url(self) -> str | None:
+        return self.env.get("API_URL")
+
+
+class Stack:
+    def __init__(self, state: Path | None = None) -> None:
+        self.state = state or state_dir()
+        self.procs = ProcessSet(self.state)
+        self.s3cfg = S3Config(
+            endpoint=f"http://127.0.0.1:{S3_PORT}",
+            bucket="ffmpeg",
+            access_key="devstack",
+            secret_key="devstack-secret-key",
+        )
+
+    @property
+    def env_file(self) -> Path:
+        return self.state / "env"
+
+    def _bins(self) -> Binaries:
+        return binaries()
+
+    def _control_plane(self) -> ControlPlane:
+        return ControlPlane(self.state, self._bins(), ensure_pki(self.state / "pki"), self.procs, Ports())
+
+    # --------------------------------------------------------------------------- up
+    def up(self, with_operator: bool = True, with_api: bool = True) -> StackInfo:
+        self.state.mkdir(parents=True, exist_ok=True)
+        cp = self._control_plane()
+        cp.start()
+        S3Server(self.state, self._bins(), self.procs, S3_PORT, self.s3cfg).start()
+        env = self.base_env(cp)
+        self.apply_manifests(env)
+        self.procs.start(
+            "node-agent",
+            [sys.executable, "-m", "devstack.nodeagent.agent", "--kubeconfig", env["KUBECONFIG"],
+             "--pods-root", str(self.state / "pods"), "--ca-crt", str(cp.pki.ca_crt)],
+            env={**env, ENV_MARKER: str(self.state)},
+        )
+        self.wait_nodes_ready(env)
+        if with_operator and _has_module("ffmpeg_operator.main"):
+            self.procs.start("operator", [_bin("ffmpeg-operator")], env=env)
+        if with_api and _has_module("ffmpeg_api.main"):
+            env["API_URL"] = f"http://127.0.0.1:{API_PORT}"
+            env["API_KEY"] = self._api_key(env)
+            self.procs.start("api", [_bin("ffmpeg-api")], env=env)
+            _wait_http(f"{env['API_URL']}/healthz", self.procs, "api")
+        self.write_env(env)
+        return StackInfo(env)
+
+    def base_env(self, cp: ControlPlane) -> dict[str, str]:
+        return {
+            "KUBECONFIG": str(cp.admin_kubeconfig),
+            "FFMPEG_NAMESPACE": NAMESPACE,
+            **self.s3cfg.env(),
+            # The stack's webhook receivers and inputs live on loopback: allow it here only.
+            "URL_ALLOW_HOSTS": "127.0.0.1,localhost",
+            "URL_ALLOW_HTTP": "true",
+            "METRICS_PORT": str(OPERATOR_METRICS_PORT),
+            "API_PORT": str(API_PORT),
+            "PATH": _venv_path(),
+        }
+
+    def kubectl(self, env: dict[str, str], *args: str, stdin: str | None = None) -> str:
+        out = subprocess.run(
+            [self._bins().path("kubectl"), *args],
+            input=stdin, capture_output=True, text=True, env={**os.environ, **env},
+        )
+        if out.returncode != 0:
+            raise RuntimeError(f"kubectl {' '.join(args)} failed: {out.stderr.strip()}")
+        return out.stdout
+
+    def apply_manifests(self, env: dict[str, str]) -> None:
+        if CRD_FILE.exists():
+            self.kubectl(env, "apply", "--server-side", "--force-conflicts", "-f", str(CRD_FILE))
+            self.kubectl(env, "wait", "--for=condition=Established", "--timeout=60s",
+                         "crd/ffmpegjobs.kubeffmpeg.io")
+        base = string.Template(BASE_MANIFESTS.read_text()).substitute(NAMESPACE=NAMESPACE, **self.s3cfg.env())
+        self.kubectl(env, "apply", "-f", "-", stdin=base)
+
+    def wait_nodes_ready(self, env: dict[str, str], timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self.kubectl(env, "wait", "--for=condition=Ready", "--timeout=5s",
+                             "node/devstack-cpu", "node/devstack-gpu")
+                return
+            except RuntimeError:
+                if time.monotonic() > deadline or not self.procs.running("node-agent"):
+                    raise RuntimeError(f"process nodes not Ready; see {self.procs.log('node-agent')}") from None
+                time.sleep(1)
+
+    def _api_key(self, env: dict[str, str]) -> str:
+        key_file = self.state / "api-key"
+        if key_file.exists():
+            return key_file.read_text().strip()
+        out = subprocess.run(
+            [sys.executable, "-m", "ffmpeg_api.keys", "create", "--tenant", "default"],
+            capture_output=True, text=True, env={**os.environ, **env}, check=True,
+        ).stdout.strip().splitlines()[-1]
+        key_file.write_text(out)
+        key_file.chmod(0o600)
+        return out
+
+    def write_env(self, env: dict[str, str]) -> None:
+        keep = [k for k in env if k != "PATH"]
+        lines = ["# Written by `make dev` (hack/devstack). Source it: `. .devstack/env`"]
+        lines += [f"export {k}={shlex.quote(env[k])}" for k in keep]
+        lines.append(f"export PATH={shlex.quote(str(self._bins().kube))}:\"$PATH\"")
+        self.env_file.write_text("\n".join(lines) + "\n")
+
+    def read_env(self) -> dict[str, str]:
+        env: dict[str, str] = {}
+        if not self.env_file.exists():
+            return env
+        for line in self.env_file.read_text().splitlines():
+            if line.startswith("export ") and "=" in line and not line.startswith("export PATH="):
+                k, _, v = line[len("export "):].partition("=")
+                env[k] = shlex.split(v)[0] if v else ""
+        return env
+
+    def is_up(self) -> bool:
+        if not self.env_file.exists():
+            return False
+        return all(self.procs.running(n) for n in ("etcd", "kube-apiserver", "minio", "node-agent")) and \
+            self._control_plane().healthy()
+
+    # --------------------------------------------------------------------------- down
+    def down(self) -> None:
+        for name in ("api", "operator", "node-agent"):
+            self.procs.stop(name)
+        kill_marked_processes(self.state)
+        S3Server(self.state, self._bins(), self.procs, S3_PORT, self.s3cfg).stop()
+        self._control_plane().stop()
+        for name in self.procs.names():
+            self.procs.stop(name)
+        self.env_file.unlink(missing_ok=True)
+
+
+def kill_marked_processes(state: Path) -> None:
+    """Pod processes run in their own sessions; find them by the marker in their environment."""
+    marker = f"{ENV_MARKER}={state}".encode()
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        try:
+            if marker in (proc / "environ").read_bytes().split(b"\0"):
+                os.kill(int(proc.name), signal.SIGKILL)
+        except (OSError, ValueError):
+            continue
+
+
+def _has_module(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except ModuleNotFoundError:
+        return False
+
+
+def _venv_path() -> str:
+    return f"{Path(sys.executable).parent}:{os.environ.get('PATH', '/usr/bin:/bin')}"
+
+
+def _bin(name: str) -> str:
+    return str(Path(sys.executable).parent / name)
+
+
+def _wait_http(url: str, procs: ProcessSet, name: str, timeout: float = 60) -> None:
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except OSError:
+            if time.monotonic() > deadline or not procs.running(name):
+                raise RuntimeError(f"{name} did not answer {url}; see {procs.log(name)}") from None
+            time.sleep(0.3)
