@@ -68,10 +68,9 @@ def _resolve(node: Any, defs: dict[str, Any], keep_defaults: bool) -> Any:
         non_null = [s for s in any_of if s.get("type") != "null"]
         if len(non_null) != 1:
             raise ValueError(f"cannot express anyOf {any_of} structurally")
-        merged = {**non_null[0], **out}
-        if len(non_null) < len(any_of):
-            merged["nullable"] = True
-        out = merged
+        # No `nullable`: the API server then drops explicit nulls, so `has()` in CEL stays true
+        # to its meaning and clients (exclude_none) never send them anyway.
+        out = {**non_null[0], **out}
     if out.get("additionalProperties") is True and "properties" not in out:
         # dict[str, Any]: free-form object, kept as written
         del out["additionalProperties"]
@@ -84,7 +83,10 @@ def _resolve(node: Any, defs: dict[str, Any], keep_defaults: bool) -> Any:
 def openapi(model: type[Any], keep_defaults: bool) -> Schema:
     raw = model.model_json_schema(by_alias=True, mode="validation")
     schema: Schema = _resolve(raw, raw.get("$defs", {}), keep_defaults)
-    schema.pop("nullable", None)
+    if keep_defaults:  # pydantic leaves default_factory values out of the JSON Schema
+        for name, field in model.model_fields.items():
+            if field.default_factory is not None:
+                schema["properties"][field.alias or name]["default"] = field.default_factory()
     return schema
 
 

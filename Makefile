@@ -1,0 +1,57 @@
+# Each target installs what it needs first, so any of them works on a fresh machine.
+SHELL := /bin/bash
+VENV  := .venv
+PY    := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: help setup dev down status demo test test-unit lint crds openapi bench clean
+
+help:
+	@echo "make dev    - bring up the local stack (Kubernetes control plane, process nodes, MinIO, operator, API)"
+	@echo "make down   - stop the local stack, leaving no process behind"
+	@echo "make demo   - run a real FFmpeg job end to end on the local stack"
+	@echo "make test   - run the test suite (brings its own stack up if none is running)"
+	@echo "make lint   - ruff and mypy"
+	@echo "make bench  - run the benchmarks, results in bench/results/"
+
+setup: $(STAMP)
+	@bash hack/install-system-deps.sh
+	@bash hack/build-control-plane.sh >/dev/null
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || python3 -m venv $(VENV)
+	@$(PY) -m pip install -q -U pip
+	@$(PY) -m pip install -q -e '.[dev]'
+	@touch $(STAMP)
+
+dev: setup
+	@$(VENV)/bin/devstack up
+	@echo "next: . .devstack/env && kubectl get nodes"
+
+down:
+	@if [ -x $(VENV)/bin/devstack ]; then $(VENV)/bin/devstack down; else echo "nothing to stop"; fi
+
+status:
+	@$(VENV)/bin/devstack status
+
+demo: dev
+	@$(PY) hack/demo.py
+
+test: setup
+	@$(VENV)/bin/pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+test-unit: $(STAMP)
+	@$(VENV)/bin/pytest -q -p no:cacheprovider tests/unit $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	@$(VENV)/bin/ruff check .
+	@$(VENV)/bin/mypy crds/ffmpegjob_model api/ffmpeg_api operator/ffmpeg_operator worker-image/ffmpeg_worker hack/devstack
+
+crds: $(STAMP)
+	@$(PY) -m ffmpegjob_model.crd
+
+bench: dev
+	@$(PY) -m bench.run
+
+clean: down
+	rm -rf .devstack $(VENV)

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# System packages the stack needs: FFmpeg/ffprobe (Debian's), and a Go toolchain to build the
+# control plane. Installs only what is missing.
+set -euo pipefail
+missing=()
+command -v ffmpeg >/dev/null && command -v ffprobe >/dev/null || missing+=(ffmpeg)
+command -v openssl >/dev/null || missing+=(openssl)
+command -v curl >/dev/null || missing+=(curl)
+if ((${#missing[@]})); then
+  echo "installing ${missing[*]} from Debian" >&2
+  SUDO=""; [[ $(id -u) -eq 0 ]] || SUDO=sudo
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+if ! command -v go >/dev/null; then
+  echo "Go 1.24+ is needed to build the local control plane (https://go.dev/doc/install)." >&2
+  exit 1
+fi
