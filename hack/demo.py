@@ -18,7 +18,6 @@ import time
 from pathlib import Path
 
 import httpx
-
 from devstack.stack import Stack
 
 

@@ -11,9 +11,8 @@ from typing import Any
 
 import boto3
 import pytest
-from kubernetes import client, config
-
 from devstack.stack import Stack, StackInfo
+from kubernetes import client, config
 
 
 @pytest.fixture(scope="session")

@@ -173,7 +173,8 @@ def test_gpu_request_without_toleration_is_unschedulable(stack_env: dict[str, st
     })
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
-        pods = json.loads(kubectl(stack_env, "get", "pods", "-n", NS, "-l", f"job-name={gpu_no_toleration}", "-o", "json"))
+        pods = json.loads(
+            kubectl(stack_env, "get", "pods", "-n", NS, "-l", f"job-name={gpu_no_toleration}", "-o", "json"))
         conds = [c for p in pods["items"] for c in p["status"].get("conditions", []) if c["type"] == "PodScheduled"]
         if conds and conds[0]["status"] == "False":
             assert conds[0]["reason"] == "Unschedulable"

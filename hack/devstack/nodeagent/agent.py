@@ -57,7 +57,7 @@ class Agent:
                     k.renew_lease()
                     if beat % 3 == 0:
                         k.post_status()
-                except Exception as e:  # noqa: BLE001 - keep beating through API hiccups
+                except Exception as e:
                     log.warning("heartbeat of %s failed: %s", k.spec.name, e)
 
     def _watch_node(self, node: str) -> None:
@@ -67,14 +67,15 @@ class Agent:
                 pods = self.core.list_pod_for_all_namespaces(field_selector=selector)
                 for pod in pods.items:
                     self._on_pod(self.api.sanitize_for_serialization(pod), startup=True)
+                since = pods.metadata.resource_version if pods.metadata else None
                 w = watch.Watch()
                 for ev in w.stream(self.core.list_pod_for_all_namespaces, field_selector=selector,
-                                   resource_version=pods.metadata.resource_version, timeout_seconds=300):
+                                   resource_version=since, timeout_seconds=300):
                     if ev["type"] in ("ADDED", "MODIFIED"):
                         self._on_pod(ev["raw_object"], startup=False)
                     elif ev["type"] == "DELETED":
                         self._forget(ev["raw_object"]["metadata"]["uid"])
-            except Exception as e:  # noqa: BLE001 - re-list and carry on, as informers do
+            except Exception as e:
                 log.warning("pod watch on %s restarted: %s", node, e)
                 time.sleep(1)
 

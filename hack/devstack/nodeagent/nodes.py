@@ -90,7 +90,7 @@ class NodeKeeper:
             "spec": {"taints": self.spec.taints},
         }
         try:
-            self.core.create_node(body)
+            self.core.create_node(body)  # type: ignore[arg-type]  # the client accepts plain dicts
         except ApiException as e:
             if e.status != 409:
                 raise
@@ -143,4 +143,4 @@ class NodeKeeper:
         except ApiException as e:
             if e.status != 404:
                 raise
-            self.coord.create_namespaced_lease(LEASE_NAMESPACE, body)
+            self.coord.create_namespaced_lease(LEASE_NAMESPACE, body)  # type: ignore[arg-type]

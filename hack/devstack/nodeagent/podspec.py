@@ -114,6 +114,8 @@ class PodPreparer:
         req = self.core.create_namespaced_service_account_token(
             sa, meta["namespace"], client.AuthenticationV1TokenRequest(spec=spec)
         )
+        if req.status is None or not req.status.token:
+            raise ConfigError(f"no token issued for service account {sa!r}")
         return str(req.status.token)
 
     # ----------------------------------------------------------------------------- volumes

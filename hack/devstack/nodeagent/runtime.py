@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import os
@@ -88,7 +89,7 @@ class PodRunner(threading.Thread):
     def run(self) -> None:
         try:
             self._run()
-        except Exception as e:  # noqa: BLE001 - a pod's failure must never kill the agent
+        except Exception as e:
             log.exception("pod %s/%s crashed the runtime", self.ns, self.pod_name)
             self._report_failed("RuntimeError", str(e))
         finally:
@@ -242,7 +243,5 @@ class PodRunner(threading.Thread):
 def _signal(proc: subprocess.Popen[bytes], sig: int) -> None:
     if proc.poll() is not None:
         return
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, sig)
-    except ProcessLookupError:
-        pass
