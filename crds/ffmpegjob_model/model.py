@@ -201,6 +201,7 @@ class WebhookAttempt(_Wire):
 class WebhookStatus(_Wire):
     delivered: bool = False
     delivered_at: datetime | None = None
+    gave_up: bool = Field(default=False, description="No more attempts: retries spent or a final answer.")
     attempts: list[WebhookAttempt] = Field(default_factory=list)
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import yaml
-
 from ffmpegjob_model import crd
 from ffmpegjob_model.model import FFmpegJobSpec, FFmpegJobStatus
 
@@ -70,7 +69,7 @@ def test_every_string_a_cel_rule_reads_is_bounded() -> None:
     spec = _schema()["properties"]["spec"]
     for path, node in _walk(spec):
         if node.get("type") == "string" and "enum" not in node:
-            assert "maxLength" in node or "pattern" in node and "{" in node["pattern"], path
+            assert "maxLength" in node or ("pattern" in node and "{" in node["pattern"]), path
 
 
 def test_crd_names_columns_and_rules() -> None:

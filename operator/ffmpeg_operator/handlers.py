@@ -1,0 +1,407 @@
+"""kopf handlers: FFmpegJob -> batch/v1 Job, status from the Job and its pods, cancel/suspend,
+webhooks, TTL and storage clean-up.
+
+Every handler is idempotent and reads what it needs from the API server: a retried, resumed or
+duplicated run converges on the same state. Status writes from Job/pod events are conditional
+(resourceVersion), so two handlers racing on one FFmpegJob never undo each other.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any, cast
+
+import kopf
+from ffmpegjob_model.model import GROUP, PLURAL, VERSION, FFmpegJobSpec, Phase
+from ffmpegjob_model.pools import canonical_machine
+from ffmpegjob_model.safety import validate_spec
+from ffmpegjob_model.urls import URLRefused, URLRules, check_url
+from kubernetes.client.rest import ApiException
+from pydantic import ValidationError
+
+from . import jobs, webhooks
+from .context import Context, PoolsUnavailable
+from .status import TERMINAL, iso, observe, parse_time, set_condition, terminal_patch
+from .storage import s3_client, sweep_expired_dirs
+
+FFJ = (GROUP, VERSION, PLURAL)
+CHILDREN = {jobs.LABEL_MANAGED_BY: jobs.MANAGED_BY}
+ATTEMPTS_KEPT = 20
+CONFLICT_RETRIES = 5
+log = logging.getLogger("ffmpeg_operator")
+
+
+def ctx(memo: kopf.Memo) -> Context:
+    c: Context = memo["ctx"]
+    return c
+
+
+@contextlib.contextmanager
+def timed(c: Context, handler: str) -> Iterator[None]:
+    t0 = time.perf_counter()
+    try:
+        yield
+    finally:
+        c.metrics.reconcile.labels(handler).observe(time.perf_counter() - t0)
+
+
+def url_rules(c: Context) -> URLRules:
+    return URLRules(allow_hosts=c.settings.url_allow_hosts, allow_http=c.settings.url_allow_http)
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+# ------------------------------------------------------------------------------------- start-up
+@kopf.on.startup()
+async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    # kopf's own bookkeeping goes to annotations: the CRD's status schema prunes unknown fields.
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=GROUP, key="last-handled-configuration"
+    )
+    settings.posting.level = logging.WARNING  # transitions post their own events
+    settings.watching.server_timeout = 120
+    settings.watching.client_timeout = 150
+    settings.networking.request_timeout = 30
+    settings.execution.max_workers = 16
+    if "ctx" not in memo:
+        memo["ctx"] = await asyncio.to_thread(Context.from_env)
+    c = ctx(memo)
+    c.metrics.serve(c.settings.metrics_port)
+    memo["sweeper"] = asyncio.create_task(storage_sweeper(c))
+
+
+@kopf.on.cleanup()
+async def stop_background(memo: kopf.Memo, **_: Any) -> None:
+    task = memo.get("sweeper")
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+
+
+@kopf.on.probe(id="pools")
+def probe_pools(memo: kopf.Memo, **_: Any) -> list[str]:
+    """Liveness detail: the pools this operator can place jobs on."""
+    return sorted(ctx(memo).pools.get())
+
+
+# ------------------------------------------------------------------------------------- events
+def post(body: dict[str, Any], kind: str, reason: str, message: str) -> None:
+    kopf.event(cast(kopf.Body, body), type=kind, reason=reason, message=message[:1024])
+
+
+def record_transition(c: Context, body: dict[str, Any], old: str | None, patch: dict[str, Any]) -> None:
+    new = patch.get("phase")
+    if not new or new == old:
+        return
+    reason = str(patch.get("reason") or new)
+    kind = "Warning" if new == Phase.FAILED.value else "Normal"
+    post(body, kind, reason, f"{old or 'New'} -> {new}: {patch.get('message') or ''}".rstrip(": "))
+    c.metrics.transitions.labels(new, reason).inc()
+    if new in TERMINAL:
+        st = {**(body.get("status") or {}), **patch}
+        start, end = parse_time(st.get("startTime")), parse_time(st.get("completionTime"))
+        if start and end:
+            machine = str((body.get("spec") or {}).get("machine", ""))
+            c.metrics.duration.labels(machine, new).observe(max(0.0, (end - start).total_seconds()))
+
+
+def fail(c: Context, body: dict[str, Any], patch: kopf.Patch, reason: str, message: str) -> None:
+    st = dict(body.get("status") or {})
+    p = terminal_patch(st, Phase.FAILED, reason, message, now(), body["metadata"].get("generation"))
+    patch.status.update(p)
+    record_transition(c, body, st.get("phase"), p)
+
+
+# ---------------------------------------------------------------------------- create / resume
+def safety_problems(spec: FFmpegJobSpec, rules: URLRules) -> list[str]:
+    """The shared command-safety rules (what CEL cannot check). URL inputs are checked for
+    syntax here and resolved by the worker when it connects: a DNS hiccup must not fail a job."""
+    try:
+        validate_spec(spec, check_urls=False, url_rules=rules)
+    except ValueError as e:  # UnsafeCommand, URLRefused
+        return [str(e)]
+    return []
+
+
+@kopf.on.resume(*FFJ)
+@kopf.on.create(*FFJ)
+def ensure_job(body: kopf.Body, spec: kopf.Spec, meta: kopf.Meta, patch: kopf.Patch, memo: kopf.Memo,
+               logger: kopf.Logger, **_: Any) -> None:
+    c = ctx(memo)
+    obj = dict(body)
+    st = dict(obj.get("status") or {})
+    if st.get("phase") in TERMINAL:
+        return
+    with timed(c, "ensure_job"):
+        if spec.get("cancel"):
+            cancel_job(c, obj, patch)
+            return
+        try:
+            model = FFmpegJobSpec.model_validate(dict(spec))
+        except ValidationError as e:
+            fail(c, obj, patch, "ValidationFailed", f"invalid spec: {e}")
+            return
+        problems = safety_problems(model, url_rules(c))
+        if problems:
+            fail(c, obj, patch, "ValidationFailed", "; ".join(problems))
+            return
+        try:
+            pools = c.pools.get()
+        except PoolsUnavailable as e:
+            post(obj, "Warning", "PoolsUnavailable", str(e))
+            raise kopf.TemporaryError(str(e), delay=15) from e
+        pool_name = canonical_machine(model.machine)
+        if pool_name not in pools:
+            fail(c, obj, patch, "UnknownMachine",
+                 f"machine {model.machine!r} is not a node pool; known: {', '.join(sorted(pools)) or 'none'}")
+            return
+        manifest = jobs.build_job(obj, model, pool_name, pools[pool_name], c.settings)
+        name = manifest["metadata"]["name"]
+        try:
+            c.kube.batch.create_namespaced_job(meta["namespace"], cast(Any, manifest))
+            post(obj, "Normal", "JobCreated", f"created Job {name} on pool {pool_name}")
+            logger.info("created Job %s", name)
+        except ApiException as e:
+            if e.status != 409:
+                raise
+            existing = c.kube.read_job(meta["namespace"], name)
+            if existing is None:
+                raise kopf.TemporaryError(f"Job {name} exists and vanished; retrying", delay=1) from e
+            if not jobs.owned_by(existing, meta["uid"]):
+                fail(c, obj, patch, "JobNameTaken", f"a Job named {name} exists and is not this FFmpegJob's")
+                return
+            logger.info("adopted existing Job %s", name)
+        t = now()
+        conds = set_condition(st.get("conditions"), "Submitted", "True", "JobCreated",
+                                     f"Job {name} on pool {pool_name}", t, meta.get("generation"))
+        desired = {"jobName": name, "conditions": conds, "observedGeneration": meta.get("generation")}
+        if not st.get("phase"):
+            desired.update(phase=Phase.PENDING.value, reason="JobCreated", message=f"Job {name} created")
+        patch.status.update({k: v for k, v in desired.items() if st.get(k) != v})
+        record_transition(c, obj, st.get("phase"), desired)
+
+
+# ---------------------------------------------------------------------------- cancel / suspend
+def cancel_job(c: Context, body: dict[str, Any], patch: kopf.Patch) -> None:
+    meta = body["metadata"]
+    st = dict(body.get("status") or {})
+    jname = st.get("jobName") or jobs.job_name(meta["uid"])
+    c.kube.delete_job(meta["namespace"], jname)
+    p = terminal_patch(st, Phase.CANCELLED, "Cancelled", "cancelled by spec.cancel", now(),
+                              meta.get("generation"))
+    patch.status.update(p)
+    record_transition(c, body, st.get("phase"), p)
+
+
+@kopf.on.field(*FFJ, field="spec.cancel", new=True)
+def on_cancel(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
+    obj = dict(body)
+    if (obj.get("status") or {}).get("phase") in TERMINAL:
+        return
+    c = ctx(memo)
+    with timed(c, "cancel"):
+        cancel_job(c, obj, patch)
+
+
+@kopf.on.field(*FFJ, field="spec.suspend")
+def on_suspend(old: Any, new: Any, body: kopf.Body, meta: kopf.Meta, memo: kopf.Memo, **_: Any) -> None:
+    """Only a change the user made is passed on; a queueing system's own flips of the Job's
+    suspend are never reverted, because nothing here reconciles the field continuously."""
+    if old is None or bool(old) == bool(new):
+        return
+    st = dict(body.get("status") or {})
+    if st.get("phase") in TERMINAL or not st.get("jobName"):
+        return
+    c = ctx(memo)
+    try:
+        c.kube.batch.patch_namespaced_job(st["jobName"], meta["namespace"], {"spec": {"suspend": bool(new)}})
+    except ApiException as e:
+        if e.status != 404:
+            raise
+    post(dict(body), "Normal", "Suspended" if new else "Resumed", f"Job {st['jobName']} suspend={bool(new)}")
+
+
+# ------------------------------------------------------------------------- status from children
+def sync(c: Context, namespace: str, name: str | None) -> None:
+    """Recompute one FFmpegJob's status from its Job and pods; conditional write, retried."""
+    if not name:
+        return
+    for _ in range(CONFLICT_RETRIES):
+        ffj = c.kube.get_ffmpegjob(namespace, name)
+        if ffj is None:
+            return
+        meta, st = ffj["metadata"], dict(ffj.get("status") or {})
+        if st.get("phase") in TERMINAL or meta.get("deletionTimestamp"):
+            return
+        jname = st.get("jobName") or jobs.job_name(meta["uid"])
+        job = c.kube.read_job(namespace, jname)
+        if job is None or not jobs.owned_by(job, meta["uid"]):
+            return
+        pods = c.kube.list_pods(namespace, f"{jobs.LABEL_UID}={meta['uid']}")
+        out = observe(st, job, pods, now(), meta.get("generation"), c.settings.pod_start_timeout_seconds)
+        if not out.patch:
+            return
+        if out.stop_job:
+            c.kube.delete_job(namespace, jname)
+        try:
+            c.kube.patch_status(namespace, name, out.patch, meta.get("resourceVersion"))
+        except ApiException as e:
+            if e.status == 409:
+                continue  # written in between: recompute from the new state
+            if e.status == 404:
+                return
+            raise
+        record_transition(c, ffj, st.get("phase"), out.patch)
+        return
+
+
+@kopf.on.event("batch", "v1", "jobs", labels=CHILDREN)
+def on_job_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    if type == "DELETED":
+        return
+    c = ctx(memo)
+    with timed(c, "job_event"):
+        sync(c, body["metadata"]["namespace"], jobs.owner_name(dict(body)))
+
+
+@kopf.on.event("", "v1", "pods", labels=CHILDREN)
+def on_pod_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    if type == "DELETED":
+        return
+    c = ctx(memo)
+    with timed(c, "pod_event"):
+        sync(c, body["metadata"]["namespace"], jobs.owner_name(dict(body)))
+
+
+@kopf.timer(*FFJ, interval=15, initial_delay=15, idle=0,
+            when=lambda status, **_: bool(status.get("jobName")) and status.get("phase") not in TERMINAL)
+def resync(meta: kopf.Meta, memo: kopf.Memo, **_: Any) -> None:
+    """Time alone changes some answers (a pod that never starts); nothing else would wake us."""
+    c = ctx(memo)
+    with timed(c, "resync"):
+        sync(c, meta["namespace"], meta["name"])
+
+
+@kopf.on.event(*FFJ)
+def track_phase(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    uid = body["metadata"].get("uid", "")
+    phase = None if type == "DELETED" else (body.get("status") or {}).get("phase")
+    ctx(memo).metrics.phases.set(uid, phase or (None if type == "DELETED" else Phase.PENDING.value))
+
+
+# -------------------------------------------------------------------------------------- webhooks
+def needs_webhook(spec: kopf.Spec, status: kopf.Status, **_: Any) -> bool:
+    hook = status.get("webhook") or {}
+    return (bool(spec.get("webhook")) and status.get("phase") in TERMINAL
+            and not hook.get("delivered") and not hook.get("gaveUp"))
+
+
+@kopf.daemon(*FFJ, when=needs_webhook, cancellation_timeout=5, backoff=10)
+async def webhook_daemon(body: kopf.Body, spec: kopf.Spec, meta: kopf.Meta, memo: kopf.Memo,
+                         logger: kopf.Logger, **_: Any) -> None:
+    """Deliver the terminal-phase webhook. The attempts so far live in status, so a restarted
+    operator resumes the count instead of starting over, and stops once delivered."""
+    c = ctx(memo)
+    ns, name = meta["namespace"], meta["name"]
+    obj = dict(body)
+    st = dict(obj.get("status") or {})
+    record = dict(st.get("webhook") or {})
+    attempts: list[dict[str, Any]] = list(record.get("attempts") or [])
+    hook = dict(spec["webhook"])
+
+    async def write(extra: dict[str, Any]) -> None:
+        record.update(extra, attempts=attempts[-ATTEMPTS_KEPT:])
+        await asyncio.to_thread(c.kube.patch_status, ns, name, {"webhook": record})
+
+    async def give_up(reason: str, message: str) -> None:
+        attempts.append(webhooks.Attempt(now(), error=message).record())
+        c.metrics.webhooks.labels("gave_up").inc()
+        post(obj, "Warning", reason, message)
+        await write({"delivered": False, "gaveUp": True})
+
+    try:
+        await asyncio.to_thread(check_url, hook["url"], url_rules(c))
+    except URLRefused as e:
+        await give_up("WebhookRefused", str(e))
+        return
+    secret: bytes | None = None
+    ref = hook.get("secretRef")
+    if ref:
+        secret = await asyncio.to_thread(c.kube.read_secret_key, ns, ref["name"], ref.get("key", "secret"))
+        if secret is None:
+            raise kopf.TemporaryError(f"webhook secret {ref['name']}/{ref.get('key', 'secret')} not found", delay=30)
+    tenant = str(spec.get("tenant", "default"))
+    job_id = str((meta.get("annotations") or {}).get(f"{GROUP}/job-id") or name)
+    try:
+        body_bytes = webhooks.encode(webhooks.payload(job_id, st, lambda p: c.presigner.url(tenant, p)))
+    except ValueError as e:
+        await give_up("WebhookPayloadFailed", f"cannot build the payload: {e}")
+        return
+
+    async def on_attempt(a: webhooks.Attempt) -> None:
+        attempts.append(a.record())
+        outcome = "delivered" if a.ok else ("retry" if a.retry else "rejected")
+        c.metrics.webhooks.labels(outcome).inc()
+        if not a.ok:
+            logger.warning("webhook attempt %d to %s: %s", len(attempts), hook["url"], a.error)
+            await write({})
+
+    left = c.settings.webhook_max_attempts - len(attempts)
+    last = await webhooks.deliver(
+        hook["url"], body_bytes, secret, attempts_left=left, timeout=c.settings.webhook_timeout_seconds,
+        backoff_initial=c.settings.webhook_backoff_initial, backoff_max=c.settings.webhook_backoff_max,
+        on_attempt=on_attempt,
+    )
+    if last is not None and last.ok:
+        await write({"delivered": True, "deliveredAt": iso(last.time)})
+        post(obj, "Normal", "WebhookDelivered", f"webhook delivered to {hook['url']} (HTTP {last.status_code})")
+        return
+    c.metrics.webhooks.labels("gave_up").inc()
+    message = f"webhook not delivered after {len(attempts)} attempts: {last.error if last else 'no attempts left'}"
+    post(obj, "Warning", "WebhookFailed", message)
+    await write({"delivered": False, "gaveUp": True})
+
+
+# --------------------------------------------------------------------------------------- clean-up
+def ttl_due(spec: kopf.Spec, status: kopf.Status, **_: Any) -> bool:
+    return spec.get("ttlSecondsAfterFinished") is not None and status.get("phase") in TERMINAL
+
+
+@kopf.timer(*FFJ, interval=30, idle=0, when=ttl_due)
+def expire_finished(spec: kopf.Spec, meta: kopf.Meta, status: kopf.Status, memo: kopf.Memo,
+                    logger: kopf.Logger, **_: Any) -> None:
+    """Delete a finished FFmpegJob `ttlSecondsAfterFinished` after it finished (its Job and pod go
+    with it through their ownerReferences), but never before its webhook is settled."""
+    done = parse_time(status.get("completionTime"))
+    if done is None:
+        return
+    if now() < done + timedelta(seconds=int(spec["ttlSecondsAfterFinished"])):
+        return
+    hook = status.get("webhook") or {}
+    if spec.get("webhook") and not (hook.get("delivered") or hook.get("gaveUp")):
+        return
+    logger.info("TTL expired: deleting FFmpegJob")
+    ctx(memo).kube.delete_ffmpegjob(meta["namespace"], meta["name"], meta["uid"])
+
+
+async def storage_sweeper(c: Context) -> None:
+    """Expired storage directories (and with them temporary files) are deleted periodically."""
+    while True:
+        try:
+            removed = await asyncio.to_thread(sweep_expired_dirs, s3_client(c.s3), c.s3.bucket, now())
+            if removed:
+                log.info("deleted expired storage directories: %s", ", ".join(removed))
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:  # a store outage must not end the loop
+            log.warning("storage sweep failed: %s", e)
+        await asyncio.sleep(c.settings.cleanup_interval_seconds)

@@ -1,0 +1,161 @@
+"""The batch/v1 Job that runs one FFmpegJob: a pure function of the FFmpegJob and its pool."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from ffmpegjob_model.model import API_VERSION, GROUP, KIND, FFmpegJobSpec
+from ffmpegjob_model.pools import NodePool
+
+from .settings import OperatorSettings
+
+# Labels every child carries; the operator watches Jobs and pods by these.
+LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
+MANAGED_BY = "kubeffmpeg-operator"
+LABEL_UID = f"{GROUP}/ffmpegjob-uid"
+LABEL_NAME = f"{GROUP}/ffmpegjob"
+LABEL_POOL = f"{GROUP}/pool"
+LABEL_TENANT = f"{GROUP}/tenant"
+# Label values are at most 63 characters, object names 253: the name also goes in an annotation.
+ANNOTATION_NAME = f"{GROUP}/ffmpegjob-name"
+# Kueue's labels are carried over so that a Kueue-managed cluster queues the Job.
+PASSTHROUGH_LABELS = ("kueue.x-k8s.io/queue-name", "kueue.x-k8s.io/priority-class")
+
+SCRATCH = "/scratch"
+CONTAINER = "worker"
+# Any non-root id works; 65532 is the distroless "nonroot" user the worker image uses.
+NONROOT_UID = 65532
+_LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
+
+
+def job_name(uid: str) -> str:
+    """Unique per FFmpegJob, stable across retries: a repeated create hits 409, never a twin."""
+    return f"ffj-{uid}"
+
+
+def child_labels(meta: dict[str, Any], spec: FFmpegJobSpec, pool_name: str) -> dict[str, str]:
+    labels = {
+        "app.kubernetes.io/name": "kubeffmpeg",
+        "app.kubernetes.io/component": "worker",
+        LABEL_MANAGED_BY: MANAGED_BY,
+        LABEL_UID: meta["uid"],
+        LABEL_POOL: pool_name,
+        LABEL_TENANT: spec.tenant,
+    }
+    name = meta["name"]
+    if len(name) <= 63 and _LABEL_VALUE.match(name):
+        labels[LABEL_NAME] = name
+    own = meta.get("labels") or {}
+    labels.update({k: own[k] for k in PASSTHROUGH_LABELS if k in own})
+    return labels
+
+
+def owner_reference(meta: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "apiVersion": API_VERSION,
+        "kind": KIND,
+        "name": meta["name"],
+        "uid": meta["uid"],
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def worker_env(meta: dict[str, Any], pool: NodePool, settings: OperatorSettings) -> list[dict[str, Any]]:
+    env = {
+        "FFMPEGJOB_NAME": meta["name"],
+        "FFMPEGJOB_NAMESPACE": meta["namespace"],
+        "FFMPEG_WORKDIR": SCRATCH,
+        # The root filesystem is read-only: everything that writes goes to the scratch volume.
+        "HOME": SCRATCH,
+        "TMPDIR": SCRATCH,
+        "URL_ALLOW_HOSTS": settings.url_allow_hosts,
+        "URL_ALLOW_HTTP": "true" if settings.url_allow_http else "false",
+    }
+    env.update(pool.env)
+    return [{"name": k, "value": v} for k, v in env.items()]
+
+
+def build_job(body: dict[str, Any], spec: FFmpegJobSpec, pool_name: str, pool: NodePool,
+              settings: OperatorSettings) -> dict[str, Any]:
+    """The Job manifest. Scheduling fields come only from the pool; a queueing system may later
+    change suspend/nodeSelector/tolerations on the live Job and the operator leaves them be."""
+    meta = body["metadata"]
+    labels = child_labels(meta, spec, pool_name)
+    annotations = {ANNOTATION_NAME: meta["name"]}
+    deadline = min(spec.timeout_seconds, pool.max_timeout_seconds)
+    job_spec: dict[str, Any] = {
+        "backoffLimit": spec.backoff_limit,
+        "activeDeadlineSeconds": deadline,
+        "suspend": spec.suspend,
+        # Pods are replaced only once fully gone, so one attempt never overlaps another.
+        "podReplacementPolicy": "Failed",
+        "template": {
+            "metadata": {"labels": labels, "annotations": annotations},
+            "spec": {
+                "restartPolicy": "Never",
+                "serviceAccountName": settings.worker_service_account,
+                "automountServiceAccountToken": True,
+                "enableServiceLinks": False,
+                "nodeSelector": dict(pool.node_selector),
+                "tolerations": [dict(t) for t in pool.tolerations],
+                "securityContext": {
+                    "runAsNonRoot": True,
+                    "runAsUser": NONROOT_UID,
+                    "runAsGroup": NONROOT_UID,
+                    "fsGroup": NONROOT_UID,
+                    "seccompProfile": {"type": "RuntimeDefault"},
+                },
+                "containers": [
+                    {
+                        "name": CONTAINER,
+                        "image": pool.image,
+                        "imagePullPolicy": pool.image_pull_policy,
+                        "command": list(settings.worker_command),
+                        "env": worker_env(meta, pool, settings),
+                        "envFrom": [{"secretRef": {"name": settings.s3_secret_name}}],
+                        "resources": pool.resources,
+                        "securityContext": {
+                            "allowPrivilegeEscalation": False,
+                            "readOnlyRootFilesystem": True,
+                            "runAsNonRoot": True,
+                            "capabilities": {"drop": ["ALL"]},
+                        },
+                        "volumeMounts": [{"name": "scratch", "mountPath": SCRATCH}],
+                        "terminationMessagePolicy": "FallbackToLogsOnError",
+                    }
+                ],
+                "volumes": [{"name": "scratch", "emptyDir": {"sizeLimit": pool.ephemeral_storage}}],
+            },
+        },
+    }
+    if spec.ttl_seconds_after_finished is not None:
+        job_spec["ttlSecondsAfterFinished"] = spec.ttl_seconds_after_finished
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": job_name(meta["uid"]),
+            "namespace": meta["namespace"],
+            "labels": labels,
+            "annotations": annotations,
+            "ownerReferences": [owner_reference(meta)],
+        },
+        "spec": job_spec,
+    }
+
+
+def owned_by(obj: dict[str, Any], uid: str) -> bool:
+    refs = (obj.get("metadata") or {}).get("ownerReferences") or []
+    return any(r.get("uid") == uid for r in refs)
+
+
+def owner_name(obj: dict[str, Any]) -> str | None:
+    """The FFmpegJob a Job or pod belongs to (Jobs: ownerReference; pods: the annotation)."""
+    meta = obj.get("metadata") or {}
+    for ref in meta.get("ownerReferences") or []:
+        if ref.get("kind") == KIND and ref.get("apiVersion", "").startswith(f"{GROUP}/"):
+            return str(ref["name"])
+    name = (meta.get("annotations") or {}).get(ANNOTATION_NAME)
+    return str(name) if name else None

@@ -1,0 +1,53 @@
+"""`ffmpeg-operator`: run the kopf operator (leader-elected, see leader.py) with the settings
+from the environment."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import sys
+
+import kopf
+from kubernetes import client
+
+from . import handlers  # registers the handlers with kopf
+from .context import Context
+from .leader import LeaseLock
+from .settings import OperatorSettings
+
+__all__ = ["handlers", "main"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=os.environ.get("LOG_LEVEL", "INFO"),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = OperatorSettings()
+    ctx = Context.from_env(settings)
+    namespace = settings.watched_namespace()
+    lock: LeaseLock | None = None
+    if settings.leader_election:
+        identity = os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}"
+        lock = LeaseLock(client.CoordinationV1Api(ctx.kube.api), settings.home_namespace(),
+                         settings.leader_lease_name, identity, settings.leader_lease_seconds)
+        lock.acquire()
+        # Losing the lease means another replica may be working: stop at once, never overlap.
+        lock.keep(on_lost=lambda: os._exit(1))
+    liveness = f"http://0.0.0.0:{settings.liveness_port}/healthz" if settings.liveness_port else None
+    try:
+        asyncio.run(kopf.operator(
+            clusterwide=namespace == "*",
+            namespaces=[] if namespace == "*" else [namespace],
+            standalone=True,  # exclusivity comes from the Lease above, not from kopf's peering
+            liveness_endpoint=liveness,
+            memo=kopf.Memo(ctx=ctx),
+        ))
+    finally:
+        if lock is not None:
+            lock.release()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,67 @@
+"""Operator settings, read once from the environment (pydantic-settings) and handed to the
+handlers through kopf's `memo`: no module-level state."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+SA_NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+
+
+class OperatorSettings(BaseSettings):
+    model_config = SettingsConfigDict(extra="ignore")
+
+    # Where FFmpegJobs live. Empty: the operator pod's own namespace. `*`: every namespace.
+    ffmpeg_namespace: str = ""
+    pod_namespace: str = Field(default="", description="Downward API: the operator pod's namespace.")
+    pools_configmap: str = "kubeffmpeg-pools"
+    pools_cache_seconds: float = Field(default=5.0, ge=0, description="How long a read pools map is reused.")
+    worker_service_account: str = "ffmpeg-worker"
+    worker_command: list[str] = Field(default_factory=lambda: ["ffmpeg-worker"])
+    s3_secret_name: str = "kubeffmpeg-s3"
+    # Dev allow-list of the URL rules, passed on to the worker and applied to webhooks.
+    url_allow_hosts: str = ""
+    url_allow_http: bool = False
+
+    # A pod that is not running this long after its creation (unschedulable, image pull, config
+    # error) fails the FFmpegJob instead of leaving it Pending forever.
+    pod_start_timeout_seconds: int = Field(default=600, ge=1)
+    resync_seconds: float = Field(default=15.0, gt=0, description="Re-check of non-terminal jobs.")
+
+    webhook_timeout_seconds: float = Field(default=10.0, gt=0)
+    webhook_max_attempts: int = Field(default=8, ge=1, le=50)
+    webhook_backoff_initial: float = Field(default=1.0, gt=0)
+    webhook_backoff_max: float = Field(default=60.0, gt=0)
+    presign_expiry_seconds: int = Field(default=24 * 3600, ge=60, le=7 * 24 * 3600)
+
+    cleanup_interval_seconds: float = Field(default=60.0, gt=0)
+
+    metrics_port: int = 8090  # 0 disables the Prometheus endpoint
+    liveness_port: int = 8080  # kopf's /healthz; 0 disables it
+    # One active replica at a time: a coordination.k8s.io Lease (see leader.py).
+    leader_election: bool = True
+    leader_lease_name: str = "kubeffmpeg-operator"
+    leader_lease_seconds: int = Field(default=15, ge=5)
+
+    def watched_namespace(self) -> str:
+        """`*` for all namespaces, else one namespace name."""
+        if self.ffmpeg_namespace:
+            return self.ffmpeg_namespace
+        if self.pod_namespace:
+            return self.pod_namespace
+        if SA_NAMESPACE_FILE.exists():
+            return SA_NAMESPACE_FILE.read_text().strip()
+        return "default"
+
+    def home_namespace(self) -> str:
+        """Where the operator's own objects (pools ConfigMap, Lease) are."""
+        ns = self.watched_namespace()
+        if ns == "*":
+            return self.pod_namespace or "default"
+        return ns
+
+    def allow_hosts(self) -> list[str]:
+        return [h.strip() for h in self.url_allow_hosts.split(",") if h.strip()]

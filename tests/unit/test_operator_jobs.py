@@ -1,0 +1,82 @@
+"""The Job manifest built for an FFmpegJob and its pool."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ffmpeg_operator.jobs import LABEL_UID, build_job, job_name, owned_by, owner_name
+from ffmpeg_operator.settings import OperatorSettings
+from ffmpegjob_model.model import FFmpegJobSpec
+from ffmpegjob_model.pools import parse_pools
+
+POOLS = parse_pools("""
+gpu:
+  image: worker:gpu
+  nodeSelector: {kubeffmpeg.io/pool: gpu}
+  tolerations: [{key: nvidia.com/gpu, operator: Exists, effect: NoSchedule}]
+  resources: {limits: {nvidia.com/gpu: "1"}}
+  ephemeralStorage: 5Gi
+  maxTimeoutSeconds: 600
+  env: {FFMPEG_HWACCEL: cuda}
+""")
+
+
+def body(**labels: str) -> dict[str, Any]:
+    return {"apiVersion": "kubeffmpeg.io/v1alpha1", "kind": "FFmpegJob",
+            "metadata": {"name": "clip", "namespace": "ffmpeg", "uid": "0c5e-uid", "labels": labels}}
+
+
+def spec(**kw: Any) -> FFmpegJobSpec:
+    return FFmpegJobSpec.model_validate({
+        "inputs": [{"name": "in.mp4", "source": "dir_demo/in.mp4"}], "outputs": [{"name": "out.mp4"}],
+        "commands": ["-i {{in.mp4}} {{out.mp4}}"], "output": {"dirId": "dir_demo"}, "machine": "gpu", **kw})
+
+
+def test_job_carries_pool_placement_and_limits() -> None:
+    job = build_job(body(), spec(timeoutSeconds=3600, backoffLimit=2, ttlSecondsAfterFinished=60),
+                    "gpu", POOLS["gpu"], OperatorSettings(s3_secret_name="s3"))
+    pod = job["spec"]["template"]["spec"]
+    assert job["metadata"]["name"] == job_name("0c5e-uid") == "ffj-0c5e-uid"
+    assert job["spec"]["activeDeadlineSeconds"] == 600  # the pool's cap wins over the spec
+    assert job["spec"]["backoffLimit"] == 2
+    assert job["spec"]["ttlSecondsAfterFinished"] == 60
+    assert job["spec"]["suspend"] is False
+    assert pod["nodeSelector"] == {"kubeffmpeg.io/pool": "gpu"}
+    assert pod["tolerations"][0]["key"] == "nvidia.com/gpu"
+    assert pod["restartPolicy"] == "Never"
+    assert pod["serviceAccountName"] == "ffmpeg-worker"
+    c = pod["containers"][0]
+    assert c["image"] == "worker:gpu" and c["command"] == ["ffmpeg-worker"]
+    assert c["resources"] == {"limits": {"nvidia.com/gpu": "1"}}
+    env = {e["name"]: e["value"] for e in c["env"]}
+    assert env["FFMPEGJOB_NAME"] == "clip" and env["FFMPEGJOB_NAMESPACE"] == "ffmpeg"
+    assert env["FFMPEG_WORKDIR"] == "/scratch" and env["FFMPEG_HWACCEL"] == "cuda"
+    assert c["envFrom"] == [{"secretRef": {"name": "s3"}}]
+    assert c["securityContext"]["readOnlyRootFilesystem"] is True
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["volumes"] == [{"name": "scratch", "emptyDir": {"sizeLimit": "5Gi"}}]
+
+
+def test_ownership_labels_and_queue_passthrough() -> None:
+    job = build_job(body(**{"kueue.x-k8s.io/queue-name": "media", "team": "x"}), spec(suspend=True),
+                    "gpu", POOLS["gpu"], OperatorSettings())
+    ref = job["metadata"]["ownerReferences"][0]
+    assert ref == {"apiVersion": "kubeffmpeg.io/v1alpha1", "kind": "FFmpegJob", "name": "clip",
+                   "uid": "0c5e-uid", "controller": True, "blockOwnerDeletion": True}
+    labels = job["metadata"]["labels"]
+    assert labels["kueue.x-k8s.io/queue-name"] == "media" and "team" not in labels
+    assert labels[LABEL_UID] == "0c5e-uid"
+    assert job["spec"]["template"]["metadata"]["labels"] == labels
+    assert job["spec"]["suspend"] is True
+    assert "ttlSecondsAfterFinished" not in job["spec"]
+    assert owned_by(job, "0c5e-uid") and not owned_by(job, "other")
+    assert owner_name(job) == "clip"
+    assert owner_name({"metadata": job["spec"]["template"]["metadata"]}) == "clip"  # pods: annotation
+
+
+def test_long_names_stay_out_of_label_values() -> None:
+    b = body()
+    b["metadata"]["name"] = "n" * 100
+    job = build_job(b, spec(), "gpu", POOLS["gpu"], OperatorSettings())
+    assert all(len(v) <= 63 for v in job["metadata"]["labels"].values())
+    assert owner_name(job) == "n" * 100

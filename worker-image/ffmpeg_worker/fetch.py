@@ -1,0 +1,143 @@
+"""Fetch a job's inputs into its working folder: concurrently, streamed to disk.
+
+Storage paths and presigned URLs of our own bucket are read from S3 directly (boto3's
+multipart-aware `download_file`); other URLs are fetched over HTTPS under the URL rules, with each
+redirect checked and the connected address checked again (DNS rebinding)."""
+
+from __future__ import annotations
+
+import posixpath
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urljoin, urlsplit
+
+import httpx
+from ffmpegjob_model.model import FFmpegJobSpec, InputFile
+from ffmpegjob_model.settings import S3Settings
+from ffmpegjob_model.storage_layout import file_key, split_storage_path
+from ffmpegjob_model.urls import URLRefused, URLRules, check_address, check_url, storage_key_for_url
+
+from .storage import is_missing
+
+MAX_REDIRECTS = 5
+CHUNK = 1024 * 1024
+
+
+class FetchError(Exception):
+    """An input that could not be fetched; the message names it."""
+
+
+@dataclass(frozen=True)
+class FetchedInput:
+    name: str
+    path: Path
+    size: int
+
+
+def local_name(inp: InputFile) -> str:
+    """`inputs/<name>`, keeping the source's extension when the name has none: FFmpeg guesses
+    some formats (raw subtitles, image sequences) from it."""
+    name = inp.name
+    if not posixpath.splitext(name)[1]:
+        ext = posixpath.splitext(urlsplit(inp.source).path)[1]
+        if ext and len(ext) <= 10 and ext[1:].isalnum():
+            name += ext
+    return f"inputs/{name}"
+
+
+class Fetcher:
+    def __init__(
+        self,
+        s3: Any,
+        s3_settings: S3Settings,
+        url_rules: URLRules,
+        concurrency: int = 4,
+        max_bytes: int | None = None,
+    ) -> None:
+        self.s3, self.s3_settings, self.rules = s3, s3_settings, url_rules
+        self.concurrency, self.max_bytes = concurrency, max_bytes
+
+    def fetch_all(self, spec: FFmpegJobSpec, workdir: Path) -> dict[str, FetchedInput]:
+        (workdir / "inputs").mkdir(parents=True, exist_ok=True)
+        if not spec.inputs:
+            return {}
+        with ThreadPoolExecutor(max_workers=min(self.concurrency, len(spec.inputs))) as pool:
+            futures = {
+                i.name: pool.submit(self.fetch_one, spec.tenant, i, workdir / local_name(i)) for i in spec.inputs
+            }
+            return {name: f.result() for name, f in futures.items()}
+
+    def fetch_one(self, tenant: str, inp: InputFile, dest: Path) -> FetchedInput:
+        src = inp.source
+        if "://" in src:
+            key = storage_key_for_url(src, self.s3_settings)
+            if key is None:
+                self._http(inp.name, src, dest)
+            elif key.startswith(f"files/{tenant}/"):
+                self._s3(inp.name, key, dest, shown=f"{src.split('?', 1)[0]}")
+            else:  # a URL into our bucket but outside this tenant: treat as not found
+                raise FetchError(f"input {inp.name!r}: {src.split('?', 1)[0]} does not exist")
+        else:
+            parts = split_storage_path(src)
+            if parts is None:
+                raise FetchError(f"input {inp.name!r}: {src!r} is neither an https URL nor dir_id/file_name")
+            self._s3(inp.name, file_key(tenant, *parts), dest, shown=src)
+        size = dest.stat().st_size
+        if self.max_bytes is not None and size > self.max_bytes:
+            raise FetchError(f"input {inp.name!r} is {size} bytes, over the limit of {self.max_bytes}")
+        return FetchedInput(inp.name, dest, size)
+
+    def _s3(self, name: str, key: str, dest: Path, shown: str) -> None:
+        try:
+            if self.max_bytes is not None:
+                head = self.s3.head_object(Bucket=self.s3_settings.bucket, Key=key)
+                if int(head["ContentLength"]) > self.max_bytes:
+                    raise FetchError(
+                        f"input {name!r} is {head['ContentLength']} bytes, over the limit of {self.max_bytes}"
+                    )
+            self.s3.download_file(self.s3_settings.bucket, key, str(dest))
+        except FetchError:
+            raise
+        except Exception as exc:
+            if is_missing(exc):
+                raise FetchError(f"input {name!r}: storage path {shown} does not exist") from None
+            raise FetchError(f"input {name!r}: cannot read {shown} from storage: {exc}") from exc
+
+    def _http(self, name: str, url: str, dest: Path) -> None:
+        shown = url.split("?", 1)[0]
+        timeout = httpx.Timeout(30.0, connect=10.0)
+        try:
+            with httpx.Client(follow_redirects=False, timeout=timeout) as http:
+                for _ in range(MAX_REDIRECTS + 1):
+                    check_url(url, self.rules)
+                    with http.stream("GET", url, headers={"User-Agent": "kubeffmpeg-worker"}) as resp:
+                        self._check_peer(resp, url)
+                        if resp.is_redirect and "location" in resp.headers:
+                            url = urljoin(url, resp.headers["location"])
+                            continue
+                        if resp.status_code >= 400:
+                            raise FetchError(f"input {name!r}: {shown} answered HTTP {resp.status_code}")
+                        self._save(name, resp, dest)
+                        return
+            raise FetchError(f"input {name!r}: {shown} redirects more than {MAX_REDIRECTS} times")
+        except URLRefused as exc:
+            raise FetchError(f"input {name!r}: {exc}") from None
+        except httpx.HTTPError as exc:
+            raise FetchError(f"input {name!r}: cannot fetch {shown}: {exc}") from None
+
+    def _check_peer(self, resp: httpx.Response, url: str) -> None:
+        stream = resp.extensions.get("network_stream")
+        peer = stream.get_extra_info("server_addr") if stream is not None else None
+        if peer:
+            check_address(str(peer[0]), urlsplit(url).hostname or "", self.rules)
+
+    def _save(self, name: str, resp: httpx.Response, dest: Path) -> None:
+        written = 0
+        with open(dest, "wb") as f:
+            for chunk in resp.iter_bytes(CHUNK):
+                written += len(chunk)
+                if self.max_bytes is not None and written > self.max_bytes:
+                    raise FetchError(f"input {name!r} is larger than the limit of {self.max_bytes} bytes")
+                f.write(chunk)
