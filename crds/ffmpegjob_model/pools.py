@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic.alias_generators import to_camel
 
 POOLS_KEY = "pools.yaml"
@@ -28,6 +28,15 @@ class NodePool(BaseModel):
     ephemeral_storage: str = Field(default="10Gi", description="Size limit of the job's scratch emptyDir.")
     max_timeout_seconds: int = Field(default=6 * 3600, ge=1)
     env: dict[str, str] = Field(default_factory=dict, description="Extra worker environment, e.g. hwaccel.")
+
+    @field_validator("resources")
+    @classmethod
+    def _quantities_as_strings(cls, v: dict[str, Any]) -> dict[str, Any]:
+        """YAML reads `nvidia.com/gpu: 1` as a number; Kubernetes quantities are strings."""
+        return {
+            section: {k: str(q) for k, q in values.items()} if isinstance(values, dict) else values
+            for section, values in v.items()
+        }
 
 
 def parse_pools(text: str) -> dict[str, NodePool]:

@@ -22,8 +22,9 @@ from .commands import (
     placeholders_in,
 )
 from .model import FFmpegJobSpec
+from .settings import S3Settings
 from .storage_layout import split_storage_path
-from .urls import Resolver, URLRefused, URLRules, check_url, default_resolver
+from .urls import Resolver, URLRefused, URLRules, check_url, default_resolver, storage_key_for_url
 
 
 class UnsafeCommand(ValueError):
@@ -452,12 +453,16 @@ def validate_spec(
     check_urls: bool = True,
     url_rules: URLRules | None = None,
     resolve: Resolver = default_resolver,
+    s3: S3Settings | None = None,
 ) -> list[list[str]]:
     """Refuse an unsafe job with `UnsafeCommand`; return its effective argument lists.
 
     `check_urls=False` skips DNS resolution of URL inputs (the worker checks again when it
-    connects); storage paths and URL syntax are still checked."""
+    connects); storage paths and URL syntax are still checked. With `s3`, URLs into our own
+    bucket (presigned, temp files) pass: they are read from storage, not fetched."""
     for inp in spec.inputs:
+        if s3 is not None and storage_key_for_url(inp.source, s3) is not None:
+            continue
         _check_input_source(inp.source, inp.name, url_rules, resolve if check_urls else None)
     try:
         commands = effective_commands(spec)

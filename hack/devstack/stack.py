@@ -103,6 +103,7 @@ class Stack:
             "URL_ALLOW_HOSTS": "127.0.0.1,localhost",
             "URL_ALLOW_HTTP": "true",
             "METRICS_PORT": str(OPERATOR_METRICS_PORT),
+            "LIVENESS_PORT": str(OPERATOR_METRICS_PORT + 1),
             "API_PORT": str(API_PORT),
             "PATH": _venv_path(),
         }

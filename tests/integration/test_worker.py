@@ -6,6 +6,7 @@ real Job's pod on a process node)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -17,9 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kubernetes import client, watch
-
 from ffmpegjob_model.model import GROUP, PLURAL, VERSION
+from kubernetes import client, watch
 
 pytestmark = pytest.mark.stack
 TENANT = "itest"
@@ -59,7 +59,7 @@ class Jobs:
         return name
 
     def status(self, name: str) -> dict[str, Any]:
-        obj = self.custom.get_namespaced_custom_object(GROUP, VERSION, self.ns, PLURAL, name)
+        obj: Any = self.custom.get_namespaced_custom_object(GROUP, VERSION, self.ns, PLURAL, name)
         return dict(obj.get("status") or {})
 
 
@@ -68,10 +68,8 @@ def jobs(kube_api: client.ApiClient, stack: Any) -> Iterator[Jobs]:
     j = Jobs(kube_api, stack.namespace)
     yield j
     for name in j.created:
-        try:
+        with contextlib.suppress(client.ApiException):
             j.custom.delete_namespaced_custom_object(GROUP, VERSION, j.ns, PLURAL, name)
-        except client.ApiException:
-            pass
 
 
 def run_worker(stack_env: dict[str, str], namespace: str, name: str, tmp: Path) -> tuple[int, str, str]:
@@ -112,6 +110,10 @@ class ProgressWatch(threading.Thread):
     def run(self) -> None:
         custom = client.CustomObjectsApi(self.api)
         self.ready.set()
+        with contextlib.suppress(Exception):  # the watch ends when the test stops it
+            self._watch(custom)
+
+    def _watch(self, custom: client.CustomObjectsApi) -> None:
         for ev in self.w.stream(
             custom.list_namespaced_custom_object, GROUP, VERSION, self.ns, PLURAL,
             field_selector=f"metadata.name={self.name}", timeout_seconds=120,
@@ -294,39 +296,37 @@ def test_worker_runs_as_a_jobs_pod_on_a_process_node(
     )
     batch = client.BatchV1Api(kube_api)
     job_name = f"{name}-pod"
-    batch.create_namespaced_job(
-        stack.namespace,
-        {
-            "apiVersion": "batch/v1",
-            "kind": "Job",
-            "metadata": {"name": job_name},
-            "spec": {
-                "backoffLimit": 0,
-                "template": {
-                    "spec": {
-                        "restartPolicy": "Never",
-                        "serviceAccountName": "ffmpeg-worker",
-                        "nodeSelector": {"kubeffmpeg.io/pool": "cpu"},
-                        "containers": [
-                            {
-                                "name": "worker",
-                                "image": "ghcr.io/kubeffmpeg/worker:0.1.0",
-                                "command": [os.path.join(os.path.dirname(sys.executable), "ffmpeg-worker")],
-                                "envFrom": [{"secretRef": {"name": "kubeffmpeg-s3"}}],
-                                "env": [
-                                    {"name": "FFMPEGJOB_NAME", "value": name},
-                                    {"name": "FFMPEGJOB_NAMESPACE", "value": stack.namespace},
-                                    {"name": "FFMPEG_WORKDIR", "value": "/scratch"},
-                                ],
-                                "volumeMounts": [{"name": "scratch", "mountPath": "/scratch"}],
-                            }
-                        ],
-                        "volumes": [{"name": "scratch", "emptyDir": {"sizeLimit": "1Gi"}}],
-                    }
-                },
+    job: dict[str, Any] = {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": job_name},
+        "spec": {
+            "backoffLimit": 0,
+            "template": {
+                "spec": {
+                    "restartPolicy": "Never",
+                    "serviceAccountName": "ffmpeg-worker",
+                    "nodeSelector": {"kubeffmpeg.io/pool": "cpu"},
+                    "containers": [
+                        {
+                            "name": "worker",
+                            "image": "ghcr.io/kubeffmpeg/worker:0.1.0",
+                            "command": [os.path.join(os.path.dirname(sys.executable), "ffmpeg-worker")],
+                            "envFrom": [{"secretRef": {"name": "kubeffmpeg-s3"}}],
+                            "env": [
+                                {"name": "FFMPEGJOB_NAME", "value": name},
+                                {"name": "FFMPEGJOB_NAMESPACE", "value": stack.namespace},
+                                {"name": "FFMPEG_WORKDIR", "value": "/scratch"},
+                            ],
+                            "volumeMounts": [{"name": "scratch", "mountPath": "/scratch"}],
+                        }
+                    ],
+                    "volumes": [{"name": "scratch", "emptyDir": {"sizeLimit": "1Gi"}}],
+                }
             },
         },
-    )
+    }
+    batch.create_namespaced_job(stack.namespace, job)  # type: ignore[arg-type]  # a plain manifest
     try:
         deadline = time.monotonic() + 180
         job_status: Any = None
@@ -342,3 +342,33 @@ def test_worker_runs_as_a_jobs_pod_on_a_process_node(
         assert status["usage"]["outputSizeGb"] > 0
     finally:
         batch.delete_namespaced_job(job_name, stack.namespace, propagation_policy="Background")
+
+
+def test_sigterm_kills_ffmpeg_and_uploads_nothing(
+    jobs: Jobs, s3: Any, stack: Any, stack_env: dict[str, str], tmp_path: Path
+) -> None:
+    out_dir = new_dir()
+    name = jobs.create(
+        {
+            "outputs": [{"name": "long.mp4"}],
+            "commands": ["-re -f lavfi -i testsrc=size=64x64:rate=5 -t 60 {{long.mp4}}"],
+            "output": {"dirId": out_dir},
+        }
+    )
+    env = {
+        **stack_env,
+        "FFMPEGJOB_NAME": name,
+        "FFMPEGJOB_NAMESPACE": stack.namespace,
+        "FFMPEG_WORKDIR": str(tmp_path / "scratch"),
+        "TERMINATION_LOG_PATH": str(tmp_path / "term"),
+    }
+    proc = subprocess.Popen([sys.executable, "-m", "ffmpeg_worker.main"], env=env, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 30
+    while "progress" not in jobs.status(name) or jobs.status(name)["progress"]["step"] < 1:
+        assert time.monotonic() < deadline, "the worker never started its command"
+        time.sleep(0.2)
+    proc.terminate()
+    assert proc.wait(timeout=20) == 143
+    assert jobs.status(name)["error"].startswith("terminated")
+    assert objects(s3, stack.env["S3_BUCKET"], out_dir) == {}
+    assert not (tmp_path / "scratch" / name).exists()  # the working folder is cleaned up

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from ffmpegjob_model.commands import (
     CommandSyntaxError,
     compile_structured,

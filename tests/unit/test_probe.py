@@ -6,7 +6,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from ffmpegjob_model.probe import ProbeFailed, ProbeOptionsError, build_args, media_summary, probe
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-
 from ffmpegjob_model.model import FFmpegJobSpec
 from ffmpegjob_model.safety import UnsafeCommand, validate_spec
 
@@ -178,6 +177,30 @@ def test_structured_task_compiles_and_passes() -> None:
         filterComplex="[0:v]scale=1280:720[v]",
     )
     assert check(s) == [
-        ["-ss", "1", "-t", "3", "-i", "{{in}}", "-filter_complex", "[0:v]scale=1280:720[v]", "-crf", "23",
-         "-map", "[v]", "{{out.mp4}}"]
+        [
+            "-ss",
+            "1",
+            "-t",
+            "3",
+            "-i",
+            "{{in}}",
+            "-filter_complex",
+            "[0:v]scale=1280:720[v]",
+            "-crf",
+            "23",
+            "-map",
+            "[v]",
+            "{{out.mp4}}",
+        ]
     ]
+
+
+def test_presigned_url_of_our_own_bucket_passes_even_on_plain_http() -> None:
+    from ffmpegjob_model.settings import S3Settings
+
+    own = S3Settings(endpoint_url="http://127.0.0.1:19000", bucket="ffmpeg")
+    url = "http://127.0.0.1:19000/ffmpeg/files/default/d/in.mp4?X-Amz-Signature=x"
+    s = spec(["-i {{in}} {{out.mp4}}"], inputs=[{"name": "in", "source": url}])
+    with pytest.raises(UnsafeCommand, match="https"):
+        check(s)
+    assert validate_spec(s, resolve=_public_dns, s3=own)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from ffmpegjob_model.settings import S3Settings
 from ffmpegjob_model.urls import URLRefused, URLRules, check_address, check_url, storage_key_for_url
 
@@ -81,7 +80,10 @@ S3 = S3Settings(
 @pytest.mark.parametrize(
     ("url", "key"),
     [
-        ("http://minio.ffmpeg.svc:9000/ffmpeg/files/t1/dir_a/in%20put.mp4?X-Amz-Signature=abc", "files/t1/dir_a/in put.mp4"),
+        (
+            "http://minio.ffmpeg.svc:9000/ffmpeg/files/t1/dir_a/in%20put.mp4?X-Amz-Signature=abc",
+            "files/t1/dir_a/in put.mp4",
+        ),
         ("https://s3.example.com/store/ffmpeg/files/t1/d/a.mp4?X-Amz-Expires=3600", "files/t1/d/a.mp4"),
         ("https://s3.example.com:443/store/ffmpeg/files/t1/d/a.mp4", "files/t1/d/a.mp4"),
         ("https://ffmpeg.s3.example.com/store/files/t1/d/a.mp4", "files/t1/d/a.mp4"),

@@ -76,7 +76,8 @@ class ProgressReporter:
 
     def _send(self) -> None:
         assert self.pending is not None
-        if self.jobs.try_patch_status({"progress": self.pending.to_k8s()}):
+        # An explicit null: a merge patch would otherwise keep the previous step's speed.
+        if self.jobs.try_patch_status({"progress": {"speed": None, **self.pending.to_k8s()}}):
             self.last_sent = time.monotonic()
         self.pending = None
 
@@ -113,7 +114,7 @@ class Worker:
         deadline = started + spec.timeout_seconds
         try:
             # DNS of URL inputs is checked when they are fetched, against the connected address.
-            commands = validate_spec(spec, check_urls=False, url_rules=self.rules)
+            commands = validate_spec(spec, check_urls=False, url_rules=self.rules, s3=self.s3_settings)
         except UnsafeCommand as exc:
             raise JobFailed(f"invalid job: {exc}", EXIT_INVALID) from None
         steps = len(commands)
@@ -195,7 +196,7 @@ class Worker:
         usage = Usage.compute(ffmpeg_seconds, input_bytes, sum(u.size for u in uploaded))
         self.jobs.patch_status(
             {
-                "progress": Progress(step=steps, steps=steps, percent=100).to_k8s(),
+                "progress": {"speed": None, **Progress(step=steps, steps=steps, percent=100).to_k8s()},
                 "result": result,
                 "usage": usage.to_k8s(),
                 "error": None,

@@ -1,0 +1,116 @@
+"""One error shape everywhere: `{"ok": false, "error": "..."}` with the seeds' status codes.
+
+FastAPI's own 422 validation errors become 400s (the seeds have no 422), worded
+"Invalid task format: ..." on the processing endpoints as the "FFmpeg API" seed documents."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, EndpointConnectionError
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from kubernetes.client.rest import ApiException
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from urllib3.exceptions import HTTPError as Urllib3Error
+
+log = logging.getLogger("ffmpeg_api")
+
+TASK_PATHS = ("/ffmpeg/process", "/ffmpeg/process/async", "/api/ffmpeg")
+
+
+class ErrorResponse(BaseModel):
+    ok: bool = False
+    error: str
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status, self.message, self.headers = status, message, headers
+
+
+def bad_request(message: str) -> ApiError:
+    return ApiError(400, message)
+
+
+def not_found(what: str) -> ApiError:
+    return ApiError(404, f"{what} not found")
+
+
+def error_json(status: int, message: str, headers: dict[str, str] | None = None, **extra: Any) -> JSONResponse:
+    return JSONResponse({"ok": False, "error": message, **extra}, status_code=status, headers=headers)
+
+
+def _loc(loc: tuple[Any, ...] | list[Any]) -> str:
+    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
+    return ".".join(parts) or "body"
+
+
+def describe_validation(exc: RequestValidationError) -> str:
+    msgs: list[str] = []
+    for e in exc.errors()[:5]:
+        if e.get("type") == "json_invalid":
+            return "Invalid JSON body"
+        if e.get("type") == "missing" and list(e.get("loc", ())) == ["body"]:
+            return "Missing JSON body"
+        msgs.append(f"{_loc(e.get('loc', ()))}: {e.get('msg', 'invalid')}")
+    return "; ".join(msgs) or "invalid request"
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
+        return error_json(exc.status, exc.message, exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        detail = describe_validation(exc)
+        prefix = "Invalid task format" if request.url.path.rstrip("/") in TASK_PATHS else "Invalid request"
+        return error_json(400, f"{prefix}: {detail}")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return error_json(exc.status_code, str(exc.detail), getattr(exc, "headers", None))
+
+    @app.exception_handler(ApiException)
+    async def _kube(_: Request, exc: ApiException) -> JSONResponse:
+        log.error("Kubernetes API error: %s %s", exc.status, exc.reason)
+        return error_json(503, "Service unavailable: the job store did not answer; retry shortly")
+
+    @app.exception_handler(Urllib3Error)
+    async def _kube_conn(_: Request, exc: Urllib3Error) -> JSONResponse:
+        log.error("Kubernetes API unreachable: %s", exc)
+        return error_json(503, "Service unavailable: the job store is unreachable; retry shortly")
+
+    @app.exception_handler(EndpointConnectionError)
+    async def _s3_conn(_: Request, exc: EndpointConnectionError) -> JSONResponse:
+        log.error("S3 unreachable: %s", exc)
+        return error_json(503, "Service unavailable: storage is unreachable; retry shortly")
+
+    @app.exception_handler(BotoCoreError)
+    async def _s3(_: Request, exc: BotoCoreError) -> JSONResponse:
+        log.error("S3 error: %s", exc)
+        return error_json(502, "Bad gateway: storage failed to answer")
+
+    @app.exception_handler(Exception)
+    async def _any(_: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error")
+        return error_json(500, "Internal error")
+
+
+# Documented on every route so that generated clients know the shape.
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorResponse, "description": desc}
+    for code, desc in (
+        (400, "Bad request"),
+        (401, "Invalid API key"),
+        (403, "Quota exceeded"),
+        (404, "Not found"),
+        (500, "Processing failed"),
+        (503, "Service unavailable"),
+    )
+}

@@ -1,0 +1,111 @@
+"""Kubernetes access of the API: FFmpegJob objects, the key Secret and the pools ConfigMap."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, Generic, TypeVar, cast
+
+from ffmpegjob_model.model import GROUP, PLURAL, VERSION
+from ffmpegjob_model.pools import POOLS_KEY, NodePool, parse_pools
+from kubernetes import client, config
+from kubernetes.client.rest import ApiException
+
+TENANT_LABEL = "kubeffmpeg.io/tenant"
+SURFACE_LABEL = "kubeffmpeg.io/surface"
+
+T = TypeVar("T")
+
+
+def load_api_client() -> client.ApiClient:
+    """In-cluster first, then KUBECONFIG (CONTRACTS.md); a pool large enough for concurrent requests."""
+    cfg = client.Configuration()
+    try:
+        config.load_incluster_config(client_configuration=cfg)
+    except config.ConfigException:
+        config.load_kube_config(client_configuration=cfg)
+    cfg.connection_pool_maxsize = 64
+    return client.ApiClient(cfg)
+
+
+class TTLCache(Generic[T]):
+    """One value re-read at most every `ttl` seconds (stale values never outlive it)."""
+
+    def __init__(self, load: Callable[[], T], ttl: float) -> None:
+        self._load, self._ttl = load, ttl
+        self._lock = threading.Lock()
+        self._value: T | None = None
+        self._at = -float("inf")
+
+    def get(self) -> T:
+        with self._lock:
+            if self._value is None or time.monotonic() - self._at >= self._ttl:
+                self._value = self._load()
+                self._at = time.monotonic()
+            return self._value
+
+    def invalidate(self) -> None:
+        with self._lock:
+            self._value = None
+
+
+class Kube:
+    def __init__(self, api: client.ApiClient, namespace: str) -> None:
+        self.api, self.namespace = api, namespace
+        self.custom = client.CustomObjectsApi(api)
+        self.core = client.CoreV1Api(api)
+
+    # ------------------------------------------------------------------------------ FFmpegJobs
+    def create_job(self, body: dict[str, Any]) -> dict[str, Any]:
+        return cast(
+            dict[str, Any],
+            self.custom.create_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, body),
+        )
+
+    def get_job(self, name: str) -> dict[str, Any] | None:
+        try:
+            raw = self.custom.get_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, name)
+        except ApiException as e:
+            if e.status == 404:
+                return None
+            raise
+        return cast(dict[str, Any], raw)
+
+    def list_jobs(self, label_selector: str) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = []
+        cont: str | None = None
+        while True:
+            kw: dict[str, Any] = {"label_selector": label_selector, "limit": 500}
+            if cont:
+                kw["_continue"] = cont
+            page = self.custom.list_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, **kw)
+            items += page.get("items", [])
+            cont = (page.get("metadata") or {}).get("continue")
+            if not cont:
+                return items
+
+    def patch_job_spec(self, name: str, spec: dict[str, Any], resource_version: str | None = None) -> None:
+        body: dict[str, Any] = {"spec": spec}
+        if resource_version:  # optimistic concurrency: refuse if the object changed since it was read
+            body["metadata"] = {"resourceVersion": resource_version}
+        self.custom.patch_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, name, body)
+
+    # ---------------------------------------------------------------------------- Secret, pools
+    def read_secret_data(self, name: str) -> dict[str, str] | None:
+        try:
+            sec = self.core.read_namespaced_secret(name, self.namespace)
+        except ApiException as e:
+            if e.status == 404:
+                return None
+            raise
+        return dict(sec.data or {})
+
+    def read_pools(self, configmap: str) -> dict[str, NodePool]:
+        try:
+            cm = self.core.read_namespaced_config_map(configmap, self.namespace)
+        except ApiException as e:
+            if e.status == 404:
+                return {}
+            raise
+        return parse_pools((cm.data or {}).get(POOLS_KEY, ""))

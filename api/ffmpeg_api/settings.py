@@ -1,0 +1,41 @@
+"""API settings from the environment (pydantic-settings)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ApiSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="", extra="ignore")
+
+    api_host: str = "0.0.0.0"
+    api_port: int = 8080
+    ffmpeg_namespace: str = "ffmpeg"
+    pools_configmap: str = "kubeffmpeg-pools"
+    api_keys_secret: str = "kubeffmpeg-api-keys"
+    # How long the synchronous endpoints wait for a job before answering 503 (poll the job then).
+    sync_wait_seconds: float = Field(default=600.0, gt=0)
+    # Seconds a read of the key Secret / pools ConfigMap is reused.
+    auth_cache_seconds: float = Field(default=10.0, ge=0)
+    pools_cache_seconds: float = Field(default=30.0, ge=0)
+    # Presigned URL lifetimes (the seeds: 5 minutes for /file, 1 hour for tmp files).
+    upload_url_seconds: int = Field(default=300, ge=1)
+    download_url_seconds: int = Field(default=300, ge=1)
+    result_url_seconds: int = Field(default=3600, ge=1)
+    tmp_file_seconds: int = Field(default=3600, ge=1)
+    # Imports of URL inputs: the size limit of one file and the time limit of its download.
+    import_max_bytes: int = Field(default=5 * 1024**3, ge=1)
+    import_timeout_seconds: float = Field(default=300.0, gt=0)
+    # Default quotas of a tenant whose key entry sets none (0 = unlimited).
+    quota_max_active_jobs: int = Field(default=50, ge=0)
+    quota_max_gb_sec: float = Field(default=0.0, ge=0)
+    job_ttl_seconds_after_finished: int | None = Field(default=7 * 24 * 3600, ge=0)
+    job_timeout_seconds: int = Field(default=3600, ge=1)
+
+
+@lru_cache
+def get_settings() -> ApiSettings:
+    return ApiSettings()

@@ -1,0 +1,349 @@
+"""The Helm chart, rendered with the real helm binary: what a platform engineer checks before
+installing it (pools, RBAC, secrets, optional extras), and that its settings reach the operator
+under the names the operator reads."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from devstack.paths import REPO_ROOT, binaries
+from ffmpeg_operator.jobs import child_labels
+from ffmpeg_operator.settings import OperatorSettings
+from ffmpegjob_model.model import FFmpegJobSpec
+from ffmpegjob_model.pools import POOLS_KEY, parse_pools
+from ffmpegjob_model.settings import S3Settings
+
+CHART = REPO_ROOT / "charts" / "kubeffmpeg"
+Doc = dict[str, Any]
+
+
+@pytest.fixture(scope="module")
+def helm() -> str:
+    return str(binaries().helm / "helm")
+
+
+def run_helm(helm: str, *args: str, values: Doc | None = None,
+             tmp: Path | None = None) -> subprocess.CompletedProcess[str]:
+    cmd = [helm, *args]
+    if values is not None:
+        assert tmp is not None
+        f = tmp / "values.yaml"
+        f.write_text(yaml.safe_dump(values))
+        cmd += ["-f", str(f)]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+
+
+def render(helm: str, tmp_path: Path, values: Doc | None = None, *sets: str) -> list[Doc]:
+    args = ["template", "rel", str(CHART), "-n", "media"]
+    for s in sets:
+        args += ["--set", s]
+    out = run_helm(helm, *args, values=values or {}, tmp=tmp_path)
+    assert out.returncode == 0, out.stderr
+    return [d for d in yaml.safe_load_all(out.stdout) if d]
+
+
+def render_fails(helm: str, tmp_path: Path, values: Doc) -> str:
+    out = run_helm(helm, "template", "rel", str(CHART), values=values, tmp=tmp_path)
+    assert out.returncode != 0, "rendering should have been refused"
+    return out.stderr
+
+
+def one(docs: list[Doc], kind: str, name: str | None = None) -> Doc:
+    found = [d for d in docs if d["kind"] == kind and (name is None or d["metadata"]["name"] == name)]
+    assert len(found) == 1, f"expected one {kind} {name or ''}, got {[d['metadata']['name'] for d in found]}"
+    return found[0]
+
+
+def kinds(docs: list[Doc]) -> set[str]:
+    return {d["kind"] for d in docs}
+
+
+def container(deploy: Doc) -> Doc:
+    return dict(deploy["spec"]["template"]["spec"]["containers"][0])
+
+
+def plain_env(c: Doc) -> dict[str, str]:
+    return {e["name"]: e["value"] for e in c.get("env", []) if "value" in e}
+
+
+def rules(role: Doc) -> dict[tuple[str, str], set[str]]:
+    """(apiGroup, resource) -> verbs, merged over the rules."""
+    out: dict[tuple[str, str], set[str]] = {}
+    for r in role["rules"]:
+        for g in r["apiGroups"]:
+            for res in r["resources"]:
+                out.setdefault((g, res), set()).update(r["verbs"])
+    return out
+
+
+# ------------------------------------------------------------------------------- basics
+def test_helm_lint_strict(helm: str) -> None:
+    out = subprocess.run([helm, "lint", "--strict", str(CHART)],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_chart_crd_is_the_generated_crd() -> None:
+    chart_crd = CHART / "crds" / "ffmpegjobs.yaml"
+    assert chart_crd.read_text() == (REPO_ROOT / "crds" / "ffmpegjobs.yaml").read_text(), \
+        "charts/kubeffmpeg/crds/ffmpegjobs.yaml is stale: run `make crds`"
+
+
+def test_default_render_has_the_whole_install(helm: str, tmp_path: Path) -> None:
+    docs = render(helm, tmp_path)
+    assert {"Deployment", "Service", "ConfigMap", "Secret", "ServiceAccount", "Role", "RoleBinding"} <= kinds(docs)
+    # Off unless asked for.
+    assert not kinds(docs) & {"NetworkPolicy", "PodDisruptionBudget", "ServiceMonitor", "Ingress"}
+    assert all(d["metadata"].get("namespace") == "media" for d in docs)
+    # Nothing cluster-wide: everything lives in the release namespace.
+    assert not kinds(docs) & {"ClusterRole", "ClusterRoleBinding"}
+
+
+def test_deployments_are_non_root_with_read_only_root(helm: str, tmp_path: Path) -> None:
+    docs = render(helm, tmp_path)
+    for name, command in (("rel-kubeffmpeg-operator", ["ffmpeg-operator"]), ("rel-kubeffmpeg-api", ["ffmpeg-api"])):
+        d = one(docs, "Deployment", name)
+        pod = d["spec"]["template"]["spec"]
+        c = container(d)
+        assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] != 0
+        assert c["securityContext"]["readOnlyRootFilesystem"] is True
+        assert c["securityContext"]["allowPrivilegeEscalation"] is False
+        assert c["securityContext"]["capabilities"]["drop"] == ["ALL"]
+        # Explicit command: runtimes that cannot read an image's entrypoint still start it.
+        assert c["command"] == command
+        assert c["image"] == f"ghcr.io/kubeffmpeg/{name.rsplit('-', 1)[1]}:0.1.0"
+        assert c["resources"]["requests"] and c["resources"]["limits"]["memory"]
+
+
+# ------------------------------------------------------------------------------- pools
+def pools_of(docs: list[Doc]) -> Doc:
+    cm = one(docs, "ConfigMap", "rel-kubeffmpeg-pools")
+    return dict(yaml.safe_load(cm["data"][POOLS_KEY]))
+
+
+def test_default_pools_are_cpu_and_gpu_and_parse_as_the_operator_does(helm: str, tmp_path: Path) -> None:
+    docs = render(helm, tmp_path, {"image": {"tag": "9.9.9"}, "s3": {"endpoint": "http://minio.minio:9000"}})
+    cm = one(docs, "ConfigMap", "rel-kubeffmpeg-pools")
+    pools = parse_pools(cm["data"][POOLS_KEY])  # the operator's own parser; extra keys are refused there
+    assert set(pools) == {"cpu", "gpu"}
+    gpu, cpu = pools["gpu"], pools["cpu"]
+    assert gpu.resources["limits"]["nvidia.com/gpu"] == 1
+    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in gpu.tolerations
+    assert gpu.node_selector == {"kubeffmpeg.io/pool": "gpu"}
+    assert cpu.node_selector == {"kubeffmpeg.io/pool": "cpu"} and "nvidia.com/gpu" not in str(cpu.resources)
+    assert cpu.image == "ghcr.io/kubeffmpeg/worker:9.9.9"
+    assert gpu.image == "ghcr.io/kubeffmpeg/worker-gpu:9.9.9"
+    # Workers get the non-secret S3 settings from their pool (credentials from the Secret).
+    assert cpu.env["S3_ENDPOINT_URL"] == "http://minio.minio:9000" and cpu.env["S3_BUCKET"] == "ffmpeg"
+
+
+def test_adding_a_pool_is_values_only(helm: str, tmp_path: Path) -> None:
+    big = {
+        "image": "registry.example.com/ffmpeg/worker-av1:2",
+        "nodeSelector": {"node.kubernetes.io/instance-type": "c7i.8xlarge"},
+        "resources": {"requests": {"cpu": "16", "memory": "16Gi"}},
+        "ephemeralStorage": "200Gi",
+        "maxTimeoutSeconds": 3600,
+        "env": {"FFMPEG_THREADS": 16},
+    }
+    docs = render(helm, tmp_path, {"pools": {"cpu-large": big}})
+    pools = parse_pools(one(docs, "ConfigMap", "rel-kubeffmpeg-pools")["data"][POOLS_KEY])
+    assert set(pools) == {"cpu", "gpu", "cpu-large"}
+    p = pools["cpu-large"]
+    assert p.image == big["image"] and p.ephemeral_storage == "200Gi" and p.max_timeout_seconds == 3600
+    assert p.env["FFMPEG_THREADS"] == "16"  # env values are strings, as pod env needs
+    assert pools["cpu"].ephemeral_storage == "10Gi"  # worker.ephemeralStorage default
+
+
+def test_a_default_pool_can_be_removed_but_not_all(helm: str, tmp_path: Path) -> None:
+    docs = render(helm, tmp_path, None, "pools.gpu=null")
+    assert set(pools_of(docs)) == {"cpu"}
+    # Helm drops null keys before the schema check, which then finds no pool at all.
+    assert "'/pools': minProperties" in render_fails(helm, tmp_path, {"pools": {"cpu": None, "gpu": None}})
+
+
+def test_schema_refuses_bad_pools_and_values(helm: str, tmp_path: Path) -> None:
+    assert "gpuCount" in render_fails(helm, tmp_path, {"pools": {"gpu": {"gpuCount": 1}}})
+    assert "Bad_Pool" in render_fails(helm, tmp_path, {"pools": {"Bad_Pool": {"image": "x"}}})
+    assert "replicas" in render_fails(helm, tmp_path, {"operator": {"replicas": "two"}})
+    assert "endpoint" in render_fails(helm, tmp_path, {"s3": {"endpoint": "minio:9000"}})
+
+
+# ------------------------------------------------------------------------------- settings contract
+def operator_settings(docs: list[Doc], monkeypatch: pytest.MonkeyPatch) -> tuple[OperatorSettings, S3Settings]:
+    """Read the rendered operator env the way the operator process will."""
+    c = container(one(docs, "Deployment", "rel-kubeffmpeg-operator"))
+    for k, v in plain_env(c).items():
+        monkeypatch.setenv(k, v)
+    return OperatorSettings(), S3Settings()
+
+
+def test_operator_reads_the_chart_objects_by_their_rendered_names(
+        helm: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    docs = render(helm, tmp_path, {
+        "s3": {"endpoint": "http://minio:9000", "publicEndpoint": "https://s3.example.com", "bucket": "media"},
+        "operator": {"urlAllowHosts": ["hooks.internal", "10.1.2.3"], "urlAllowHttp": True,
+                     "metrics": {"port": 9100}},
+    })
+    s, s3 = operator_settings(docs, monkeypatch)
+    one(docs, "ConfigMap", s.pools_configmap)
+    one(docs, "Secret", s.s3_secret_name)
+    one(docs, "ServiceAccount", s.worker_service_account)
+    worker_binding = one(docs, "RoleBinding", s.worker_service_account)
+    assert worker_binding["subjects"][0]["name"] == s.worker_service_account
+    assert s.watched_namespace() == "media" and s.leader_election is True
+    assert s.allow_hosts() == ["hooks.internal", "10.1.2.3"] and s.url_allow_http is True
+    assert s.metrics_port == 9100
+    assert (s3.endpoint_url, s3.public_endpoint, s3.bucket) == ("http://minio:9000", "https://s3.example.com", "media")
+    # Every variable the chart sets is one the operator (or the shared S3 settings) reads.
+    known = {n.upper() for n in OperatorSettings.model_fields} | {
+        "S3_ENDPOINT_URL", "S3_PUBLIC_ENDPOINT_URL", "S3_BUCKET", "S3_REGION", "POD_NAME", "LOG_LEVEL", "TMPDIR"}
+    c = container(one(docs, "Deployment", "rel-kubeffmpeg-operator"))
+    assert {e["name"] for e in c["env"]} <= known
+
+
+def test_operator_liveness_probe_only_where_every_replica_serves_it(helm: str, tmp_path: Path) -> None:
+    ha = container(one(render(helm, tmp_path), "Deployment", "rel-kubeffmpeg-operator"))
+    assert "livenessProbe" not in ha  # a standby waiting on the Lease serves no /healthz
+    single = container(one(render(helm, tmp_path, {"operator": {"replicas": 1}}), "Deployment",
+                           "rel-kubeffmpeg-operator"))
+    assert single["livenessProbe"]["httpGet"]["path"] == "/healthz"
+
+
+# ------------------------------------------------------------------------------- RBAC
+def roles(docs: list[Doc]) -> dict[str, dict[tuple[str, str], set[str]]]:
+    return {d["metadata"]["name"]: rules(d) for d in docs if d["kind"] == "Role"}
+
+
+def test_worker_may_only_read_its_job_and_write_status(helm: str, tmp_path: Path) -> None:
+    r = roles(render(helm, tmp_path))["rel-kubeffmpeg-worker"]
+    assert r == {("kubeffmpeg.io", "ffmpegjobs"): {"get"}, ("kubeffmpeg.io", "ffmpegjobs/status"): {"get", "patch"}}
+
+
+def test_operator_rbac_is_least_privilege(helm: str, tmp_path: Path) -> None:
+    docs = render(helm, tmp_path)
+    r = roles(docs)["rel-kubeffmpeg-operator"]
+    assert r[("kubeffmpeg.io", "ffmpegjobs")] >= {"get", "list", "watch", "patch"}
+    assert r[("kubeffmpeg.io", "ffmpegjobs/status")] >= {"patch"}
+    assert r[("batch", "jobs")] >= {"create", "list", "watch", "delete"}
+    assert r[("", "pods")] == {"get", "list", "watch"}  # read only
+    assert r[("", "events")] >= {"create"}
+    assert r[("", "secrets")] == {"get"} and r[("", "configmaps")] == {"get"}
+    assert ("coordination.k8s.io", "leases") in r
+    assert not any("*" in verbs or "*" in res for (_, res), verbs in r.items())
+    role = one(docs, "Role", "rel-kubeffmpeg-operator")
+    cm_rule = next(x for x in role["rules"] if "configmaps" in x["resources"])
+    assert cm_rule["resourceNames"] == ["rel-kubeffmpeg-pools"]
+    no_le = roles(render(helm, tmp_path, {"operator": {"leaderElection": {"enabled": False}}}))
+    assert ("coordination.k8s.io", "leases") not in no_le["rel-kubeffmpeg-operator"]
+
+
+def test_api_rbac_touches_ffmpegjobs_not_jobs_or_pods(helm: str, tmp_path: Path) -> None:
+    docs = render(helm, tmp_path)
+    r = roles(docs)["rel-kubeffmpeg-api"]
+    assert r[("kubeffmpeg.io", "ffmpegjobs")] == {"create", "get", "list", "watch", "patch", "delete"}
+    assert ("batch", "jobs") not in r and ("", "pods") not in r
+    assert ("kubeffmpeg.io", "ffmpegjobs/status") not in r  # status is the operator's and the worker's
+    role = one(docs, "Role", "rel-kubeffmpeg-api")
+    for rule in role["rules"]:
+        if {"secrets", "configmaps"} & set(rule["resources"]):
+            assert rule.get("resourceNames"), f"API rule on {rule['resources']} is not limited by name"
+    # Each component runs under its own service account.
+    for comp in ("operator", "api"):
+        pod = one(docs, "Deployment", f"rel-kubeffmpeg-{comp}")["spec"]["template"]["spec"]
+        assert pod["serviceAccountName"] == f"rel-kubeffmpeg-{comp}"
+
+
+# ------------------------------------------------------------------------------- secrets
+def env_from_secrets(deploy: Doc) -> list[str]:
+    return [e["secretRef"]["name"] for e in container(deploy).get("envFrom", [])]
+
+
+def test_s3_credentials_secret_created_from_values(helm: str, tmp_path: Path) -> None:
+    docs = render(helm, tmp_path, {"s3": {"accessKey": "AKIA123", "secretKey": "s3cr3t"}})
+    secret = one(docs, "Secret", "rel-kubeffmpeg-s3")
+    assert secret["stringData"] == {"AWS_ACCESS_KEY_ID": "AKIA123", "AWS_SECRET_ACCESS_KEY": "s3cr3t"}
+    for comp in ("operator", "api"):
+        assert env_from_secrets(one(docs, "Deployment", f"rel-kubeffmpeg-{comp}")) == ["rel-kubeffmpeg-s3"]
+    assert "secretKey" in render_fails(helm, tmp_path, {"s3": {"accessKey": "AKIA123"}})
+
+
+def test_s3_existing_secret_is_used_and_not_created(helm: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    docs = render(helm, tmp_path, {"s3": {"existingSecret": "my-s3", "accessKey": "ignored", "secretKey": "x"}})
+    assert not [d for d in docs if d["kind"] == "Secret" and d["metadata"]["name"].endswith("-s3")]
+    assert "ignored" not in json.dumps(docs)
+    for comp in ("operator", "api"):
+        assert env_from_secrets(one(docs, "Deployment", f"rel-kubeffmpeg-{comp}")) == ["my-s3"]
+    s, _ = operator_settings(docs, monkeypatch)
+    assert s.s3_secret_name == "my-s3"  # the worker pods get the same Secret
+
+
+def test_api_key_secret_created_or_existing(helm: str, tmp_path: Path) -> None:
+    docs = render(helm, tmp_path)
+    secret = one(docs, "Secret", "rel-kubeffmpeg-api-key")
+    assert set(secret["data"]) == {"api-key"}
+    ref = next(e for e in container(one(docs, "Deployment", "rel-kubeffmpeg-api"))["env"] if "valueFrom" in e)
+    assert ref["valueFrom"]["secretKeyRef"] == {"name": "rel-kubeffmpeg-api-key", "key": "api-key"}
+    other = render(helm, tmp_path)
+    assert one(other, "Secret", "rel-kubeffmpeg-api-key")["data"] != secret["data"], "keys must be random"
+
+    docs = render(helm, tmp_path, {"api": {"keys": {"existingSecret": "my-keys", "existingSecretKey": "token"}}})
+    assert not [d for d in docs if d["kind"] == "Secret" and "api-key" in d["metadata"]["name"]]
+    ref = next(e for e in container(one(docs, "Deployment", "rel-kubeffmpeg-api"))["env"] if "valueFrom" in e)
+    assert ref["valueFrom"]["secretKeyRef"] == {"name": "my-keys", "key": "token"}
+    api_role = one(docs, "Role", "rel-kubeffmpeg-api")
+    names = [n for rule in api_role["rules"] if "secrets" in rule["resources"] for n in rule["resourceNames"]]
+    assert "my-keys" in names
+
+
+# ------------------------------------------------------------------------------- optional extras
+def test_network_policy_confines_worker_pods(helm: str, tmp_path: Path) -> None:
+    values = {"networkPolicy": {"enabled": True, "apiServer": {"cidrs": ["10.96.0.1/32"]},
+                                "s3": {"cidrs": ["10.20.0.0/16"], "ports": [9000]}, "allowPublicHttps": False}}
+    docs = render(helm, tmp_path, values)
+    np = one(docs, "NetworkPolicy", "rel-kubeffmpeg-worker")
+    # The selector matches the labels the operator puts on worker pods.
+    labels = child_labels({"uid": "u", "name": "n"}, _spec(), "cpu")
+    assert np["spec"]["podSelector"]["matchLabels"].items() <= labels.items()
+    assert np["spec"]["policyTypes"] == ["Ingress", "Egress"] and "ingress" not in np["spec"]
+    egress = np["spec"]["egress"]
+    ports = sorted(p["port"] for rule in egress for p in rule["ports"])
+    assert ports == [53, 53, 443, 9000]
+    assert {"ipBlock": {"cidr": "10.20.0.0/16"}} in egress[2]["to"]
+    assert "apiServer.cidrs" in render_fails(helm, tmp_path, {"networkPolicy": {"enabled": True}})
+
+
+def _spec() -> FFmpegJobSpec:
+    examples = yaml.safe_load((REPO_ROOT / "examples" / "cpu-job.yaml").read_text())
+    return FFmpegJobSpec.model_validate(examples["spec"])
+
+
+def test_pdb_service_monitor_and_ingress_toggles(helm: str, tmp_path: Path) -> None:
+    docs = render(helm, tmp_path, {
+        "pdb": {"enabled": True},
+        "serviceMonitor": {"enabled": True, "labels": {"release": "prom"}},
+        "api": {"ingress": {"enabled": True, "className": "nginx", "host": "ffmpeg.example.org",
+                            "tls": [{"secretName": "t", "hosts": ["ffmpeg.example.org"]}]}},
+    })
+    pdbs = {d["metadata"]["name"]: d for d in docs if d["kind"] == "PodDisruptionBudget"}
+    assert set(pdbs) == {"rel-kubeffmpeg-api", "rel-kubeffmpeg-operator"}
+    api_pod_labels = one(docs, "Deployment", "rel-kubeffmpeg-api")["spec"]["template"]["metadata"]["labels"]
+    assert pdbs["rel-kubeffmpeg-api"]["spec"]["selector"]["matchLabels"].items() <= api_pod_labels.items()
+    sm = one(docs, "ServiceMonitor")
+    assert sm["metadata"]["labels"]["release"] == "prom"
+    metrics_svc = one(docs, "Service", "rel-kubeffmpeg-operator-metrics")
+    assert sm["spec"]["selector"]["matchLabels"].items() <= metrics_svc["metadata"]["labels"].items()
+    assert sm["spec"]["endpoints"][0]["port"] == metrics_svc["spec"]["ports"][0]["name"]
+    ing = one(docs, "Ingress")
+    assert ing["spec"]["ingressClassName"] == "nginx"
+    assert ing["spec"]["rules"][0]["host"] == "ffmpeg.example.org"
+    assert ing["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]["name"] == "rel-kubeffmpeg-api"
+    # No metrics port: no metrics Service and no ServiceMonitor to scrape nothing.
+    docs = render(helm, tmp_path, {"serviceMonitor": {"enabled": True}, "operator": {"metrics": {"port": 0}}})
+    assert "ServiceMonitor" not in kinds(docs)
+
