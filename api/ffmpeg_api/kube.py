@@ -49,6 +49,14 @@ class TTLCache(Generic[T]):
         with self._lock:
             self._value = None
 
+    def refresh(self, min_age: float) -> T:
+        """Re-read now unless the value is younger than `min_age` (bounds re-reads that callers
+        can trigger, e.g. by presenting unknown keys)."""
+        with self._lock:
+            if time.monotonic() - self._at >= min_age:
+                self._value = None
+        return self.get()
+
 
 class Kube:
     def __init__(self, api: client.ApiClient, namespace: str) -> None:

@@ -226,3 +226,18 @@ def test_presigned_put_then_get(s3: Any, stack: Any) -> None:
     assert r.status_code == 200 and r.content == body
     # A tampered signature is refused by the server.
     assert httpx.get(get.replace("Signature=", "Signature=0")).status_code == 403
+
+
+def test_scratch_over_its_size_limit_is_evicted(stack_env: dict[str, str], ns: str) -> None:
+    job = run_job(stack_env, "evicted", {
+        "containers": [{"name": "main", "image": "x", "command": [
+            "sh", "-c", 'head -c 3000000 /dev/zero > "$SCRATCH/big"; sleep 30'],
+            "env": [{"name": "SCRATCH", "value": "/scratch"}],
+            "volumeMounts": [{"name": "scratch", "mountPath": "/scratch"}]}],
+        "volumes": [{"name": "scratch", "emptyDir": {"sizeLimit": "1Mi"}}],
+    })
+    t0 = time.monotonic()
+    pod = wait_job(stack_env, job, "Failed", timeout=30)
+    assert time.monotonic() - t0 < 20, "the process ran on past its scratch limit"
+    assert pod["status"]["reason"] == "Evicted"
+    assert 'EmptyDir volume "scratch" exceeds the limit "1Mi"' in pod["status"]["message"]

@@ -4,6 +4,7 @@ under the names the operator reads."""
 
 from __future__ import annotations
 
+import base64
 import json
 import subprocess
 from pathlib import Path
@@ -12,6 +13,8 @@ from typing import Any
 import pytest
 import yaml
 from devstack.paths import REPO_ROOT, binaries
+from ffmpeg_api.keystore import KeyIndex, decode_secret, hash_key
+from ffmpeg_api.settings import ApiSettings
 from ffmpeg_operator.jobs import child_labels
 from ffmpeg_operator.settings import OperatorSettings
 from ffmpegjob_model.model import FFmpegJobSpec
@@ -20,6 +23,7 @@ from ffmpegjob_model.settings import S3Settings
 
 CHART = REPO_ROOT / "charts" / "kubeffmpeg"
 Doc = dict[str, Any]
+S3_ENV = {"S3_ENDPOINT_URL", "S3_PUBLIC_ENDPOINT_URL", "S3_BUCKET", "S3_REGION"}
 
 
 @pytest.fixture(scope="module")
@@ -132,7 +136,7 @@ def test_default_pools_are_cpu_and_gpu_and_parse_as_the_operator_does(helm: str,
     pools = parse_pools(cm["data"][POOLS_KEY])  # the operator's own parser; extra keys are refused there
     assert set(pools) == {"cpu", "gpu"}
     gpu, cpu = pools["gpu"], pools["cpu"]
-    assert gpu.resources["limits"]["nvidia.com/gpu"] == 1
+    assert str(gpu.resources["limits"]["nvidia.com/gpu"]) == "1"
     assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in gpu.tolerations
     assert gpu.node_selector == {"kubeffmpeg.io/pool": "gpu"}
     assert cpu.node_selector == {"kubeffmpeg.io/pool": "cpu"} and "nvidia.com/gpu" not in str(cpu.resources)
@@ -201,8 +205,7 @@ def test_operator_reads_the_chart_objects_by_their_rendered_names(
     assert s.metrics_port == 9100
     assert (s3.endpoint_url, s3.public_endpoint, s3.bucket) == ("http://minio:9000", "https://s3.example.com", "media")
     # Every variable the chart sets is one the operator (or the shared S3 settings) reads.
-    known = {n.upper() for n in OperatorSettings.model_fields} | {
-        "S3_ENDPOINT_URL", "S3_PUBLIC_ENDPOINT_URL", "S3_BUCKET", "S3_REGION", "POD_NAME", "LOG_LEVEL", "TMPDIR"}
+    known = {n.upper() for n in OperatorSettings.model_fields} | S3_ENV | {"POD_NAME", "LOG_LEVEL", "TMPDIR"}
     c = container(one(docs, "Deployment", "rel-kubeffmpeg-operator"))
     assert {e["name"] for e in c["env"]} <= known
 
@@ -283,22 +286,52 @@ def test_s3_existing_secret_is_used_and_not_created(helm: str, tmp_path: Path, m
     assert s.s3_secret_name == "my-s3"  # the worker pods get the same Secret
 
 
-def test_api_key_secret_created_or_existing(helm: str, tmp_path: Path) -> None:
-    docs = render(helm, tmp_path)
-    secret = one(docs, "Secret", "rel-kubeffmpeg-api-key")
-    assert set(secret["data"]) == {"api-key"}
-    ref = next(e for e in container(one(docs, "Deployment", "rel-kubeffmpeg-api"))["env"] if "valueFrom" in e)
-    assert ref["valueFrom"]["secretKeyRef"] == {"name": "rel-kubeffmpeg-api-key", "key": "api-key"}
-    other = render(helm, tmp_path)
-    assert one(other, "Secret", "rel-kubeffmpeg-api-key")["data"] != secret["data"], "keys must be random"
+def b64(secret: Doc) -> dict[str, str]:
+    return {k: base64.b64decode(v).decode() for k, v in secret["data"].items()}
 
-    docs = render(helm, tmp_path, {"api": {"keys": {"existingSecret": "my-keys", "existingSecretKey": "token"}}})
-    assert not [d for d in docs if d["kind"] == "Secret" and "api-key" in d["metadata"]["name"]]
-    ref = next(e for e in container(one(docs, "Deployment", "rel-kubeffmpeg-api"))["env"] if "valueFrom" in e)
-    assert ref["valueFrom"]["secretKeyRef"] == {"name": "my-keys", "key": "token"}
+
+def test_bootstrap_api_key_is_stored_hashed_where_the_api_looks(
+        helm: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    acme_hash = hash_key("kff_acme-key")
+    docs = render(helm, tmp_path, {"api": {"keys": {"tenants": {"acme": {"keys": [acme_hash],
+                                                                            "quota": {"max_active_jobs": 3}}}}}})
+    plain = b64(one(docs, "Secret", "rel-kubeffmpeg-bootstrap-key"))["api-key"]
+    assert plain.startswith("kff_") and len(plain) > 40
+    store = one(docs, "Secret", "rel-kubeffmpeg-api-keys")
+    assert plain not in json.dumps(b64(store)), "the key store must hold hashes only"
+    # The API's own parser finds both tenants and maps each key to its tenant.
+    index = KeyIndex(decode_secret(store["data"]))
+    assert index.lookup(f"Bearer {plain}") == "default"
+    assert index.lookup("Bearer kff_acme-key") == "acme"
+    assert index.tenants["acme"].quota.max_active_jobs == 3
+    # The API reads the store under the name the chart gave it, and may read nothing else.
+    api = container(one(docs, "Deployment", "rel-kubeffmpeg-api"))
+    for k, v in plain_env(api).items():
+        monkeypatch.setenv(k, v)
+    settings = ApiSettings()
+    assert settings.api_keys_secret == "rel-kubeffmpeg-api-keys"
+    assert (settings.ffmpeg_namespace, settings.pools_configmap) == ("media", "rel-kubeffmpeg-pools")
+    assert settings.api_port == 8000 and settings.import_max_bytes == 5 * 1024**3
     api_role = one(docs, "Role", "rel-kubeffmpeg-api")
     names = [n for rule in api_role["rules"] if "secrets" in rule["resources"] for n in rule["resourceNames"]]
-    assert "my-keys" in names
+    assert names == ["rel-kubeffmpeg-api-keys"]
+    # Every variable the chart sets is one the API (or the shared settings) reads.
+    known = {n.upper() for n in ApiSettings.model_fields} | S3_ENV | {"URL_ALLOW_HOSTS", "URL_ALLOW_HTTP",
+                                                                        "LOG_LEVEL", "TMPDIR"}
+    assert {e["name"] for e in api["env"]} <= known
+    # Random per install: two renders never share a key.
+    assert b64(one(render(helm, tmp_path), "Secret", "rel-kubeffmpeg-bootstrap-key"))["api-key"] != plain
+
+
+def test_api_keys_existing_secret(helm: str, tmp_path: Path) -> None:
+    docs = render(helm, tmp_path, {"api": {"keys": {"existingSecret": "my-keys"}}})
+    assert not [d for d in docs if d["kind"] == "Secret" and "key" in d["metadata"]["name"]]
+    env = {e["name"]: e.get("value") for e in container(one(docs, "Deployment", "rel-kubeffmpeg-api"))["env"]}
+    assert env["API_KEYS_SECRET"] == "my-keys"
+    api_role = one(docs, "Role", "rel-kubeffmpeg-api")
+    assert [n for rule in api_role["rules"] if "secrets" in rule["resources"] for n in rule["resourceNames"]] \
+        == ["my-keys"]
+    assert "keys" in render_fails(helm, tmp_path, {"api": {"keys": {"tenants": {"acme": {"keys": ["not-a-hash"]}}}}})
 
 
 # ------------------------------------------------------------------------------- optional extras

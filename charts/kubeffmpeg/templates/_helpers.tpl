@@ -30,8 +30,14 @@
 {{- .Values.s3.existingSecret | default (printf "%s-s3" (include "kubeffmpeg.fullname" . | trunc 60 | trimSuffix "-")) -}}
 {{- end -}}
 
+{{/* The hashed key store the API reads (API_KEYS_SECRET). */}}
 {{- define "kubeffmpeg.keysSecret" -}}
-{{- .Values.api.keys.existingSecret | default (printf "%s-api-key" (include "kubeffmpeg.fullname" . | trunc 55 | trimSuffix "-")) -}}
+{{- .Values.api.keys.existingSecret | default (printf "%s-api-keys" (include "kubeffmpeg.fullname" . | trunc 54 | trimSuffix "-")) -}}
+{{- end -}}
+
+{{/* The bootstrap key in plain text, for the admin only (no component reads it). */}}
+{{- define "kubeffmpeg.bootstrapKeySecret" -}}
+{{- printf "%s-bootstrap-key" (include "kubeffmpeg.fullname" . | trunc 49 | trimSuffix "-") -}}
 {{- end -}}
 
 {{/* Labels ---------------------------------------------------------------------------- */}}

@@ -6,6 +6,7 @@ import contextlib
 import datetime as dt
 import logging
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -19,6 +20,7 @@ from .podspec import ConfigError, PodPreparer, PreparedContainer
 
 log = logging.getLogger("devstack.runtime")
 TERMINATION_MESSAGE_MAX = 4096
+SCRATCH_CHECK_SECONDS = 1.0
 
 
 def _now() -> str:
@@ -48,6 +50,7 @@ class PodRunner(threading.Thread):
         self._deleting = threading.Event()
         self.finished = threading.Event()
         self.statuses: dict[str, dict[str, Any]] = {}
+        self._evicted: str | None = None
         self.started_at = _now()
 
     # ------------------------------------------------------------------------ deletion
@@ -122,6 +125,7 @@ class PodRunner(threading.Thread):
         for c in prepared:
             self._start(c)
         self._report_running(prepared)
+        threading.Thread(target=self._watch_scratch_limits, args=(volumes,), daemon=True).start()
         for c in prepared:
             with self._lock:
                 proc = self._procs[c.name]
@@ -165,6 +169,29 @@ class PodRunner(threading.Thread):
         if message:
             term["message"] = message
         return term
+
+    def _watch_scratch_limits(self, volumes: dict[str, Path]) -> None:
+        """A kubelet evicts a pod whose emptyDir outgrows its sizeLimit; so does a process node."""
+        limits = {
+            v["name"]: parse_quantity(v["emptyDir"]["sizeLimit"])
+            for v in self.pod["spec"].get("volumes", []) or []
+            if "emptyDir" in v and (v["emptyDir"] or {}).get("sizeLimit")
+        }
+        while limits and not self.finished.wait(SCRATCH_CHECK_SECONDS):
+            for name, limit in limits.items():
+                used = folder_size(volumes[name])
+                if used > limit:
+                    self._evicted = (f"Usage of EmptyDir volume \"{name}\" exceeds the limit "
+                                     f"\"{self.pod_limit_text(name)}\".")
+                    log.warning("evicting %s/%s: %s", self.ns, self.pod_name, self._evicted)
+                    self._kill_all()
+                    return
+
+    def pod_limit_text(self, volume: str) -> str:
+        for v in self.pod["spec"].get("volumes", []) or []:
+            if v["name"] == volume:
+                return str(v["emptyDir"]["sizeLimit"])
+        return ""
 
     # ------------------------------------------------------------------------ status reports
     def _container_status(self, c: dict[str, Any], state: dict[str, Any], ready: bool) -> dict[str, Any]:
@@ -236,8 +263,30 @@ class PodRunner(threading.Thread):
             return
         cs = [self._container_status(c, {"terminated": self.statuses[c["name"]]}, False) for c in spec["containers"]]
         ok = all(self.statuses[c["name"]]["exitCode"] == 0 for c in spec["containers"])
-        self._patch({"phase": "Succeeded" if ok else "Failed", "conditions": self._conditions(False),
-                     "containerStatuses": cs})
+        extra = {"reason": "Evicted", "message": self._evicted} if self._evicted else {}
+        self._patch({"phase": "Succeeded" if ok and not self._evicted else "Failed",
+                     "conditions": self._conditions(False), "containerStatuses": cs, **extra})
+
+
+_UNITS = {"": 1, "k": 1000, "K": 1000, "M": 1000**2, "G": 1000**3, "T": 1000**4,
+          "Ki": 1024, "Mi": 1024**2, "Gi": 1024**3, "Ti": 1024**4}
+
+
+def parse_quantity(q: str | int) -> int:
+    """A Kubernetes storage quantity (`512Mi`, `5G`, `1000`) in bytes."""
+    m = re.fullmatch(r"([0-9.]+)([A-Za-z]*)", str(q).strip())
+    if not m or m.group(2) not in _UNITS:
+        raise ValueError(f"not a storage quantity: {q!r}")
+    return int(float(m.group(1)) * _UNITS[m.group(2)])
+
+
+def folder_size(folder: Path) -> int:
+    total = 0
+    for root, _dirs, files in os.walk(folder):
+        for f in files:
+            with contextlib.suppress(OSError):
+                total += os.lstat(os.path.join(root, f)).st_size
+    return total
 
 
 def _signal(proc: subprocess.Popen[bytes], sig: int) -> None:

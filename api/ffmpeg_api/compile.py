@@ -1,0 +1,130 @@
+"""Both REST surfaces compiled to the one FFmpegJob spec (pure functions, no I/O).
+
+"FFmpeg API" task rules (seed 001): inputs are `dir_id/file_name` or HTTPS URLs, all stored
+inputs in one directory, outputs in `output_dir_id`, else the inputs' directory, else a new
+temporary one; an output may not take an input's name in the same directory.
+"Very Good FFmpeg" (seed 000): named URL inputs, free-form commands with `{{name}}`/`<<name>>`."""
+
+from __future__ import annotations
+
+import posixpath
+import re
+from dataclasses import dataclass, field
+from urllib.parse import unquote, urlsplit
+
+from ffmpegjob_model.model import NAME_PATTERN
+from ffmpegjob_model.storage_layout import split_storage_path, valid_dir_id, valid_file_name
+
+from .errors import ApiError
+from .schemas import Task
+
+_NAME = re.compile(NAME_PATTERN)
+_UNSAFE_CHARS = re.compile(r"[^A-Za-z0-9_.-]+")
+
+
+def task_error(message: str) -> ApiError:
+    return ApiError(400, f"Invalid task format: {message}")
+
+
+@dataclass
+class PlannedInput:
+    index: int
+    options: list[str] | None
+    dir_id: str | None = None  # stored input: where it is
+    file_name: str | None = None
+    url: str | None = None  # URL input: imported to `import_dir`/`file_name` before the job runs
+
+    @property
+    def storage_path(self) -> str:
+        return f"{self.dir_id}/{self.file_name}"
+
+
+@dataclass
+class TaskPlan:
+    inputs: list[PlannedInput]
+    input_dir: str | None  # the one directory of the stored inputs
+    output_dir: str | None  # None: create a temporary directory
+    output_names: list[str] = field(default_factory=list)
+
+    def import_dir(self) -> str | None:
+        """Where URL inputs go: beside the stored inputs, so that all inputs share one directory."""
+        return self.input_dir or self.output_dir
+
+
+def name_from_url(url: str, index: int) -> str:
+    """A storage file name for an imported URL: the URL's last path segment, made safe."""
+    base = posixpath.basename(unquote(urlsplit(url).path))
+    base = _UNSAFE_CHARS.sub("_", base).lstrip(".-") or f"input{index}"
+    return base[:200]
+
+
+def plan_task(task: Task) -> TaskPlan:
+    inputs: list[PlannedInput] = []
+    dirs: list[str] = []
+    for i, inp in enumerate(task.inputs):
+        path = inp.file_path.strip()
+        if "://" in path:
+            if not path.lower().startswith(("https://", "http://")):
+                raise task_error(f"inputs[{i}].file_path {path!r}: only HTTPS URLs are accepted")
+            inputs.append(PlannedInput(i, inp.options, url=path))
+            continue
+        parts = split_storage_path(path)
+        if parts is None:
+            raise task_error(
+                f"inputs[{i}].file_path {path!r} must be 'dir_id/filename' (dir_id: 1-64 of A-Z a-z 0-9 _ -) "
+                "or an HTTPS URL"
+            )
+        inputs.append(PlannedInput(i, inp.options, dir_id=parts[0], file_name=parts[1]))
+        if parts[0] not in dirs:
+            dirs.append(parts[0])
+    if len(dirs) > 1:
+        raise task_error(f"all input files must be in the same directory (got {', '.join(dirs)})")
+    input_dir = dirs[0] if dirs else None
+    if task.output_dir_id is not None and not valid_dir_id(task.output_dir_id):
+        raise task_error(f"output_dir_id {task.output_dir_id!r} must be 1-64 characters of A-Z a-z 0-9 _ -")
+    output_dir = task.output_dir_id or input_dir
+    names: list[str] = []
+    for j, out in enumerate(task.outputs):
+        if not valid_file_name(out.file) or not _NAME.fullmatch(out.file):
+            raise task_error(
+                f"outputs[{j}].file {out.file!r} must be a file name of letters, digits, '_', '.', '-' "
+                "(no slashes, at most 255 characters)"
+            )
+        if out.file in names:
+            raise task_error(f"output file {out.file!r} is listed twice")
+        names.append(out.file)
+    plan = TaskPlan(inputs, input_dir, output_dir, names)
+    # URL inputs get names now (before any import) so that collisions are refused up front.
+    taken = {p.file_name for p in inputs if p.file_name} | set(names)
+    for p in inputs:
+        if p.url is not None:
+            name = name_from_url(p.url, p.index)
+            stem, ext = posixpath.splitext(name)
+            k = 1
+            while name in taken:
+                name, k = f"{stem}_{k}{ext}", k + 1
+            p.file_name = name
+            taken.add(name)
+    if output_dir is not None and output_dir == input_dir:
+        stored = {p.file_name for p in inputs if p.url is None}
+        for n in names:
+            if n in stored:
+                raise task_error(f"output file {n!r} conflicts with an input file in directory {output_dir}")
+    return plan
+
+
+def input_placeholder(index: int) -> str:
+    return f"in{index}"
+
+
+def check_vgf_names(input_files: dict[str, str], output_files: list[str]) -> None:
+    for name in input_files:
+        if not _NAME.fullmatch(name):
+            raise ApiError(400, f"input_files: name {name!r} must be letters, digits, '_', '.', '-'")
+    seen: set[str] = set()
+    for name in output_files:
+        if not _NAME.fullmatch(name) or not valid_file_name(name):
+            raise ApiError(400, f"output_files: {name!r} must be a file name of letters, digits, '_', '.', '-'")
+        if name in seen or name in input_files:
+            raise ApiError(400, f"output_files: {name!r} is used twice (input and output names must differ)")
+        seen.add(name)

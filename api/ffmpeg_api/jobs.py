@@ -1,0 +1,190 @@
+"""FFmpegJob objects as the REST surfaces see them: create (with quota and machine checks),
+read within a tenant (another tenant's job is a 404), cancel, list, usage totals."""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+from collections.abc import Callable
+from typing import Any
+
+from ffmpegjob_model.model import API_VERSION, KIND, FFmpegJobSpec, FFmpegJobStatus, Phase
+from ffmpegjob_model.pools import NodePool, canonical_machine
+from ffmpegjob_model.safety import UnsafeCommand, validate_spec
+from ffmpegjob_model.settings import S3Settings
+from ffmpegjob_model.storage_layout import split_storage_path
+from ffmpegjob_model.urls import URLRefused, URLRules, check_url
+from kubernetes.client.rest import ApiException
+
+from .errors import ApiError
+from .keystore import Quota
+from .kube import SURFACE_LABEL, TENANT_LABEL, Kube, TTLCache
+from .schemas import ResultFileOut, UsageOut, UsageTotals
+from .settings import ApiSettings
+
+ACTIVE = (None, Phase.PENDING.value, Phase.RUNNING.value)
+
+
+def new_job_name() -> str:
+    return "job-" + secrets.token_hex(8)
+
+
+def rest_status(obj: dict[str, Any]) -> str:
+    phase = (obj.get("status") or {}).get("phase")
+    return Phase(phase).rest_status if phase else "pending"
+
+
+def job_tenant(obj: dict[str, Any]) -> str:
+    return str((obj.get("spec") or {}).get("tenant", "default"))
+
+
+def check_webhook(url: str | None, rules: URLRules) -> None:
+    if url is None:
+        return
+    try:
+        check_url(url, rules)
+    except URLRefused as e:
+        raise ApiError(400, f"webhook_url refused: {e}") from None
+
+
+class Jobs:
+    def __init__(self, kube: Kube, settings: ApiSettings, s3: S3Settings, pools: TTLCache[dict[str, NodePool]]) -> None:
+        self.kube, self.settings, self.s3, self.pools = kube, settings, s3, pools
+
+    def url_rules(self) -> URLRules:
+        return URLRules()
+
+    # ---------------------------------------------------------------------------------- create
+    def machine(self, requested: str) -> str:
+        name = canonical_machine(requested)
+        pools = self.pools.get()
+        if name not in pools:
+            known = ", ".join(sorted({*pools, *(["nvidia"] if "gpu" in pools else [])})) or "none configured"
+            raise ApiError(400, f"Unknown machine {requested!r}; available: {known}")
+        return name
+
+    def validate(self, spec: FFmpegJobSpec) -> None:
+        try:
+            validate_spec(spec, url_rules=self.url_rules(), s3=self.s3)
+        except UnsafeCommand as e:
+            raise ApiError(400, f"Invalid command: {e}") from None
+
+    def check_quota(self, tenant: str, quota: Quota) -> None:
+        max_active = quota.max_active_jobs if quota.max_active_jobs is not None else self.settings.quota_max_active_jobs
+        max_gb_sec = quota.max_gb_sec if quota.max_gb_sec is not None else self.settings.quota_max_gb_sec
+        if not max_active and not max_gb_sec:
+            return
+        jobs = self.list(tenant)
+        active = sum(1 for j in jobs if (j.get("status") or {}).get("phase") in ACTIVE)
+        if max_active and active >= max_active:
+            raise ApiError(403, f"Quota exceeded: {active} jobs pending or processing (limit {max_active})")
+        if max_gb_sec:
+            used = totals(jobs).gb_sec
+            if used >= max_gb_sec:
+                raise ApiError(403, f"Quota exceeded: {used:g} gb_sec used (limit {max_gb_sec:g})")
+
+    def create(self, name: str, spec: FFmpegJobSpec, surface: str) -> dict[str, Any]:
+        body = {
+            "apiVersion": API_VERSION,
+            "kind": KIND,
+            "metadata": {
+                "name": name,
+                "namespace": self.kube.namespace,
+                "labels": {TENANT_LABEL: spec.tenant, SURFACE_LABEL: surface},
+            },
+            "spec": spec.to_k8s(),
+        }
+        try:
+            return self.kube.create_job(body)
+        except ApiException as e:
+            if e.status in (400, 422):  # the CRD's schema or CEL rules refused it
+                raise ApiError(400, f"Invalid task format: {_k8s_message(e)}") from None
+            raise
+
+    # ------------------------------------------------------------------------------------ read
+    def get(self, tenant: str, name: str) -> dict[str, Any]:
+        obj = self.kube.get_job(name) if _valid_name(name) else None
+        if obj is None or job_tenant(obj) != tenant:
+            raise ApiError(404, "Job not found")
+        return obj
+
+    def list(self, tenant: str) -> list[dict[str, Any]]:
+        return self.kube.list_jobs(f"{TENANT_LABEL}={tenant}")
+
+    def cancel(self, tenant: str, name: str, allowed: tuple[str, ...]) -> dict[str, Any]:
+        """Set spec.cancel (the operator stops the Job); refused unless the REST status is allowed.
+        The patch carries the resourceVersion read, so a job that starts meanwhile is not cancelled."""
+        for _ in range(3):
+            obj = self.get(tenant, name)
+            status = rest_status(obj)
+            if status not in allowed:
+                only = " or ".join(allowed)
+                raise ApiError(409, f"Cannot cancel job in '{status}' status. Only {only} jobs can be cancelled.")
+            try:
+                self.kube.patch_job_spec(name, {"cancel": True}, obj["metadata"].get("resourceVersion"))
+                return obj
+            except ApiException as e:
+                if e.status != 409:
+                    raise
+        raise ApiError(409, "The job changed while it was being cancelled; check its status and retry")
+
+
+_K8S_NAME = re.compile(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?")
+
+
+def _valid_name(name: str) -> bool:
+    return bool(_K8S_NAME.fullmatch(name))
+
+
+def _k8s_message(e: ApiException) -> str:
+    try:
+        return str(json.loads(e.body or "{}").get("message", e.reason))
+    except ValueError:
+        return str(e.reason)
+
+
+def status_of(obj: dict[str, Any]) -> FFmpegJobStatus:
+    try:
+        return FFmpegJobStatus.model_validate(obj.get("status") or {})
+    except ValueError:
+        return FFmpegJobStatus()
+
+
+def results(obj: dict[str, Any], presign: Callable[[str, str, str], str]) -> list[ResultFileOut]:
+    """The job's result with fresh download links; `presign(tenant, dir_id, file_name)`."""
+    st, tenant = status_of(obj), job_tenant(obj)
+    out: list[ResultFileOut] = []
+    for r in st.result or []:
+        parts = split_storage_path(r.storage_path)
+        if parts is None:
+            continue
+        out.append(ResultFileOut(file_name=r.file_name, size_bytes=r.size_bytes,
+                                 download_url=presign(tenant, *parts), media=r.media))
+    return out
+
+
+def usage_of(obj: dict[str, Any]) -> UsageOut | None:
+    u = status_of(obj).usage
+    return UsageOut(**u.model_dump()) if u else None
+
+
+def error_of(obj: dict[str, Any]) -> str:
+    st = status_of(obj)
+    if st.phase == Phase.CANCELLED:
+        return "Job was cancelled"
+    detail = st.error or st.message or "unknown error"
+    return f"FFmpeg processing failed: {detail}"
+
+
+def totals(jobs: list[dict[str, Any]]) -> UsageTotals:
+    by_status: dict[str, int] = {}
+    t = {"time_sec": 0.0, "input_size_gb": 0.0, "output_size_gb": 0.0, "gb_sec": 0.0}
+    for j in jobs:
+        s = rest_status(j)
+        by_status[s] = by_status.get(s, 0) + 1
+        u = status_of(j).usage
+        if u:
+            for k in t:
+                t[k] += float(getattr(u, k))
+    return UsageTotals(jobs=len(jobs), jobs_by_status=by_status, **{k: round(v, 6) for k, v in t.items()})

@@ -1,0 +1,1 @@
+"""Benchmarks of kubeffmpeg on the local stack (`python -m bench.run`); see bench/README.md."""
