@@ -17,13 +17,12 @@ Handler = Callable[[str, dict[str, Any], float], None]
 
 
 class Watcher(threading.Thread):
-    """Calls `handler(type, object, monotonic time)` for every event of `list_fn(namespace,
+    """Calls `handler(type, object, monotonic time)` for every event of `list_fn(*args,
     label_selector=...)` from now on, restarting the watch from the last resourceVersion."""
 
-    def __init__(self, list_fn: Callable[..., Any], namespace: str, selector: str, handler: Handler,
-                 *args: Any) -> None:
+    def __init__(self, list_fn: Callable[..., Any], args: tuple[Any, ...], selector: str, handler: Handler) -> None:
         super().__init__(daemon=True)
-        self.list_fn, self.ns, self.selector, self.handler, self.args = list_fn, namespace, selector, handler, args
+        self.list_fn, self.args, self.selector, self.handler = list_fn, args, selector, handler
         self.ready = threading.Event()
         self._stop = threading.Event()
         self._w: watch.Watch | None = None
@@ -31,13 +30,13 @@ class Watcher(threading.Thread):
     def run(self) -> None:
         import json
 
-        first = self.list_fn(*self.args, self.ns, label_selector=self.selector, limit=1, _preload_content=False)
+        first = self.list_fn(*self.args, label_selector=self.selector, limit=1, _preload_content=False)
         rv = json.loads(first.data)["metadata"]["resourceVersion"]
         while not self._stop.is_set():
             self._w = watch.Watch()
             self.ready.set()
             try:
-                for ev in self._w.stream(self.list_fn, *self.args, self.ns, label_selector=self.selector,
+                for ev in self._w.stream(self.list_fn, *self.args, label_selector=self.selector,
                                          resource_version=rv, timeout_seconds=300, deserialize=False):
                     t = time.monotonic()
                     obj = ev["object"]
@@ -51,7 +50,7 @@ class Watcher(threading.Thread):
                     return
                 time.sleep(0.2)
             if rv is None:
-                first = self.list_fn(*self.args, self.ns, label_selector=self.selector, limit=1,
+                first = self.list_fn(*self.args, label_selector=self.selector, limit=1,
                                      _preload_content=False)
                 rv = json.loads(first.data)["metadata"]["resourceVersion"]
 

@@ -1,0 +1,62 @@
+"""The FastAPI application: both surfaces, one error shape, JSON bodies whatever the Content-Type."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from . import errors
+from .routers import common, ffmpeg_api, vgf
+from .services import Services
+from .settings import ApiSettings
+
+DESCRIPTION = """Self-hosted FFmpeg jobs on Kubernetes. Two API surfaces share one job model:
+the "FFmpeg API" (`/ffmpeg/*`, `/job/*`, `/ffprobe/*`, `/file*`, `/directory*`) and
+"Very Good FFmpeg" (`/api/*`). Authenticate with `Authorization: Basic <key>` or `Bearer <key>`.
+Errors are always `{"ok": false, "error": "..."}`."""
+
+
+class JsonBodyMiddleware:
+    """The seeds' curl examples send JSON with `-d` and no header, i.e. as form data; treat any
+    body that is not multipart as JSON so that those requests work as documented."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] in ("POST", "PUT", "PATCH", "DELETE"):
+            headers = [(k, v) for k, v in scope["headers"] if k != b"content-type"]
+            ctype = next((v for k, v in scope["headers"] if k == b"content-type"), b"")
+            if not ctype.startswith(b"multipart/"):
+                scope = {**scope, "headers": [*headers, (b"content-type", b"application/json")]}
+        await self.app(scope, receive, send)
+
+
+def create_app(settings: ApiSettings | None = None, services: Services | None = None) -> FastAPI:
+    settings = settings or ApiSettings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        app.state.services.watcher.stop()
+
+    app = FastAPI(title="kubeffmpeg API", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
+    app.state.services = services if services is not None else Services.build(settings)
+    errors.install(app)
+    app.include_router(ffmpeg_api.router)
+    app.include_router(vgf.router)
+    app.include_router(common.router)
+    app.add_middleware(JsonBodyMiddleware)
+    return app
+
+
+def spec_app() -> FastAPI:
+    """The app without clients, for writing the OpenAPI document."""
+    app = FastAPI(title="kubeffmpeg API", version="0.1.0", description=DESCRIPTION)
+    app.include_router(ffmpeg_api.router)
+    app.include_router(vgf.router)
+    app.include_router(common.router)
+    return app
