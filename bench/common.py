@@ -43,6 +43,8 @@ def stack_env() -> dict[str, str]:
         if line.startswith("export ") and "=" in line and not line.startswith("export PATH="):
             k, _, v = line[len("export "):].partition("=")
             env[k] = shlex.split(v)[0] if v else ""
+    # An API started outside the stack may be named by the caller's environment.
+    env.update({k: os.environ[k] for k in ("API_URL",) if os.environ.get(k)})
     return env
 
 
@@ -171,29 +173,43 @@ def rss_mb(pid: int) -> float:
 
 
 class ProcSampler(threading.Thread):
-    """Samples a process's RSS at `hz`; `peak_mb`, `last_mb` and CPU seconds since start."""
+    """Samples the operator's RSS at `hz`: `peak_mb`, `last_mb`, and CPU seconds since start.
+    Follows the pid file: should the operator be restarted meanwhile, `restarts` counts it and
+    the CPU of both processes is added up."""
 
-    def __init__(self, pid: int, hz: float = 10) -> None:
+    def __init__(self, pid_fn: Callable[[], int], hz: float = 10) -> None:
         super().__init__(daemon=True)
-        self.pid, self.period = pid, 1 / hz
-        self.cpu0 = cpu_seconds(pid)
-        self.peak_mb = self.last_mb = self.start_mb = rss_mb(pid)
-        self.samples: list[tuple[float, float, float]] = []  # (monotonic, rss MB, cpu s)
-        self._stop = threading.Event()
+        self.pid_fn, self.period = pid_fn, 1 / hz
+        self.pid = pid_fn()
+        self.cpu0, self.cpu_done, self.restarts = cpu_seconds(self.pid), 0.0, 0
+        self.peak_mb = self.last_mb = self.start_mb = rss_mb(self.pid)
+        self._halt = threading.Event()
+        self._cpu_last = self.cpu0
+
+    def _sample(self) -> None:
+        try:
+            self.last_mb = rss_mb(self.pid)
+            self._cpu_last = cpu_seconds(self.pid)
+        except OSError:
+            self.cpu_done += self._cpu_last - self.cpu0
+            with contextlib.suppress(OSError, ValueError):
+                self.pid = self.pid_fn()
+                self.restarts += 1
+                self.cpu0 = self._cpu_last = 0.0
+            return
+        self.peak_mb = max(self.peak_mb, self.last_mb)
 
     def run(self) -> None:
-        while not self._stop.is_set():
-            with contextlib.suppress(OSError):
-                self.last_mb = rss_mb(self.pid)
-                self.peak_mb = max(self.peak_mb, self.last_mb)
-                self.samples.append((time.monotonic(), self.last_mb, cpu_seconds(self.pid) - self.cpu0))
-            self._stop.wait(self.period)
+        while not self._halt.is_set():
+            self._sample()
+            self._halt.wait(self.period)
 
     def cpu(self) -> float:
-        return cpu_seconds(self.pid) - self.cpu0
+        self._sample()
+        return self.cpu_done + self._cpu_last - self.cpu0
 
     def stop(self) -> None:
-        self._stop.set()
+        self._halt.set()
         self.join(timeout=2)
 
 

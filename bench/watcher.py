@@ -24,7 +24,7 @@ class Watcher(threading.Thread):
         super().__init__(daemon=True)
         self.list_fn, self.args, self.selector, self.handler = list_fn, args, selector, handler
         self.ready = threading.Event()
-        self._stop = threading.Event()
+        self._halt = threading.Event()
         self._w: watch.Watch | None = None
 
     def run(self) -> None:
@@ -32,7 +32,7 @@ class Watcher(threading.Thread):
 
         first = self.list_fn(*self.args, label_selector=self.selector, limit=1, _preload_content=False)
         rv = json.loads(first.data)["metadata"]["resourceVersion"]
-        while not self._stop.is_set():
+        while not self._halt.is_set():
             self._w = watch.Watch()
             self.ready.set()
             try:
@@ -46,7 +46,7 @@ class Watcher(threading.Thread):
                     rv = obj["metadata"]["resourceVersion"]
                     self.handler(ev["type"], obj, t)
             except Exception:
-                if self._stop.is_set():
+                if self._halt.is_set():
                     return
                 time.sleep(0.2)
             if rv is None:
@@ -55,7 +55,7 @@ class Watcher(threading.Thread):
                 rv = json.loads(first.data)["metadata"]["resourceVersion"]
 
     def stop(self) -> None:
-        self._stop.set()
+        self._halt.set()
         if self._w is not None:
             with contextlib.suppress(Exception):
                 self._w.stop()

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from . import errors
@@ -35,6 +37,33 @@ class JsonBodyMiddleware:
         await self.app(scope, receive, send)
 
 
+def _openapi_without_422(app: FastAPI) -> None:
+    """FastAPI documents a 422 on every route; this API answers validation errors with 400."""
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(title=app.title, version=app.version, description=app.description,
+                                 routes=app.routes)
+            for ops in schema.get("paths", {}).values():
+                for op in ops.values():
+                    op.get("responses", {}).pop("422", None)
+            comps = schema.get("components", {}).get("schemas", {})
+            for name in ("HTTPValidationError", "ValidationError"):
+                comps.pop(name, None)
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _routes(app: FastAPI) -> FastAPI:
+    app.include_router(ffmpeg_api.router)
+    app.include_router(vgf.router)
+    app.include_router(common.router)
+    _openapi_without_422(app)
+    return app
+
+
 def create_app(settings: ApiSettings | None = None, services: Services | None = None) -> FastAPI:
     settings = settings or ApiSettings()
 
@@ -46,17 +75,11 @@ def create_app(settings: ApiSettings | None = None, services: Services | None = 
     app = FastAPI(title="kubeffmpeg API", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
     app.state.services = services if services is not None else Services.build(settings)
     errors.install(app)
-    app.include_router(ffmpeg_api.router)
-    app.include_router(vgf.router)
-    app.include_router(common.router)
+    _routes(app)
     app.add_middleware(JsonBodyMiddleware)
     return app
 
 
 def spec_app() -> FastAPI:
     """The app without clients, for writing the OpenAPI document."""
-    app = FastAPI(title="kubeffmpeg API", version="0.1.0", description=DESCRIPTION)
-    app.include_router(ffmpeg_api.router)
-    app.include_router(vgf.router)
-    app.include_router(common.router)
-    return app
+    return _routes(FastAPI(title="kubeffmpeg API", version="0.1.0", description=DESCRIPTION))

@@ -31,7 +31,8 @@ def create_key(
             if e.status != 404:
                 raise
             sec = None
-        entries = decode_secret(dict(sec.data or {})) if sec is not None else {}
+        data = {str(k): str(v) for k, v in ((sec.data if sec is not None else None) or {}).items()}
+        entries = decode_secret(data)
         entry = entries.get(tenant, TenantEntry())
         entry.keys.append(hash_key(key))
         if max_active_jobs is not None:
@@ -46,7 +47,8 @@ def create_key(
                 )
                 core.create_namespaced_secret(namespace, body)
             else:
-                patch = {"metadata": {"resourceVersion": sec.metadata.resource_version},
+                rv = sec.metadata.resource_version if sec.metadata is not None else None
+                patch = {"metadata": {"resourceVersion": rv},
                          "data": {tenant: encode_entry(entry)}}
                 core.patch_namespaced_secret(secret, namespace, patch)
             return key

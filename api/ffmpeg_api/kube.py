@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -24,7 +25,8 @@ def load_api_client() -> client.ApiClient:
     try:
         config.load_incluster_config(client_configuration=cfg)
     except config.ConfigException:
-        config.load_kube_config(client_configuration=cfg)
+        # KUBECONFIG read now, not when the kubernetes package was imported.
+        config.load_kube_config(config_file=os.environ.get("KUBECONFIG"), client_configuration=cfg)
     cfg.connection_pool_maxsize = 64
     return client.ApiClient(cfg)
 
@@ -87,7 +89,8 @@ class Kube:
             kw: dict[str, Any] = {"label_selector": label_selector, "limit": 500}
             if cont:
                 kw["_continue"] = cont
-            page = self.custom.list_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, **kw)
+            page = cast(dict[str, Any],
+                        self.custom.list_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, **kw))
             items += page.get("items", [])
             cont = (page.get("metadata") or {}).get("continue")
             if not cont:
@@ -107,7 +110,7 @@ class Kube:
             if e.status == 404:
                 return None
             raise
-        return dict(sec.data or {})
+        return {str(k): str(v) for k, v in (sec.data or {}).items()}
 
     def read_pools(self, configmap: str) -> dict[str, NodePool]:
         try:

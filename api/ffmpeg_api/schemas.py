@@ -106,7 +106,7 @@ class UploadInfo(BaseModel):
     url: str
     method: Literal["PUT"] = "PUT"
     headers: dict[str, str] = Field(default_factory=dict)
-    expiresInSeconds: int  # noqa: N815 - the seed's field name
+    expiresInSeconds: int  # the seed's camelCase name
 
 
 class RegisterFileResponse(BaseModel):
@@ -129,7 +129,7 @@ class FileInfoResponse(BaseModel):
 class DownloadInfo(BaseModel):
     url: str
     method: Literal["GET"] = "GET"
-    expiresInSeconds: int  # noqa: N815 - the seed's field name
+    expiresInSeconds: int  # the seed's camelCase name
     file_path: str
     file_size: int
     file_type: str

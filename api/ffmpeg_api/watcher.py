@@ -14,7 +14,7 @@ import logging
 import threading
 import time
 from collections import defaultdict
-from typing import Any
+from typing import Any, cast
 
 from ffmpegjob_model.model import GROUP, PLURAL, VERSION, Phase
 from kubernetes import watch
@@ -28,7 +28,7 @@ TERMINAL = {p.value for p in Phase if p.terminal}
 
 
 def is_terminal(obj: dict[str, Any] | None) -> bool:
-    return bool(obj) and (obj.get("status") or {}).get("phase") in TERMINAL  # type: ignore[union-attr]
+    return obj is not None and (obj.get("status") or {}).get("phase") in TERMINAL
 
 
 class JobWatcher:
@@ -106,9 +106,9 @@ class JobWatcher:
                 backoff = min(backoff * 2, 10)
 
     def _relist(self) -> str:
-        page = self.kube.custom.list_namespaced_custom_object(
+        page = cast(dict[str, Any], self.kube.custom.list_namespaced_custom_object(
             GROUP, VERSION, self.kube.namespace, PLURAL, limit=1
-        )
+        ))
         rv = str((page.get("metadata") or {}).get("resourceVersion", ""))
         with self._lock:
             names = list(self._waiters)

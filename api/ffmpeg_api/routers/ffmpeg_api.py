@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Path
 from fastapi.responses import JSONResponse
@@ -49,8 +49,9 @@ from ..services import Auth, Caller, Services, Svc
 
 router = APIRouter(responses=ERROR_RESPONSES)
 
-DirId = Path(description="Directory ID (1-64 chars, A-Z a-z 0-9 _ -)", min_length=1, max_length=64)
-FileName = Path(description="File name (1-255 chars, no slashes)", min_length=1, max_length=255)
+DirId = Annotated[str, Path(description="Directory ID (1-64 chars, A-Z a-z 0-9 _ -)", min_length=1, max_length=64)]
+FileName = Annotated[str, Path(description="File name (1-255 chars, no slashes)", min_length=1, max_length=255)]
+JobId = Annotated[str, Path(description="The job id", min_length=1, max_length=253)]
 
 
 def iso(dt: datetime) -> str:
@@ -153,20 +154,20 @@ def ffmpeg_run() -> JSONResponse:
 
 # ------------------------------------------------------------------------------------------ jobs
 @router.get("/job/{jobId}", response_model=JobResponse, response_model_exclude_none=True, tags=["Jobs"])
-def get_job(who: Auth, svc: Svc, jobId: str = Path(max_length=253)) -> JobResponse:  # noqa: N803
+def get_job(who: Auth, svc: Svc, jobId: JobId) -> JobResponse:
     obj = svc.jobs.get(who.tenant, jobId)
     status = rest_status(obj)
     if status == "completed":
         return JobResponse(ok=True, job_id=jobId, status="completed", result=results(obj, presigner(svc)),
                            usage=usage_of(obj))
     if status in ("failed", "cancelled"):
-        return JobResponse(ok=False, job_id=jobId, status=status, error=error_of(obj))  # type: ignore[arg-type]
-    return JobResponse(ok=True, job_id=jobId, status=status)  # type: ignore[arg-type]
+        return JobResponse(ok=False, job_id=jobId, status=status, error=error_of(obj))
+    return JobResponse(ok=True, job_id=jobId, status=status)
 
 
 @router.delete("/job/{jobId}", response_model=OkMessage, tags=["Jobs"],
                responses={409: {"description": "Only pending jobs can be cancelled"}})
-def cancel_job(who: Auth, svc: Svc, jobId: str = Path(max_length=253)) -> OkMessage:  # noqa: N803
+def cancel_job(who: Auth, svc: Svc, jobId: JobId) -> OkMessage:
     svc.jobs.cancel(who.tenant, jobId, ("pending",))
     return OkMessage(message="Job cancelled successfully")
 
@@ -239,14 +240,14 @@ def stored_file(svc: Services, tenant: str, dir_id: str, file_name: str) -> Any:
 
 
 @router.get("/file/{dirId}/{fileName}", response_model=FileInfoResponse, tags=["Files"])
-def file_info(who: Auth, svc: Svc, dirId: str = DirId, fileName: str = FileName) -> FileInfoResponse:  # noqa: N803
+def file_info(who: Auth, svc: Svc, dirId: DirId, fileName: FileName) -> FileInfoResponse:
     info = stored_file(svc, who.tenant, dirId, fileName)
     return FileInfoResponse(file_info=FileInfo(file_path=f"{dirId}/{fileName}", file_type=info.content_type,
                                                file_size=info.size))
 
 
 @router.get("/file/download/{dirId}/{fileName}", response_model=DownloadResponse, tags=["Files"])
-def download(who: Auth, svc: Svc, dirId: str = DirId, fileName: str = FileName) -> DownloadResponse:  # noqa: N803
+def download(who: Auth, svc: Svc, dirId: DirId, fileName: FileName) -> DownloadResponse:
     info = stored_file(svc, who.tenant, dirId, fileName)
     expires = svc.settings.download_url_seconds
     return DownloadResponse(download=DownloadInfo(
@@ -256,7 +257,7 @@ def download(who: Auth, svc: Svc, dirId: str = DirId, fileName: str = FileName) 
 
 
 @router.delete("/file/{dirId}/{fileName}", response_model=DeleteFileResponse, tags=["Files"])
-def delete_file(who: Auth, svc: Svc, dirId: str = DirId, fileName: str = FileName) -> DeleteFileResponse:  # noqa: N803
+def delete_file(who: Auth, svc: Svc, dirId: DirId, fileName: FileName) -> DeleteFileResponse:
     stored_file(svc, who.tenant, dirId, fileName)
     svc.storage.delete_file(who.tenant, dirId, fileName)
     return DeleteFileResponse(deleted=DeletedInfo(file_path=f"{dirId}/{fileName}"))
@@ -264,7 +265,7 @@ def delete_file(who: Auth, svc: Svc, dirId: str = DirId, fileName: str = FileNam
 
 # ----------------------------------------------------------------------------------- directories
 @router.post("/directory", response_model=CreateDirectoryResponse, tags=["Directories"])
-def create_directory(who: Auth, svc: Svc, req: CreateDirectoryRequest | None = Body(default=None)) -> Any:
+def create_directory(who: Auth, svc: Svc, req: Annotated[CreateDirectoryRequest | None, Body()] = None) -> Any:
     ttl = (req.ttl if req else None) or DEFAULT_DIR_TTL
     meta = svc.storage.create_dir(who.tenant, ttl)
     return CreateDirectoryResponse(directory=DirectoryOut(id=meta.id, ttl=meta.ttl, added_on=iso(meta.created)))
@@ -277,7 +278,7 @@ def list_directories(who: Auth, svc: Svc) -> DirectoriesResponse:
 
 
 @router.get("/directory/{dirId}", response_model=DirectoryFilesResponse, tags=["Directories"])
-def list_directory(who: Auth, svc: Svc, dirId: str = DirId) -> DirectoryFilesResponse:  # noqa: N803
+def list_directory(who: Auth, svc: Svc, dirId: DirId) -> DirectoryFilesResponse:
     require_dir(svc, who.tenant, dirId)
     return DirectoryFilesResponse(files=[DirFileOut(file_name=f.file_name, added_on=iso(f.modified),
                                                     size_bytes=f.size)

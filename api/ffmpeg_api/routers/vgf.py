@@ -3,7 +3,7 @@ temporary files. Bodies are wrapped in `{"data": ...}` as the seed's tmp-file an
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Path, Query
 from ffmpegjob_model.model import FFmpegJobSpec, InputFile, OutputFile, OutputLocation, Webhook
@@ -29,7 +29,7 @@ from ..schemas import (
 from ..services import Auth, Caller, Services, Svc
 
 router = APIRouter(prefix="/api", responses=ERROR_RESPONSES)
-JobId = Path(description="The job's id", min_length=1, max_length=253)
+JobId = Annotated[str, Path(description="The job's id", min_length=1, max_length=253)]
 
 
 def _time(value: Any) -> str | None:
@@ -43,7 +43,7 @@ def view(svc: Services, obj: dict[str, Any]) -> VgfJob:
     status = rest_status(obj)
     return VgfJob(
         id=obj["metadata"]["name"],
-        status=status,  # type: ignore[arg-type]
+        status=status,
         machine=str(spec.get("machine", "cpu")),
         created_at=_time(obj["metadata"].get("creationTimestamp")),
         started_at=_time(st.start_time),
@@ -92,7 +92,7 @@ def submit(svc: Services, who: Caller, req: VgfJobRequest) -> str:
 @router.post("/ffmpeg", response_model=VgfJobResponse, response_model_exclude_none=True, tags=["Very Good FFmpeg"],
              summary="Submit a job; with ?wait=true the answer carries its result")
 async def create_job(req: VgfJobRequest, who: Auth, svc: Svc,
-                     wait: bool = Query(default=False, description="Wait for the job to finish")) -> VgfJobResponse:
+                     wait: Annotated[bool, Query(description="Wait for the job to finish")] = False) -> VgfJobResponse:
     name = await run_in_threadpool(submit, svc, who, req)
     if wait:
         obj = await svc.watcher.wait(name, svc.settings.sync_wait_seconds)
@@ -105,16 +105,16 @@ async def create_job(req: VgfJobRequest, who: Auth, svc: Svc,
 
 @router.get("/ffmpeg/{job_id}", response_model=VgfJobResponse, response_model_exclude_none=True,
             tags=["Very Good FFmpeg"])
-def get_job(who: Auth, svc: Svc, job_id: str = JobId) -> VgfJobResponse:
+def get_job(who: Auth, svc: Svc, job_id: JobId) -> VgfJobResponse:
     return VgfJobResponse(data=view(svc, svc.jobs.get(who.tenant, job_id)))
 
 
 @router.get("/ffmpeg", response_model=VgfJobList, response_model_exclude_none=True, tags=["Very Good FFmpeg"],
             summary="List your jobs, newest first")
 def list_jobs(who: Auth, svc: Svc,
-              status: JobStatus | None = Query(default=None),
-              limit: int = Query(default=20, ge=1, le=100),
-              offset: int = Query(default=0, ge=0)) -> VgfJobList:
+              status: Annotated[JobStatus | None, Query()] = None,
+              limit: Annotated[int, Query(ge=1, le=100)] = 20,
+              offset: Annotated[int, Query(ge=0)] = 0) -> VgfJobList:
     objs = [o for o in svc.jobs.list(who.tenant) if status is None or rest_status(o) == status]
     objs.sort(key=lambda o: (o["metadata"].get("creationTimestamp", ""), o["metadata"]["name"]), reverse=True)
     page = objs[offset : offset + limit]
@@ -132,19 +132,19 @@ def _cancel(svc: Services, who: Caller, job_id: str) -> VgfJobResponse:
 
 @router.delete("/ffmpeg/{job_id}", response_model=VgfJobResponse, response_model_exclude_none=True,
                tags=["Very Good FFmpeg"], responses={409: {"description": "The job already finished"}})
-def delete_job(who: Auth, svc: Svc, job_id: str = JobId) -> VgfJobResponse:
+def delete_job(who: Auth, svc: Svc, job_id: JobId) -> VgfJobResponse:
     return _cancel(svc, who, job_id)
 
 
 @router.post("/ffmpeg/{job_id}/cancel", response_model=VgfJobResponse, response_model_exclude_none=True,
              tags=["Very Good FFmpeg"], responses={409: {"description": "The job already finished"}})
-def cancel_job(who: Auth, svc: Svc, job_id: str = JobId) -> VgfJobResponse:
+def cancel_job(who: Auth, svc: Svc, job_id: JobId) -> VgfJobResponse:
     return _cancel(svc, who, job_id)
 
 
 @router.post("/tmp-file", response_model=TmpFileResponse, tags=["Very Good FFmpeg"],
              summary="Presigned PUT upload and GET download URLs for one file, valid for one hour")
-def tmp_file(who: Auth, svc: Svc, req: TmpFileRequest | None = Body(default=None)) -> TmpFileResponse:
+def tmp_file(who: Auth, svc: Svc, req: Annotated[TmpFileRequest | None, Body()] = None) -> TmpFileResponse:
     name = (req.file_name if req else None) or "input"
     if not valid_file_name(name):
         raise ApiError(400, f"Invalid file_name {name!r}: 1-255 characters, no slashes")

@@ -1,0 +1,56 @@
+"""A burst of FFmpegJobs (1,000 by default, created suspended): time until every one has its Job,
+the operator's CPU seconds and peak RSS during the burst, then clean-up."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from .common import api_client, delete_run, machine, operator_pid, run_id, stack_env, target, wait_idle, write_result
+from .fleet import create_fleet
+
+
+def run(n: int = 1000, threads: int = 16) -> dict[str, Any]:
+    started = machine()
+    env = stack_env()
+    ns = env["FFMPEG_NAMESPACE"]
+    api = api_client(env, pool=threads * 2)
+    rid = run_id()
+    try:
+        fleet = create_fleet(api, ns, rid, n, threads)
+        # What the operator costs at rest with n suspended FFmpegJobs (status resync timers).
+        _, rest_share = wait_idle(operator_pid(), window=10, timeout=10)
+    finally:
+        cleanup_s = delete_run(api, ns, rid)
+    figures = {
+        "ffmpegjobs": n,
+        "suspended": True,
+        "note": "created with spec.suspend=true: the Jobs are created suspended and no pod runs",
+        "client_threads": threads,
+        "create_s": round(fleet.created_s, 2),
+        "all_jobs_s": None if fleet.all_jobs_s is None else round(fleet.all_jobs_s, 2),
+        "jobs_seen": fleet.jobs_seen,
+        "create_errors": fleet.create_errors,
+        "errors": fleet.errors,
+        "operator_cpu_s": round(fleet.operator_cpu_s, 1),
+        "operator_rss_start_mb": round(fleet.operator_rss_start_mb, 1),
+        "operator_rss_peak_mb": round(fleet.operator_rss_peak_mb, 1),
+        "operator_restarts_during_run": fleet.operator_restarts,
+        "operator_cpu_share_after_burst": round(rest_share, 2),
+        "cleanup_s": round(cleanup_s, 1),
+        "targets": {"all_jobs_s": target(fleet.all_jobs_s, 20, f"seconds until all {n} have Jobs")}
+        if n == 1000 else {},
+    }
+    return write_result("operator_burst", figures, started)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="bench.operator_burst")
+    p.add_argument("-n", type=int, default=1000)
+    p.add_argument("--threads", type=int, default=16)
+    a = p.parse_args(argv)
+    run(a.n, a.threads)
+
+
+if __name__ == "__main__":
+    main()
