@@ -1,10 +1,11 @@
 import pytest
-
 from devstack.nodeagent.podspec import expand
 from devstack.nodeagent.runtime import parse_quantity
 
 
-@pytest.mark.parametrize(("q", "n"), [("1Mi", 1024**2), ("5G", 5 * 1000**3), ("1000", 1000), ("1.5Gi", 3 * 1024**3 // 2)])
+@pytest.mark.parametrize(
+    ("q", "n"), [("1Mi", 1024**2), ("5G", 5 * 1000**3), ("1000", 1000), ("1.5Gi", 3 * 1024**3 // 2)]
+)
 def test_storage_quantities(q: str, n: int) -> None:
     assert parse_quantity(q) == n
 
