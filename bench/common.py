@@ -253,7 +253,8 @@ def machine() -> dict[str, Any]:
 
 def target(value: float | None, limit: float, what: str) -> dict[str, Any]:
     """A DESIGN.md target: `what` must stay under `limit`."""
-    return {"target": f"{what} < {limit}", "value": value, "met": value is not None and value < limit}
+    shown = None if value is None else round(value, 3)
+    return {"target": f"{what} < {limit}", "value": shown, "met": value is not None and value < limit}
 
 
 def write_result(name: str, figures: dict[str, Any], started: dict[str, Any]) -> dict[str, Any]:

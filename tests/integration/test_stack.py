@@ -241,3 +241,36 @@ def test_scratch_over_its_size_limit_is_evicted(stack_env: dict[str, str], ns: s
     assert time.monotonic() - t0 < 20, "the process ran on past its scratch limit"
     assert pod["status"]["reason"] == "Evicted"
     assert 'EmptyDir volume "scratch" exceeds the limit "1Mi"' in pod["status"]["message"]
+
+
+def test_on_failure_restarts_the_container_in_place(stack_env: dict[str, str], ns: str, tmp_path: Any) -> None:
+    marker = tmp_path / "first-try"
+    job = run_job(stack_env, "onfailure", {
+        "restartPolicy": "OnFailure",
+        "containers": [{"name": "main", "image": "x", "command": [
+            "sh", "-c", f'if [ -e {marker} ]; then exit 0; fi; touch {marker}; exit 1']}],
+    }, backoffLimit=2)
+    pod = wait_job(stack_env, job, "Complete", timeout=60)
+    cs = pod["status"]["containerStatuses"][0]
+    assert cs["restartCount"] == 1
+    assert cs["lastState"]["terminated"]["exitCode"] == 1
+    assert cs["state"]["terminated"]["exitCode"] == 0
+
+
+def test_crashing_always_container_backs_off_instead_of_failing(stack_env: dict[str, str], ns: str) -> None:
+    name = f"crashloop-{uuid.uuid4().hex[:5]}"
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": NS},
+           "spec": {"terminationGracePeriodSeconds": 1,
+                    "containers": [{"name": "main", "image": "x", "command": ["sh", "-c", "exit 2"]}]}}
+    kubectl(stack_env, "apply", "-f", "-", stdin=json.dumps(pod))
+    deadline = time.monotonic() + 30
+    while True:
+        got = json.loads(kubectl(stack_env, "get", "pod", "-n", NS, name, "-o", "json"))
+        statuses = got["status"].get("containerStatuses") or [{}]
+        if statuses[0].get("restartCount", 0) >= 2:
+            break
+        assert time.monotonic() < deadline, f"never restarted: {got['status']}"
+        time.sleep(0.5)
+    assert got["status"]["phase"] == "Running"
+    assert statuses[0]["lastState"]["terminated"]["exitCode"] == 2
+    kubectl(stack_env, "delete", "pod", "-n", NS, name, "--wait=true", "--timeout=30s")

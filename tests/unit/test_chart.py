@@ -103,9 +103,14 @@ def test_default_render_has_the_whole_install(helm: str, tmp_path: Path) -> None
     assert {"Deployment", "Service", "ConfigMap", "Secret", "ServiceAccount", "Role", "RoleBinding"} <= kinds(docs)
     # Off unless asked for.
     assert not kinds(docs) & {"NetworkPolicy", "PodDisruptionBudget", "ServiceMonitor", "Ingress"}
-    assert all(d["metadata"].get("namespace") == "media" for d in docs)
-    # Nothing cluster-wide: everything lives in the release namespace.
-    assert not kinds(docs) & {"ClusterRole", "ClusterRoleBinding"}
+    cluster_scoped = [d for d in docs if d["kind"] in ("ClusterRole", "ClusterRoleBinding")]
+    assert all(d["metadata"].get("namespace") == "media" for d in docs if d not in cluster_scoped)
+    # The only cluster-wide right is kopf's read-only discovery of CRDs and namespaces.
+    cr = one(docs, "ClusterRole")
+    assert rules(cr) == {("apiextensions.k8s.io", "customresourcedefinitions"): {"list", "watch"},
+                         ("", "namespaces"): {"list", "watch"}}
+    # Named after the namespace too: two releases of the same name in two namespaces do not clash.
+    assert cr["metadata"]["name"].endswith("-media")
 
 
 def test_deployments_are_non_root_with_read_only_root(helm: str, tmp_path: Path) -> None:
@@ -380,3 +385,11 @@ def test_pdb_service_monitor_and_ingress_toggles(helm: str, tmp_path: Path) -> N
     docs = render(helm, tmp_path, {"serviceMonitor": {"enabled": True}, "operator": {"metrics": {"port": 0}}})
     assert "ServiceMonitor" not in kinds(docs)
 
+
+
+def test_service_account_annotations_for_cloud_identity(helm: str, tmp_path: Path) -> None:
+    arn = "arn:aws:iam::123456789012:role/kubeffmpeg"
+    docs = render(helm, tmp_path, {"serviceAccounts": {"annotations": {"eks.amazonaws.com/role-arn": arn}}})
+    sas = [d for d in docs if d["kind"] == "ServiceAccount"]
+    assert len(sas) == 3  # operator, api, worker
+    assert all(sa["metadata"]["annotations"]["eks.amazonaws.com/role-arn"] == arn for sa in sas)

@@ -21,6 +21,7 @@ from .podspec import ConfigError, PodPreparer, PreparedContainer
 log = logging.getLogger("devstack.runtime")
 TERMINATION_MESSAGE_MAX = 4096
 SCRATCH_CHECK_SECONDS = 1.0
+MAX_BACKOFF_SECONDS = 60
 
 
 def _now() -> str:
@@ -51,6 +52,8 @@ class PodRunner(threading.Thread):
         self.finished = threading.Event()
         self.statuses: dict[str, dict[str, Any]] = {}
         self._evicted: str | None = None
+        self.restart_counts: dict[str, int] = {}
+        self.last_states: dict[str, dict[str, Any]] = {}
         self.started_at = _now()
 
     # ------------------------------------------------------------------------ deletion
@@ -126,12 +129,35 @@ class PodRunner(threading.Thread):
             self._start(c)
         self._report_running(prepared)
         threading.Thread(target=self._watch_scratch_limits, args=(volumes,), daemon=True).start()
-        for c in prepared:
+        policy = spec.get("restartPolicy", "Always")
+        supervisors = [threading.Thread(target=self._supervise, args=(c, policy, prepared), daemon=True)
+                       for c in prepared]
+        for t in supervisors:
+            t.start()
+        for t in supervisors:
+            t.join()
+        self._report_terminal()
+
+    def _supervise(self, c: PreparedContainer, policy: str, prepared: list[PreparedContainer]) -> None:
+        """Wait for a container; restart it in place as a kubelet does for `Always`/`OnFailure`,
+        with a doubling back-off (CrashLoopBackOff) instead of failing the pod."""
+        while True:
             with self._lock:
                 proc = self._procs[c.name]
             code = self._wait(proc)
-            self.statuses[c.name] = self._terminated(c, code)
-        self._report_terminal()
+            term = self._terminated(c, code)
+            self.statuses[c.name] = term
+            again = policy == "Always" or (policy == "OnFailure" and code != 0)
+            if not again or self._deleting.is_set() or self._evicted:
+                return
+            restarts = self.restart_counts.get(c.name, 0) + 1
+            self.restart_counts[c.name] = restarts
+            self.last_states[c.name] = {"terminated": term}
+            self._report_backoff(c, restarts)
+            if self._deleting.wait(min(2.0 ** (restarts - 1), MAX_BACKOFF_SECONDS)):
+                return
+            self._start(c)
+            self._report_running(prepared)
 
     def _start(self, c: PreparedContainer) -> subprocess.Popen[bytes]:
         log.info("pod %s/%s: starting %s: %s", self.ns, self.pod_name, c.name, c.argv)
@@ -202,8 +228,9 @@ class PodRunner(threading.Thread):
             "containerID": f"process://{self.uid}/{c['name']}",
             "ready": ready,
             "started": "running" in state,
-            "restartCount": 0,
+            "restartCount": self.restart_counts.get(c["name"], 0),
             "state": state,
+            **({"lastState": self.last_states[c["name"]]} if c["name"] in self.last_states else {}),
         }
 
     def _conditions(self, ready: bool, initialized: bool = True) -> list[dict[str, Any]]:
@@ -243,10 +270,25 @@ class PodRunner(threading.Thread):
         self._patch({"phase": "Failed", "conditions": self._conditions(False), "containerStatuses": cs,
                      "reason": reason, "message": message[:TERMINATION_MESSAGE_MAX]})
 
+    def _state(self, name: str) -> dict[str, Any]:
+        st = self.statuses.get(name, {})
+        if "exitCode" in st:
+            return {"terminated": st}
+        if st.get("waiting"):
+            return {"waiting": st["waiting"]}
+        return {"running": {"startedAt": st.get("startedAt", self.started_at)}}
+
     def _report_running(self, prepared: list[PreparedContainer]) -> None:
-        cs = [self._container_status(c, {"running": {"startedAt": self.statuses[c["name"]]["startedAt"]}}, True)
+        cs = [self._container_status(c, self._state(c["name"]), "running" in self._state(c["name"]))
               for c in self.pod["spec"]["containers"]]
-        self._patch({"phase": "Running", "conditions": self._conditions(True), "containerStatuses": cs})
+        ready = all(x["ready"] for x in cs)
+        self._patch({"phase": "Running", "conditions": self._conditions(ready), "containerStatuses": cs})
+
+    def _report_backoff(self, c: PreparedContainer, restarts: int) -> None:
+        delay = min(2 ** (restarts - 1), MAX_BACKOFF_SECONDS)
+        self.statuses[c.name] = {"waiting": {"reason": "CrashLoopBackOff",
+                                             "message": f"back-off {delay}s restarting failed container={c.name}"}}
+        self._report_running([])
 
     def _report_terminal(self, init_failed: tuple[PreparedContainer, int] | None = None) -> None:
         spec = self.pod["spec"]
