@@ -16,6 +16,7 @@ from . import handlers  # registers the handlers with kopf
 from .context import Context
 from .leader import LeaseLock
 from .settings import OperatorSettings
+from .standby import StandbyHealth
 
 __all__ = ["handlers", "main"]
 
@@ -31,7 +32,11 @@ def main(argv: list[str] | None = None) -> int:
         identity = os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}"
         lock = LeaseLock(client.CoordinationV1Api(ctx.kube.api), settings.home_namespace(),
                          settings.leader_lease_name, identity, settings.leader_lease_seconds)
-        lock.acquire()
+        if settings.liveness_port:
+            with StandbyHealth(settings.liveness_port):
+                lock.acquire()
+        else:
+            lock.acquire()
         # Losing the lease means another replica may be working: stop at once, never overlap.
         lock.keep(on_lost=lambda: os._exit(1))
     liveness = f"http://0.0.0.0:{settings.liveness_port}/healthz" if settings.liveness_port else None

@@ -215,12 +215,13 @@ def test_operator_reads_the_chart_objects_by_their_rendered_names(
     assert {e["name"] for e in c["env"]} <= known
 
 
-def test_operator_liveness_probe_only_where_every_replica_serves_it(helm: str, tmp_path: Path) -> None:
+def test_operator_liveness_probe_on_every_replica(helm: str, tmp_path: Path) -> None:
+    # A standby waiting on the Lease answers /healthz too (ffmpeg_operator.standby).
     ha = container(one(render(helm, tmp_path), "Deployment", "rel-kubeffmpeg-operator"))
-    assert "livenessProbe" not in ha  # a standby waiting on the Lease serves no /healthz
-    single = container(one(render(helm, tmp_path, {"operator": {"replicas": 1}}), "Deployment",
-                           "rel-kubeffmpeg-operator"))
-    assert single["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert ha["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    off = container(one(render(helm, tmp_path, {"operator": {"livenessPort": 0}}), "Deployment",
+                        "rel-kubeffmpeg-operator"))
+    assert "livenessProbe" not in off
 
 
 # ------------------------------------------------------------------------------- RBAC

@@ -108,8 +108,7 @@ capabilities:
   drop: [ALL]
 {{- end -}}
 
-{{/* The operator's liveness probe needs kopf's /healthz, which a standby replica does not serve. */}}
+{{/* The operator's liveness probe: kopf's /healthz on the leader, a standby answer on the others. */}}
 {{- define "kubeffmpeg.operator.liveness" -}}
-{{- $o := .Values.operator -}}
-{{- and $o.livenessPort (or (not $o.leaderElection.enabled) (eq (int $o.replicas) 1)) -}}
+{{- if .Values.operator.livenessPort -}}true{{- end -}}
 {{- end -}}
