@@ -6,6 +6,7 @@ missing=()
 command -v ffmpeg >/dev/null && command -v ffprobe >/dev/null || missing+=(ffmpeg)
 command -v openssl >/dev/null || missing+=(openssl)
 command -v curl >/dev/null || missing+=(curl)
+command -v jq >/dev/null || missing+=(jq)
 if ((${#missing[@]})); then
   echo "installing ${missing[*]} from Debian" >&2
   SUDO=""; [[ $(id -u) -eq 0 ]] || SUDO=sudo

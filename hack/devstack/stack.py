@@ -104,6 +104,7 @@ class Stack:
             "URL_ALLOW_HTTP": "true",
             "METRICS_PORT": str(OPERATOR_METRICS_PORT),
             "LIVENESS_PORT": str(OPERATOR_METRICS_PORT + 1),
+            "RESYNC_SECONDS": "5",  # housekeeping (TTLs, stuck pods) every 5 s on the dev stack
             "API_PORT": str(API_PORT),
             "PATH": _venv_path(),
         }

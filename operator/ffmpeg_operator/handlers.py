@@ -76,15 +76,17 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     c = ctx(memo)
     c.metrics.serve(c.settings.metrics_port)
     memo["sweeper"] = asyncio.create_task(storage_sweeper(c))
+    memo["housekeeper"] = asyncio.create_task(housekeeper(c))
 
 
 @kopf.on.cleanup()
 async def stop_background(memo: kopf.Memo, **_: Any) -> None:
-    task = memo.get("sweeper")
-    if task is not None:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await task
+    for key in ("sweeper", "housekeeper"):
+        task = memo.get(key)
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
 
 
 @kopf.on.probe(id="pools")
@@ -231,11 +233,14 @@ def on_suspend(old: Any, new: Any, body: kopf.Body, meta: kopf.Meta, memo: kopf.
 
 
 # ------------------------------------------------------------------------- status from children
-def sync(c: Context, namespace: str, name: str | None) -> None:
-    """Recompute one FFmpegJob's status from its Job and pods; conditional write, retried."""
+def sync(c: Context, namespace: str, name: str | None, job: dict[str, Any] | None = None) -> None:
+    """Recompute one FFmpegJob's status from its Job and pods; conditional write, retried.
+
+    `job` is the Job as a watch event just delivered it, which saves a read; a suspended Job that
+    never ran has no pods, which saves the pod list (what a burst of queued jobs is made of)."""
     if not name:
         return
-    for _ in range(CONFLICT_RETRIES):
+    for attempt in range(CONFLICT_RETRIES):
         ffj = c.kube.get_ffmpegjob(namespace, name)
         if ffj is None:
             return
@@ -243,10 +248,11 @@ def sync(c: Context, namespace: str, name: str | None) -> None:
         if st.get("phase") in TERMINAL or meta.get("deletionTimestamp"):
             return
         jname = st.get("jobName") or jobs.job_name(meta["uid"])
-        job = c.kube.read_job(namespace, jname)
+        if job is None or attempt > 0:
+            job = c.kube.read_job(namespace, jname)
         if job is None or not jobs.owned_by(job, meta["uid"]):
             return
-        pods = c.kube.list_pods(namespace, f"{jobs.LABEL_UID}={meta['uid']}")
+        pods = [] if never_ran(job) else c.kube.list_pods(namespace, f"{jobs.LABEL_UID}={meta['uid']}")
         out = observe(st, job, pods, now(), meta.get("generation"), c.settings.pod_start_timeout_seconds)
         if not out.patch:
             return
@@ -264,13 +270,19 @@ def sync(c: Context, namespace: str, name: str | None) -> None:
         return
 
 
+def never_ran(job: dict[str, Any]) -> bool:
+    jst = job.get("status") or {}
+    return bool((job.get("spec") or {}).get("suspend")) and not any(
+        jst.get(k) for k in ("active", "succeeded", "failed", "startTime"))
+
+
 @kopf.on.event("batch", "v1", "jobs", labels=CHILDREN)
 def on_job_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     if type == "DELETED":
         return
     c = ctx(memo)
     with timed(c, "job_event"):
-        sync(c, body["metadata"]["namespace"], jobs.owner_name(dict(body)))
+        sync(c, body["metadata"]["namespace"], jobs.owner_name(dict(body)), job=dict(body))
 
 
 @kopf.on.event("", "v1", "pods", labels=CHILDREN)
@@ -280,15 +292,6 @@ def on_pod_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -
     c = ctx(memo)
     with timed(c, "pod_event"):
         sync(c, body["metadata"]["namespace"], jobs.owner_name(dict(body)))
-
-
-@kopf.timer(*FFJ, interval=15, initial_delay=15, idle=0,
-            when=lambda status, **_: bool(status.get("jobName")) and status.get("phase") not in TERMINAL)
-def resync(meta: kopf.Meta, memo: kopf.Memo, **_: Any) -> None:
-    """Time alone changes some answers (a pod that never starts); nothing else would wake us."""
-    c = ctx(memo)
-    with timed(c, "resync"):
-        sync(c, meta["namespace"], meta["name"])
 
 
 @kopf.on.event(*FFJ)
@@ -372,25 +375,44 @@ async def webhook_daemon(body: kopf.Body, spec: kopf.Spec, meta: kopf.Meta, memo
 
 
 # --------------------------------------------------------------------------------------- clean-up
-def ttl_due(spec: kopf.Spec, status: kopf.Status, **_: Any) -> bool:
-    return spec.get("ttlSecondsAfterFinished") is not None and status.get("phase") in TERMINAL
+def housekeeping_round(c: Context) -> None:
+    """One LIST of every FFmpegJob, then what only the passing of time changes:
+    - a finished job past its `ttlSecondsAfterFinished` (and with its webhook settled) is deleted,
+      its Job and pod going with it through their ownerReferences;
+    - an unfinished job that is not queued is re-observed (a pod that never starts fails it).
+    One loop rather than a kopf timer per object: thousands of queued FFmpegJobs would otherwise
+    each hold a task that wakes up to find nothing changed."""
+    t = now()
+    for ffj in c.kube.list_ffmpegjobs(c.settings.watched_namespace()):
+        meta, spec, st = ffj["metadata"], ffj.get("spec") or {}, ffj.get("status") or {}
+        if meta.get("deletionTimestamp"):
+            continue
+        if st.get("phase") in TERMINAL:
+            if ttl_expired(spec, st, t):
+                log.info("TTL expired: deleting FFmpegJob %s/%s", meta["namespace"], meta["name"])
+                c.kube.delete_ffmpegjob(meta["namespace"], meta["name"], meta["uid"])
+        elif st.get("jobName") and not spec.get("suspend") and st.get("reason") != "Suspended":
+            sync(c, meta["namespace"], meta["name"])
 
 
-@kopf.timer(*FFJ, interval=30, idle=0, when=ttl_due)
-def expire_finished(spec: kopf.Spec, meta: kopf.Meta, status: kopf.Status, memo: kopf.Memo,
-                    logger: kopf.Logger, **_: Any) -> None:
-    """Delete a finished FFmpegJob `ttlSecondsAfterFinished` after it finished (its Job and pod go
-    with it through their ownerReferences), but never before its webhook is settled."""
-    done = parse_time(status.get("completionTime"))
-    if done is None:
-        return
-    if now() < done + timedelta(seconds=int(spec["ttlSecondsAfterFinished"])):
-        return
+def ttl_expired(spec: dict[str, Any], status: dict[str, Any], t: datetime) -> bool:
+    ttl, done = spec.get("ttlSecondsAfterFinished"), parse_time(status.get("completionTime"))
+    if ttl is None or done is None or t < done + timedelta(seconds=int(ttl)):
+        return False
     hook = status.get("webhook") or {}
-    if spec.get("webhook") and not (hook.get("delivered") or hook.get("gaveUp")):
-        return
-    logger.info("TTL expired: deleting FFmpegJob")
-    ctx(memo).kube.delete_ffmpegjob(meta["namespace"], meta["name"], meta["uid"])
+    return not spec.get("webhook") or bool(hook.get("delivered") or hook.get("gaveUp"))
+
+
+async def housekeeper(c: Context) -> None:
+    while True:
+        await asyncio.sleep(c.settings.resync_seconds)
+        try:
+            with timed(c, "housekeeping"):
+                await asyncio.to_thread(housekeeping_round, c)
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:  # an API hiccup must not end the loop
+            log.warning("housekeeping round failed: %s", e)
 
 
 async def storage_sweeper(c: Context) -> None:

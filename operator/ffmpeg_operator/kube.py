@@ -46,6 +46,15 @@ class Kube:
             raise
         return cast(dict[str, Any], raw)
 
+    def list_ffmpegjobs(self, namespace: str) -> list[dict[str, Any]]:
+        """Every FFmpegJob in `namespace` (`*`: all namespaces), as plain dicts."""
+        if namespace == "*":
+            resp = self.custom.list_cluster_custom_object(GROUP, VERSION, PLURAL, _preload_content=False)
+        else:
+            resp = self.custom.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL,
+                                                             _preload_content=False)
+        return list(_json(resp).get("items") or [])
+
     def patch_status(self, namespace: str, name: str, status: dict[str, Any],
                      resource_version: str | None = None) -> None:
         """Merge patch of the status subresource. With `resource_version` it is conditional: a

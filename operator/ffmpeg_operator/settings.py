@@ -29,7 +29,7 @@ class OperatorSettings(BaseSettings):
     # A pod that is not running this long after its creation (unschedulable, image pull, config
     # error) fails the FFmpegJob instead of leaving it Pending forever.
     pod_start_timeout_seconds: int = Field(default=600, ge=1)
-    resync_seconds: float = Field(default=15.0, gt=0, description="Re-check of non-terminal jobs.")
+    resync_seconds: float = Field(default=15.0, gt=0, description="Housekeeping: TTLs, re-check of running jobs.")
 
     webhook_timeout_seconds: float = Field(default=10.0, gt=0)
     webhook_max_attempts: int = Field(default=8, ge=1, le=50)

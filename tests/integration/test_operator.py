@@ -238,3 +238,30 @@ def test_fifty_jobs_at_once(stack: StackInfo, stack_env: dict[str, str], custom:
 
     phases = wait_for(all_done, 900, "50 terminal jobs")
     assert phases.count("Succeeded") == 50, phases
+
+
+def test_finished_job_is_deleted_after_its_ttl(stack: StackInfo, kube_api: client.ApiClient, custom: Any,
+                                                clip: str) -> None:
+    ns, name = stack.namespace, unique("ttl")
+    create(custom, ns, manifest(name, clip, ttlSecondsAfterFinished=1))
+    done = wait_phase(custom, ns, name)
+    assert done["status"]["phase"] == "Succeeded"
+    job_name = done["status"]["jobName"]
+
+    def gone() -> bool:
+        try:
+            get(custom, ns, name)
+        except client.ApiException as e:
+            return e.status == 404
+        return False
+
+    wait_for(gone, 60, f"{name} deleted after its TTL")
+
+    def job_gone() -> bool:  # the garbage collector follows the ownerReference
+        try:
+            client.BatchV1Api(kube_api).read_namespaced_job(job_name, ns)
+        except client.ApiException as e:
+            return e.status == 404
+        return False
+
+    wait_for(job_gone, 60, f"Job {job_name} garbage-collected")

@@ -88,3 +88,32 @@ def test_terminal_patch_and_duration_format() -> None:
                        T0 + timedelta(hours=2, minutes=3), 1)
     assert p["phase"] == "Cancelled" and p["duration"] == "2h3m"
     assert [fmt_duration(s) for s in (5, 65, 3600 * 25)] == ["5s", "1m5s", "1d1h"]
+
+
+def _terminated(phase: str, code: int, finished: datetime) -> dict[str, Any]:
+    return pod(phase, containerStatuses=[{"name": "worker", "state": {"terminated": {
+        "exitCode": code, "finishedAt": finished.strftime("%Y-%m-%dT%H:%M:%SZ")}}}])
+
+
+def test_succeeded_pod_with_a_recorded_result_finishes_before_the_job_controller() -> None:
+    end = T0 + timedelta(seconds=7)
+    st = {"phase": "Running", "startTime": "2025-01-01T12:00:00Z", "result": [{"fileName": "o.mp4"}]}
+    out = observe(st, job(active=1, startTime="2025-01-01T12:00:00Z"), [_terminated("Succeeded", 0, end)],
+                  T0 + timedelta(seconds=9), 1, 600)
+    assert out.new_phase == "Succeeded"
+    assert out.patch["completionTime"] == "2025-01-01T12:00:07Z"  # the container's end, not the clock
+
+
+def test_succeeded_pod_without_a_result_waits_for_the_job() -> None:
+    out = observe({"phase": "Running"}, job(active=1), [_terminated("Succeeded", 0, T0)], T0, 1, 600)
+    assert out.new_phase != "Succeeded"
+
+
+def test_failed_pods_beyond_the_backoff_limit_fail_the_job_at_once() -> None:
+    j = job(failed=2)
+    j["spec"] = {"backoffLimit": 1}
+    pods = [_terminated("Failed", 1, T0), _terminated("Failed", 1, T0 + timedelta(seconds=3))]
+    out = observe({"phase": "Running", "error": "step 1 failed: boom"}, j, pods, T0 + timedelta(seconds=4), 1, 600)
+    assert out.new_phase == "Failed" and out.patch["message"] == "step 1 failed: boom"
+    one = observe({"phase": "Running"}, j, pods[:1], T0 + timedelta(seconds=4), 1, 600)
+    assert one.new_phase != "Failed"  # a retry is still allowed

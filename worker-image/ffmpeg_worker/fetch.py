@@ -10,16 +10,18 @@ import posixpath
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urljoin, urlsplit
 
-import httpx
 from ffmpegjob_model.model import FFmpegJobSpec, InputFile
 from ffmpegjob_model.settings import S3Settings
 from ffmpegjob_model.storage_layout import file_key, split_storage_path
 from ffmpegjob_model.urls import URLRefused, URLRules, check_address, check_url, storage_key_for_url
 
 from .storage import is_missing
+
+if TYPE_CHECKING:  # httpx is imported only when a job has a URL input: ~60 ms of start-up
+    import httpx
 
 MAX_REDIRECTS = 5
 CHUNK = 1024 * 1024
@@ -32,8 +34,9 @@ class FetchError(Exception):
 @dataclass(frozen=True)
 class FetchedInput:
     name: str
-    path: Path
+    path: Path  # where it is (or, when streamed, would be) on disk
     size: int
+    streamed: bool = False  # FFmpeg reads it from storage itself: not on disk
 
 
 def local_name(inp: InputFile) -> str:
@@ -59,31 +62,60 @@ class Fetcher:
         self.s3, self.s3_settings, self.rules = s3, s3_settings, url_rules
         self.concurrency, self.max_bytes = concurrency, max_bytes
 
-    def fetch_all(self, spec: FFmpegJobSpec, workdir: Path) -> dict[str, FetchedInput]:
+    def fetch_all(
+        self, spec: FFmpegJobSpec, workdir: Path, streamed: frozenset[str] = frozenset()
+    ) -> dict[str, FetchedInput]:
+        """Download every input but those in `streamed`, which are only checked (exist, size)."""
         (workdir / "inputs").mkdir(parents=True, exist_ok=True)
         if not spec.inputs:
             return {}
+
+        def one(i: InputFile) -> FetchedInput:
+            dest = workdir / local_name(i)
+            if i.name in streamed:
+                return FetchedInput(i.name, dest, self.stat(spec.tenant, i), streamed=True)
+            return self.fetch_one(spec.tenant, i, dest)
+
         with ThreadPoolExecutor(max_workers=min(self.concurrency, len(spec.inputs))) as pool:
-            futures = {
-                i.name: pool.submit(self.fetch_one, spec.tenant, i, workdir / local_name(i)) for i in spec.inputs
-            }
+            futures = {i.name: pool.submit(one, i) for i in spec.inputs}
             return {name: f.result() for name, f in futures.items()}
 
-    def fetch_one(self, tenant: str, inp: InputFile, dest: Path) -> FetchedInput:
+    def storage_key(self, tenant: str, inp: InputFile) -> str | None:
+        """The object key of an input held in our bucket (a storage path, or a URL into the
+        bucket), None for another URL; FetchError for a key outside the tenant or a bad path."""
         src = inp.source
         if "://" in src:
             key = storage_key_for_url(src, self.s3_settings)
-            if key is None:
-                self._http(inp.name, src, dest)
-            elif key.startswith(f"files/{tenant}/"):
-                self._s3(inp.name, key, dest, shown=f"{src.split('?', 1)[0]}")
-            else:  # a URL into our bucket but outside this tenant: treat as not found
+            if key is not None and not key.startswith(f"files/{tenant}/"):
+                # a URL into our bucket but outside this tenant: treat as not found
                 raise FetchError(f"input {inp.name!r}: {src.split('?', 1)[0]} does not exist")
+            return key
+        parts = split_storage_path(src)
+        if parts is None:
+            raise FetchError(f"input {inp.name!r}: {src!r} is neither an https URL nor dir_id/file_name")
+        return file_key(tenant, *parts)
+
+    def stat(self, tenant: str, inp: InputFile) -> int:
+        """Size of an input FFmpeg will stream from storage (it must exist and be within the limit)."""
+        key = self.storage_key(tenant, inp)
+        assert key is not None
+        shown = inp.source.split("?", 1)[0]
+        try:
+            size = int(self.s3.head_object(Bucket=self.s3_settings.bucket, Key=key)["ContentLength"])
+        except Exception as exc:
+            if is_missing(exc):
+                raise FetchError(f"input {inp.name!r}: storage path {shown} does not exist") from None
+            raise FetchError(f"input {inp.name!r}: cannot read {shown} from storage: {exc}") from exc
+        if self.max_bytes is not None and size > self.max_bytes:
+            raise FetchError(f"input {inp.name!r} is {size} bytes, over the limit of {self.max_bytes}")
+        return size
+
+    def fetch_one(self, tenant: str, inp: InputFile, dest: Path) -> FetchedInput:
+        key = self.storage_key(tenant, inp)
+        if key is None:
+            self._http(inp.name, inp.source, dest)
         else:
-            parts = split_storage_path(src)
-            if parts is None:
-                raise FetchError(f"input {inp.name!r}: {src!r} is neither an https URL nor dir_id/file_name")
-            self._s3(inp.name, file_key(tenant, *parts), dest, shown=src)
+            self._s3(inp.name, key, dest, shown=inp.source.split("?", 1)[0])
         size = dest.stat().st_size
         if self.max_bytes is not None and size > self.max_bytes:
             raise FetchError(f"input {inp.name!r} is {size} bytes, over the limit of {self.max_bytes}")
@@ -106,6 +138,8 @@ class Fetcher:
             raise FetchError(f"input {name!r}: cannot read {shown} from storage: {exc}") from exc
 
     def _http(self, name: str, url: str, dest: Path) -> None:
+        import httpx
+
         shown = url.split("?", 1)[0]
         timeout = httpx.Timeout(30.0, connect=10.0)
         try:

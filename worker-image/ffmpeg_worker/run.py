@@ -30,6 +30,11 @@ class StepFailed(Exception):
         super().__init__(f"command {step} of {steps} {why}{tail}")
 
 
+class InputReadFailed(StepFailed):
+    """FFmpeg reported an error on a streamed input (a URL it read itself): the output may be
+    cut short even when FFmpeg exited 0, so the step must not count as done."""
+
+
 @dataclass
 class StepProgress:
     fraction: float | None  # 0..1 of this step, None when the length is unknown
@@ -38,6 +43,9 @@ class StepProgress:
 
 
 ProgressCallback = Callable[[StepProgress], None]
+# A command's expected output length, or a callable giving it once known (an ffprobe running
+# alongside FFmpeg): percent starts as soon as the length is known.
+Expected = float | None | Callable[[], float | None]
 
 
 def parse_time(value: str) -> float | None:
@@ -77,7 +85,7 @@ def expected_duration(args: list[str], durations: Mapping[str, float | None]) ->
 class ProgressParser:
     """FFmpeg's `-progress` output: blocks of key=value lines ending with `progress=...`."""
 
-    def __init__(self, expected: float | None) -> None:
+    def __init__(self, expected: Expected) -> None:
         self.expected = expected
         self.block: dict[str, str] = {}
 
@@ -97,8 +105,10 @@ class ProgressParser:
         fraction = None
         if value.strip() == "end":
             fraction = 1.0
-        elif self.expected:
-            fraction = min(out_time / self.expected, 1.0)
+        else:
+            expected = self.expected() if callable(self.expected) else self.expected
+            if expected:
+                fraction = min(out_time / expected, 1.0)
         speed = block.get("speed")
         return StepProgress(fraction, speed if speed and speed != "N/A" else None, out_time)
 
@@ -117,16 +127,21 @@ def run_ffmpeg(
     step: int,
     steps: int,
     timeout: float,
-    expected: float | None = None,
+    expected: Expected = None,
     on_progress: ProgressCallback | None = None,
     ffmpeg: str = "ffmpeg",
     global_args: list[str] | None = None,
+    redact: Mapping[str, str] | None = None,
 ) -> float:
     """Run one command; return its wall time in seconds, raise StepFailed otherwise. The child
-    is in its own process group and is killed with it on timeout, failure or interruption."""
+    is in its own process group and is killed with it on timeout, failure or interruption.
+
+    `redact` maps streamed input URLs to the names shown instead (no signed URL in an error);
+    a stderr line naming one of them raises InputReadFailed, even after exit code 0."""
     cmd = [ffmpeg, *BASE_ARGS, *(global_args or []), *args]
     parser = ProgressParser(expected)
     tail: deque[str] = deque(maxlen=STDERR_LINES)
+    read_errors: list[str] = []
     started = time.monotonic()
     try:
         proc = subprocess.Popen(
@@ -143,7 +158,12 @@ def run_ffmpeg(
     def read_stderr() -> None:
         assert proc.stderr is not None
         for raw in proc.stderr:
-            tail.append(raw.decode("utf-8", "replace").rstrip())
+            line = raw.decode("utf-8", "replace").rstrip()
+            for url, shown in (redact or {}).items():
+                if url in line:
+                    line = line.replace(url, shown)
+                    read_errors.append(line)
+            tail.append(line)
 
     def read_progress() -> None:
         assert proc.stdout is not None
@@ -169,7 +189,9 @@ def run_ffmpeg(
     elapsed = time.monotonic() - started
     if code != 0:
         why = f"was killed by signal {-code}" if code < 0 else f"failed with exit code {code}"
-        raise StepFailed(step, steps, why, _tail(tail))
+        raise (InputReadFailed if read_errors else StepFailed)(step, steps, why, _tail(tail))
+    if read_errors:
+        raise InputReadFailed(step, steps, "could not read a streamed input", "\n".join(read_errors[-5:]))
     return elapsed
 
 

@@ -23,4 +23,6 @@ class WorkerSettings(BaseSettings):
     fetch_concurrency: int = Field(default=4, ge=1, le=64, validation_alias="FETCH_CONCURRENCY")
     upload_concurrency: int = Field(default=8, ge=1, le=64, validation_alias="UPLOAD_CONCURRENCY")
     max_input_bytes: int | None = Field(default=None, ge=1, validation_alias="MAX_INPUT_BYTES")
+    # FFmpeg reads suitable storage inputs itself (presigned GET) instead of waiting for a download.
+    stream_inputs: bool = Field(default=True, validation_alias="STREAM_INPUTS")
     keep_workdir: bool = Field(default=False, validation_alias="KEEP_WORKDIR")

@@ -29,3 +29,12 @@ def is_missing(exc: Exception) -> bool:
     """True for botocore's 404/NoSuchKey errors."""
     code = str(getattr(exc, "response", {}).get("Error", {}).get("Code", ""))
     return code in ("404", "NoSuchKey", "NotFound")
+
+
+def presigned_get(s3_client: Any, bucket: str, key: str, seconds: int) -> str:
+    """A GET URL FFmpeg can read (and seek in, with range requests) without credentials.
+    Computed locally: no request to storage."""
+    url: str = s3_client.generate_presigned_url(
+        "get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=max(60, min(seconds, 7 * 24 * 3600))
+    )
+    return url
