@@ -45,7 +45,7 @@ test-unit: $(STAMP)
 
 lint: $(STAMP)
 	@$(VENV)/bin/ruff check .
-	@$(VENV)/bin/mypy crds/ffmpegjob_model api/ffmpeg_api operator/ffmpeg_operator worker-image/ffmpeg_worker hack/devstack
+	@$(VENV)/bin/mypy crds/ffmpegjob_model api/ffmpeg_api operator/ffmpeg_operator worker-image/ffmpeg_worker hack/devstack bench
 
 crds: $(STAMP)
 	@$(PY) -m ffmpegjob_model.crd

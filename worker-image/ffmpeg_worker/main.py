@@ -17,23 +17,24 @@ import signal
 import sys
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
 from ffmpegjob_model.commands import render
 from ffmpegjob_model.model import FFmpegJob, Progress, ResultFile, Usage
-from ffmpegjob_model.probe import duration_seconds, media_summary
+from ffmpegjob_model.probe import ProbeFailed, ProbeOptions, media_summary, probe
 from ffmpegjob_model.safety import UnsafeCommand, validate_spec
 from ffmpegjob_model.settings import S3Settings
 from ffmpegjob_model.urls import URLRules
 
 from .fetch import Fetcher, FetchError, local_name
 from .kube import JobClient, load_client
-from .run import StepFailed, StepProgress, expected_duration, run_ffmpeg
+from .run import InputReadFailed, StepFailed, StepProgress, expected_duration, run_ffmpeg
 from .settings import WorkerSettings
-from .storage import s3_client
+from .storage import presigned_get, s3_client
+from .stream import streamable
 from .upload import UploadFailed, upload_outputs
 
 log = logging.getLogger("ffmpeg_worker")
@@ -55,11 +56,21 @@ class ProgressReporter:
     """Patches `status.progress` at most once per `interval` seconds (many jobs must not flood the
     API server); the last value is always written by `flush`."""
 
-    def __init__(self, jobs: JobClient, steps: int, interval: float) -> None:
+    def __init__(self, jobs: JobClient, steps: int, interval: float, background: bool = False) -> None:
         self.jobs, self.steps, self.interval = jobs, steps, interval
         self.last_sent = 0.0
         self.pending: Progress | None = None
         self.lock = threading.Lock()
+        # In the background, patches go out in order from one thread, off FFmpeg's critical path.
+        self.sender = ThreadPoolExecutor(max_workers=1) if background else None
+        self.last: Future[bool] | None = None
+
+    def post(self, status: dict[str, Any]) -> None:
+        """Patch (best effort), in the background when so configured; ordered with `update`s."""
+        if self.sender is None:
+            self.jobs.try_patch_status(status)
+        else:
+            self.last = self.sender.submit(self.jobs.try_patch_status, status)
 
     def update(self, step: int, fraction: float, speed: str | None = None, force: bool = False) -> None:
         percent = round(100.0 * ((step - 1) + max(0.0, min(fraction, 1.0))) / max(self.steps, 1), 1)
@@ -73,19 +84,44 @@ class ProgressReporter:
         with self.lock:
             if self.pending is not None:
                 self._send()
+        self.drain()
+
+    def drain(self, drop_pending: bool = False) -> None:
+        """Wait until every patch handed over went out (a later patch must not be overtaken)."""
+        if drop_pending:
+            with self.lock:
+                self.pending = None
+        last = self.last
+        if last is not None:
+            with contextlib.suppress(Exception):
+                last.result(timeout=60)
 
     def _send(self) -> None:
         assert self.pending is not None
         # An explicit null: a merge patch would otherwise keep the previous step's speed.
-        if self.jobs.try_patch_status({"progress": {"speed": None, **self.pending.to_k8s()}}):
-            self.last_sent = time.monotonic()
+        self.last_sent = time.monotonic()
+        self.post({"progress": {"speed": None, **self.pending.to_k8s()}})
         self.pending = None
 
 
 class Worker:
-    def __init__(self, settings: WorkerSettings, jobs: JobClient, s3_settings: S3Settings, rules: URLRules) -> None:
+    def __init__(
+        self,
+        settings: WorkerSettings,
+        jobs: JobClient,
+        s3_settings: S3Settings,
+        rules: URLRules,
+        s3: Future[Any] | None = None,
+    ) -> None:
         self.settings, self.jobs, self.s3_settings, self.rules = settings, jobs, s3_settings, rules
-        self.s3 = s3_client(s3_settings, pool=max(32, settings.upload_concurrency * 4))
+        # ffprobe runs beside FFmpeg and the uploads, not before them.
+        self.pool = ThreadPoolExecutor(max_workers=4)
+        self._s3 = s3 or self.pool.submit(s3_client, s3_settings, max(32, settings.upload_concurrency * 4))
+        self.reporter: ProgressReporter | None = None
+
+    @property
+    def s3(self) -> Any:
+        return self._s3.result()
 
     # ------------------------------------------------------------------------------ steps
     def run(self) -> int:
@@ -118,61 +154,80 @@ class Worker:
         except UnsafeCommand as exc:
             raise JobFailed(f"invalid job: {exc}", EXIT_INVALID) from None
         steps = len(commands)
-        reporter = ProgressReporter(self.jobs, steps, self.settings.progress_interval)
-        self.jobs.try_patch_status({"progress": Progress(step=0, steps=steps, percent=0).to_k8s(), "error": None})
+        self.reporter = reporter = ProgressReporter(self.jobs, steps, self.settings.progress_interval, background=True)
+        reporter.post({"progress": Progress(step=0, steps=steps, percent=0).to_k8s(), "error": None})
 
         shutil.rmtree(workdir, ignore_errors=True)  # a retried pod starts clean
         workdir.mkdir(parents=True)
         fetcher = Fetcher(
             self.s3, self.s3_settings, self.rules, self.settings.fetch_concurrency, self.settings.max_input_bytes
         )
+        local = {i.name: local_name(i) for i in spec.inputs}
         try:
-            fetched = fetcher.fetch_all(spec, workdir)
+            keys = self._stream_keys(spec, commands, fetcher, local)
+            fetched = fetcher.fetch_all(spec, workdir, frozenset(keys))
         except FetchError as exc:
             raise JobFailed(str(exc), EXIT_IO) from None
         input_bytes = sum(f.size for f in fetched.values())
-        paths = {i.name: local_name(i) for i in spec.inputs} | {o.name: o.name for o in spec.outputs}
-        durations = self._durations(workdir, [paths[i.name] for i in spec.inputs])
+        expires = spec.timeout_seconds + 600
+        urls = {n: presigned_get(self.s3, self.s3_settings.bucket, k, expires) for n, k in keys.items()}
+        paths = {n: urls.get(n, p) for n, p in local.items()} | {o.name: o.name for o in spec.outputs}
+        probes: dict[str, Future[float | None]] = {}
 
         ffmpeg_seconds = 0.0
         global_args = shlex.split(self.settings.ffmpeg_global_args)
         for step, args in enumerate(commands, start=1):
-            rendered = render(args, paths)
-            for p in (rendered[i + 1] for i, a in enumerate(rendered[:-1]) if a == "-i"):
-                if p not in durations:  # an earlier step's output
-                    durations |= self._durations(workdir, [p])
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise JobFailed(f"job timed out after {spec.timeout_seconds}s before command {step}", EXIT_STEP)
-            timeout = min(remaining, spec.step_timeout_seconds or remaining)
             reporter.update(step, 0.0, force=True)
+            for attempt in (1, 2):
+                redact = {urls[n]: local[n] for n in urls if paths[n] == urls[n]}
+                rendered = _with_stream_options(render(args, paths), redact)
+                for p in (rendered[i + 1] for i, a in enumerate(rendered[:-1]) if a == "-i"):
+                    if p not in probes:  # an input, or an earlier step's output
+                        probes[p] = self.pool.submit(self._duration, workdir, p)
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise JobFailed(f"job timed out after {spec.timeout_seconds}s before command {step}", EXIT_STEP)
+                timeout = min(remaining, spec.step_timeout_seconds or remaining)
 
-            def on_progress(p: StepProgress, step: int = step) -> None:
-                if p.fraction is not None:
-                    reporter.update(step, p.fraction, p.speed)
+                def on_progress(p: StepProgress, step: int = step) -> None:
+                    if p.fraction is not None:
+                        reporter.update(step, p.fraction, p.speed)
 
-            try:
-                ffmpeg_seconds += run_ffmpeg(
-                    rendered,
-                    cwd=workdir,
-                    step=step,
-                    steps=steps,
-                    timeout=timeout,
-                    expected=expected_duration(rendered, durations),
-                    on_progress=on_progress,
-                    ffmpeg=self.settings.ffmpeg_bin,
-                    global_args=global_args,
-                )
-            except StepFailed as exc:
-                reporter.flush()
-                raise JobFailed(str(exc), EXIT_STEP) from None
-        reporter.flush()
+                def expected(rendered: list[str] = rendered) -> float | None:
+                    known = {p: f.result() for p, f in probes.items() if f.done() and f.exception() is None}
+                    return expected_duration(rendered, known)
+
+                try:
+                    ffmpeg_seconds += run_ffmpeg(
+                        rendered,
+                        cwd=workdir,
+                        step=step,
+                        steps=steps,
+                        timeout=timeout,
+                        expected=expected,
+                        on_progress=on_progress,
+                        ffmpeg=self.settings.ffmpeg_bin,
+                        global_args=global_args,
+                        redact=redact,
+                    )
+                    break
+                except InputReadFailed as exc:
+                    if attempt == 2:
+                        reporter.flush()
+                        raise JobFailed(str(exc), EXIT_STEP) from None
+                    # Reading from storage failed (or may have been cut short): download instead.
+                    log.warning("streamed input failed, downloading instead: %s", exc)
+                    self._download(fetcher, spec, workdir, [n for n in urls if urls[n] in rendered])
+                    paths |= {n: local[n] for n in urls if urls[n] in rendered}
+                except StepFailed as exc:
+                    reporter.flush()
+                    raise JobFailed(str(exc), EXIT_STEP) from None
 
         files = [workdir / o.name for o in spec.outputs]
         missing = [f.name for f in files if not f.is_file()]
         if missing:
             raise JobFailed(f"declared outputs were not written by any command: {', '.join(missing)}", EXIT_STEP)
-        media = self._media(files)
+        media_future = self.pool.submit(self._media, files)  # beside the uploads
         try:
             uploaded = upload_outputs(
                 self.s3,
@@ -184,6 +239,7 @@ class Worker:
             )
         except UploadFailed as exc:
             raise JobFailed(str(exc), EXIT_IO) from None
+        media = media_future.result()
         result = [
             ResultFile(
                 file_name=u.name,
@@ -194,6 +250,7 @@ class Worker:
             for u in uploaded
         ]
         usage = Usage.compute(ffmpeg_seconds, input_bytes, sum(u.size for u in uploaded))
+        reporter.drain(drop_pending=True)  # the result patch below carries the final progress
         self.jobs.patch_status(
             {
                 "progress": {"speed": None, **Progress(step=steps, steps=steps, percent=100).to_k8s()},
@@ -205,12 +262,33 @@ class Worker:
         log.info("done: %d outputs, usage %s", len(result), usage.to_k8s())
 
     # ---------------------------------------------------------------------------- helpers
-    def _durations(self, workdir: Path, rel_paths: list[str]) -> dict[str, float | None]:
-        if not rel_paths:
+    def _stream_keys(
+        self, spec: Any, commands: list[list[str]], fetcher: Fetcher, local: dict[str, str]
+    ) -> dict[str, str]:
+        """Input name -> object key, for the inputs FFmpeg reads from storage itself."""
+        if not self.settings.stream_inputs:
             return {}
-        with ThreadPoolExecutor(max_workers=min(4, len(rel_paths))) as pool:
-            found = pool.map(lambda p: duration_seconds(str(workdir / p), ffprobe=self.settings.ffprobe_bin), rel_paths)
-            return dict(zip(rel_paths, found, strict=True))
+        by_name = {i.name: i for i in spec.inputs}
+        keys = {n: fetcher.storage_key(spec.tenant, by_name[n]) for n in streamable(commands, local)}
+        return {n: k for n, k in keys.items() if k is not None}
+
+    def _download(self, fetcher: Fetcher, spec: Any, workdir: Path, names: list[str]) -> None:
+        by_name = {i.name: i for i in spec.inputs}
+        try:
+            for n in names:
+                fetcher.fetch_one(spec.tenant, by_name[n], workdir / local_name(by_name[n]))
+        except FetchError as exc:
+            raise JobFailed(str(exc), EXIT_IO) from None
+
+    def _duration(self, workdir: Path, target: str) -> float | None:
+        """An input's duration for percent, or None (an image, unreadable): never fails the job.
+        A streamed input is probed at its URL (our own bucket, so no URL rules to apply)."""
+        path = target if "://" in target else str(workdir / target)
+        try:
+            fmt = probe(path, ProbeOptions(format=["duration"]), check_urls=False, ffprobe=self.settings.ffprobe_bin)
+            return float(fmt["format"]["duration"])
+        except (ProbeFailed, KeyError, ValueError, OSError):
+            return None
 
     def _media(self, files: list[Path]) -> dict[str, dict[str, Any] | None]:
         def one(path: Path) -> dict[str, Any] | None:
@@ -224,6 +302,8 @@ class Worker:
 
     def _fail(self, message: str, code: int, write: bool = True) -> int:
         log.error("%s", message)
+        if self.reporter is not None:  # no queued progress patch may come after the error
+            self.reporter.drain(drop_pending=True)
         if write:
             self.jobs.try_patch_status({"error": message})
         lines = [ln.strip() for ln in message.splitlines() if ln.strip()]
@@ -232,6 +312,20 @@ class Worker:
         with contextlib.suppress(OSError):
             Path(self.settings.termination_log_path).write_text(line + "\n")
         return code
+
+
+def _with_stream_options(args: list[str], urls: dict[str, str]) -> list[str]:
+    """Before each `-i <streamed URL>`: only HTTP(S) may be opened for it, a dropped connection
+    is resumed where it broke, and a stalled one fails instead of hanging."""
+    out: list[str] = []
+    for i, a in enumerate(args):
+        nxt = args[i + 1] if i + 1 < len(args) else ""
+        if a == "-i" and nxt in urls:
+            allowed = "https,tls,tcp" if nxt.startswith("https:") else "http,tcp"
+            out += ["-protocol_whitelist", allowed, "-reconnect", "1", "-reconnect_on_network_error", "1"]
+            out += ["-reconnect_delay_max", "4", "-rw_timeout", "30000000"]
+        out.append(a)
+    return out
 
 
 def _on_sigterm(signum: int, frame: FrameType | None) -> None:
@@ -246,8 +340,12 @@ def main() -> None:
         print(f"ffmpeg-worker: bad environment: {exc}", file=sys.stderr)
         sys.exit(EXIT_INVALID)
     signal.signal(signal.SIGTERM, _on_sigterm)
+    s3_settings = S3Settings()
+    # The S3 client is built in a thread while the FFmpegJob is read (both are start-up latency).
+    starter = ThreadPoolExecutor(max_workers=1)
+    s3 = starter.submit(s3_client, s3_settings, max(32, settings.upload_concurrency * 4))
     jobs = JobClient(load_client(), settings.ffmpegjob_namespace, settings.ffmpegjob_name)
-    sys.exit(Worker(settings, jobs, S3Settings(), URLRules()).run())
+    sys.exit(Worker(settings, jobs, s3_settings, URLRules(), s3=s3).run())
 
 
 if __name__ == "__main__":

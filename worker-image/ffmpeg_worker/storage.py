@@ -19,6 +19,7 @@ def s3_client(s3: S3Settings, pool: int = 32) -> Any:
         # Path style works on every S3-compatible store (MinIO, Ceph) as well as on AWS.
         config=Config(
             s3={"addressing_style": "path"},
+            signature_version="s3v4",  # presigned GETs too (SigV2 is refused by newer AWS regions)
             retries={"max_attempts": 5, "mode": "standard"},
             max_pool_connections=pool,
         ),
