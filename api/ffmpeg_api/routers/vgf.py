@@ -57,7 +57,8 @@ def view(svc: Services, obj: dict[str, Any]) -> VgfJob:
     )
 
 
-def submit(svc: Services, who: Caller, req: VgfJobRequest) -> str:
+def submit(svc: Services, who: Caller, req: VgfJobRequest) -> dict[str, Any]:
+    """Create the FFmpegJob; returns it as the API server stored it."""
     check_vgf_names(req.input_files, req.output_files)
     tenant, rules = who.tenant, URLRules()
     machine = svc.jobs.machine(req.machine)
@@ -84,20 +85,17 @@ def submit(svc: Services, who: Caller, req: VgfJobRequest) -> str:
     svc.jobs.validate(spec)
     svc.jobs.check_quota(tenant, who.quota)
     spec.output = OutputLocation(dir_id=svc.storage.create_dir(tenant, DEFAULT_DIR_TTL, temporary=True).id)
-    name = new_job_name()
-    svc.jobs.create(name, spec, "vgf")
-    return name
+    return svc.jobs.create(new_job_name(), spec, "vgf")
 
 
 @router.post("/ffmpeg", response_model=VgfJobResponse, response_model_exclude_none=True, tags=["Very Good FFmpeg"],
              summary="Submit a job; with ?wait=true the answer carries its result")
 async def create_job(req: VgfJobRequest, who: Auth, svc: Svc,
                      wait: Annotated[bool, Query(description="Wait for the job to finish")] = False) -> VgfJobResponse:
-    name = await run_in_threadpool(submit, svc, who, req)
-    if wait:
-        obj = await svc.watcher.wait(name, svc.settings.sync_wait_seconds)
-    else:
-        obj = await run_in_threadpool(svc.jobs.get, who.tenant, name)
+    obj: dict[str, Any] | None = await run_in_threadpool(submit, svc, who, req)
+    if wait and obj is not None:
+        # The object create returned doubles as the answer: no second read when not waiting.
+        obj = await svc.watcher.wait(obj["metadata"]["name"], svc.settings.sync_wait_seconds)
     if obj is None or not obj.get("spec"):
         raise ApiError(404, "Job not found (it was deleted)")
     return VgfJobResponse(data=await run_in_threadpool(view, svc, obj))
