@@ -85,11 +85,12 @@ class Stack:
         )
         self.wait_nodes_ready(env)
         if with_operator and _has_module("ffmpeg_operator.main"):
-            self.procs.start("operator", [_bin("ffmpeg-operator")], env=env)
+            # As in the images: few malloc arenas, or each busy thread keeps its own resident.
+            self.procs.start("operator", [_bin("ffmpeg-operator")], env=env | {"MALLOC_ARENA_MAX": "2"})
         if with_api and _has_module("ffmpeg_api.main"):
             env["API_URL"] = f"http://127.0.0.1:{API_PORT}"
             env["API_KEY"] = self._api_key(env)
-            self.procs.start("api", [_bin("ffmpeg-api")], env=env)
+            self.procs.start("api", [_bin("ffmpeg-api")], env=env | {"MALLOC_ARENA_MAX": "2"})
             _wait_http(f"{env['API_URL']}/healthz", self.procs, "api")
         self.write_env(env)
         return StackInfo(env)
@@ -104,7 +105,6 @@ class Stack:
             "URL_ALLOW_HTTP": "true",
             "METRICS_PORT": str(OPERATOR_METRICS_PORT),
             "LIVENESS_PORT": str(OPERATOR_METRICS_PORT + 1),
-            "RESYNC_SECONDS": "5",  # housekeeping (TTLs, stuck pods) every 5 s on the dev stack
             "API_PORT": str(API_PORT),
             "PATH": _venv_path(),
         }

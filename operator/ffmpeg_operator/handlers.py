@@ -170,7 +170,6 @@ def ensure_job(body: kopf.Body, spec: kopf.Spec, meta: kopf.Meta, patch: kopf.Pa
         name = manifest["metadata"]["name"]
         try:
             c.kube.batch.create_namespaced_job(meta["namespace"], cast(Any, manifest))
-            post(obj, "Normal", "JobCreated", f"created Job {name} on pool {pool_name}")
             logger.info("created Job %s", name)
         except ApiException as e:
             if e.status != 409:
@@ -187,7 +186,9 @@ def ensure_job(body: kopf.Body, spec: kopf.Spec, meta: kopf.Meta, patch: kopf.Pa
                                      f"Job {name} on pool {pool_name}", t, meta.get("generation"))
         desired = {"jobName": name, "conditions": conds, "observedGeneration": meta.get("generation")}
         if not st.get("phase"):
-            desired.update(phase=Phase.PENDING.value, reason="JobCreated", message=f"Job {name} created")
+            # The New -> Pending event (record_transition) is the one JobCreated event.
+            desired.update(phase=Phase.PENDING.value, reason="JobCreated",
+                           message=f"Job {name} created on pool {pool_name}")
         patch.status.update({k: v for k, v in desired.items() if st.get(k) != v})
         record_transition(c, obj, st.get("phase"), desired)
 
@@ -383,7 +384,7 @@ def housekeeping_round(c: Context) -> None:
     One loop rather than a kopf timer per object: thousands of queued FFmpegJobs would otherwise
     each hold a task that wakes up to find nothing changed."""
     t = now()
-    for ffj in c.kube.list_ffmpegjobs(c.settings.watched_namespace()):
+    for ffj in c.kube.iter_ffmpegjobs(c.settings.watched_namespace()):
         meta, spec, st = ffj["metadata"], ffj.get("spec") or {}, ffj.get("status") or {}
         if meta.get("deletionTimestamp"):
             continue

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -46,14 +47,23 @@ class Kube:
             raise
         return cast(dict[str, Any], raw)
 
-    def list_ffmpegjobs(self, namespace: str) -> list[dict[str, Any]]:
-        """Every FFmpegJob in `namespace` (`*`: all namespaces), as plain dicts."""
-        if namespace == "*":
-            resp = self.custom.list_cluster_custom_object(GROUP, VERSION, PLURAL, _preload_content=False)
-        else:
-            resp = self.custom.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL,
-                                                             _preload_content=False)
-        return list(_json(resp).get("items") or [])
+    def iter_ffmpegjobs(self, namespace: str, page: int = 500) -> Iterator[dict[str, Any]]:
+        """Every FFmpegJob in `namespace` (`*`: all namespaces), a page at a time, so that a
+        round over thousands of objects never holds them all in memory."""
+        token: str | None = None
+        while True:
+            kw: dict[str, Any] = {"limit": page, "_preload_content": False}
+            if token:
+                kw["_continue"] = token
+            if namespace == "*":
+                resp = self.custom.list_cluster_custom_object(GROUP, VERSION, PLURAL, **kw)
+            else:
+                resp = self.custom.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, **kw)
+            data = _json(resp)
+            yield from data.get("items") or []
+            token = (data.get("metadata") or {}).get("continue")
+            if not token:
+                return
 
     def patch_status(self, namespace: str, name: str, status: dict[str, Any],
                      resource_version: str | None = None) -> None:
