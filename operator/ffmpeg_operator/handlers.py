@@ -97,7 +97,14 @@ def probe_pools(memo: kopf.Memo, **_: Any) -> list[str]:
 
 # ------------------------------------------------------------------------------------- events
 def post(body: dict[str, Any], kind: str, reason: str, message: str) -> None:
-    kopf.event(cast(kopf.Body, body), type=kind, reason=reason, message=message[:1024])
+    try:
+        kopf.event(cast(kopf.Body, body), type=kind, reason=reason, message=message[:1024])
+    except LookupError:
+        # Outside kopf's handlers (the housekeeping loop's thread) kopf has no event queue; the
+        # transition is in the status all the same, and in the log.
+        meta = body.get("metadata") or {}
+        log.log(logging.WARNING if kind == "Warning" else logging.INFO, "%s/%s %s: %s",
+                meta.get("namespace"), meta.get("name"), reason, message)
 
 
 def record_transition(c: Context, body: dict[str, Any], old: str | None, patch: dict[str, Any]) -> None:

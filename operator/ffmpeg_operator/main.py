@@ -6,8 +6,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import signal
 import socket
 import sys
+import tracemalloc
 
 import kopf
 from kubernetes import client
@@ -21,9 +23,19 @@ from .standby import StandbyHealth
 __all__ = ["handlers", "main"]
 
 
+def dump_allocations(*_: object) -> None:
+    """SIGUSR1 with PYTHONTRACEMALLOC set: log where the operator's memory was allocated."""
+    if not tracemalloc.is_tracing():
+        logging.getLogger("ffmpeg_operator").warning("SIGUSR1: start with PYTHONTRACEMALLOC=5 to trace memory")
+        return
+    for stat in tracemalloc.take_snapshot().statistics("traceback")[:15]:
+        logging.getLogger("ffmpeg_operator").warning("%s\n%s", stat, "\n".join(stat.traceback.format()[-6:]))
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=os.environ.get("LOG_LEVEL", "INFO"),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    signal.signal(signal.SIGUSR1, dump_allocations)
     settings = OperatorSettings()
     ctx = Context.from_env(settings)
     namespace = settings.watched_namespace()
