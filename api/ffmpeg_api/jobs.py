@@ -9,7 +9,7 @@ import secrets
 from collections.abc import Callable
 from typing import Any
 
-from ffmpegjob_model.model import API_VERSION, KIND, FFmpegJobSpec, FFmpegJobStatus, Phase
+from ffmpegjob_model.model import API_VERSION, FINISHED_LABEL, KIND, FFmpegJobSpec, FFmpegJobStatus, Phase
 from ffmpegjob_model.pools import NodePool, canonical_machine
 from ffmpegjob_model.safety import UnsafeCommand, validate_spec
 from ffmpegjob_model.settings import S3Settings
@@ -75,7 +75,9 @@ class Jobs:
         max_gb_sec = quota.max_gb_sec if quota.max_gb_sec is not None else self.settings.quota_max_gb_sec
         if not max_active and not max_gb_sec:
             return
-        jobs = self.list(tenant)
+        # Only unfinished jobs are listed unless a gb_sec budget needs every job's usage.
+        selector = f"{TENANT_LABEL}={tenant}" + ("" if max_gb_sec else f",{FINISHED_LABEL}!=true")
+        jobs = self.kube.list_jobs(selector)
         active = sum(1 for j in jobs if (j.get("status") or {}).get("phase") in ACTIVE)
         if max_active and active >= max_active:
             raise ApiError(403, f"Quota exceeded: {active} jobs pending or processing (limit {max_active})")

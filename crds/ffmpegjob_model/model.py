@@ -21,6 +21,9 @@ KIND = "FFmpegJob"
 PLURAL = "ffmpegjobs"
 SINGULAR = "ffmpegjob"
 SHORT_NAMES = ["ffj"]
+# Set by the operator when an FFmpegJob reaches a terminal phase, so that clients can select the
+# unfinished ones server-side (`kubeffmpeg.io/finished!=true`) instead of listing every job.
+FINISHED_LABEL = f"{GROUP}/finished"
 
 # A placeholder/file name: what `{{name}}` may hold and what an output file may be called.
 NAME_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,254}$"

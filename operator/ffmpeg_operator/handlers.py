@@ -117,6 +117,11 @@ def record_transition(c: Context, body: dict[str, Any], old: str | None, patch: 
     post(body, kind, reason, f"{old or 'New'} -> {new}: {patch.get('message') or ''}".rstrip(": "))
     c.metrics.transitions.labels(new, reason).inc()
     if new in TERMINAL:
+        meta = body.get("metadata") or {}
+        try:
+            c.kube.label_finished(meta["namespace"], meta["name"])
+        except ApiException as e:  # the status already says it; the label only speeds up clients
+            log.warning("could not label %s/%s finished: %s", meta.get("namespace"), meta.get("name"), e.reason)
         st = {**(body.get("status") or {}), **patch}
         start, end = parse_time(st.get("startTime")), parse_time(st.get("completionTime"))
         if start and end:

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, cast
 
-from ffmpegjob_model.model import GROUP, PLURAL, VERSION
+from ffmpegjob_model.model import FINISHED_LABEL, GROUP, PLURAL, VERSION
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
@@ -71,6 +71,14 @@ class Kube:
             token = (data.get("metadata") or {}).get("continue")
             if not token:
                 return
+
+    def label_finished(self, namespace: str, name: str) -> None:
+        try:
+            self.custom.patch_namespaced_custom_object(
+                GROUP, VERSION, namespace, PLURAL, name, {"metadata": {"labels": {FINISHED_LABEL: "true"}}})
+        except ApiException as e:
+            if e.status != 404:
+                raise
 
     def patch_status(self, namespace: str, name: str, status: dict[str, Any],
                      resource_version: str | None = None) -> None:

@@ -18,7 +18,7 @@ import pytest
 import yaml
 from devstack.stack import Stack, StackInfo, _bin
 from ffmpeg_operator.webhooks import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify
-from ffmpegjob_model.model import GROUP, PLURAL, VERSION
+from ffmpegjob_model.model import FINISHED_LABEL, GROUP, PLURAL, VERSION
 from ffmpegjob_model.storage_layout import file_key
 from kubernetes import client
 
@@ -247,6 +247,9 @@ def test_finished_job_is_deleted_after_its_ttl(stack: StackInfo, kube_api: clien
     done = wait_phase(custom, ns, name)
     assert done["status"]["phase"] == "Succeeded"
     job_name = done["status"]["jobName"]
+    # Finished jobs are labelled, so clients can select the unfinished ones server-side.
+    wait_for(lambda: (get(custom, ns, name)["metadata"].get("labels") or {}).get(FINISHED_LABEL) == "true",
+             30, f"{name} labelled finished")
 
     def gone() -> bool:
         try:
