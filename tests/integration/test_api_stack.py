@@ -505,7 +505,7 @@ def test_openapi_is_served(api: Api) -> None:
 def test_generated_requests_never_get_a_5xx(api_url: str, api: Api) -> None:
     """schemathesis: requests generated from the served spec, with a valid key, never get a 5xx.
     (Driven by hand: schemathesis' pytest plugin does not run under pytest 9.)"""
-    schemathesis = pytest.importorskip("schemathesis")
+    import schemathesis
     from hypothesis import HealthCheck, given, settings
     from schemathesis.checks import not_a_server_error
 

@@ -5,7 +5,6 @@ accepted by `kubectl apply --dry-run=server`, `helm upgrade` with a changed valu
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import socket
 import subprocess
@@ -50,20 +49,13 @@ def helm() -> str:
 
 
 @pytest.fixture(scope="module")
-def api_present() -> bool:
-    """The API pods can only run once the API package has its entry point."""
-    return importlib.util.find_spec("ffmpeg_api.main") is not None
-
-
-@pytest.fixture(scope="module")
-def values(stack: StackInfo, tmp_path_factory: pytest.TempPathFactory,
-           api_present: bool) -> tuple[Path, dict[str, Any]]:
+def values(stack: StackInfo, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
     e = stack.env
     # Pods on process nodes share the host's network: every port must be free here.
     v: dict[str, Any] = {
         "operator": {"replicas": 1, "livenessPort": free_port(), "metrics": {"port": free_port()},
                      "urlAllowHosts": ["127.0.0.1", "localhost"], "urlAllowHttp": True},
-        "api": {"replicas": 1 if api_present else 0, "port": free_port()},
+        "api": {"replicas": 1, "port": free_port()},
         "s3": {"endpoint": e["S3_ENDPOINT_URL"], "bucket": e["S3_BUCKET"], "region": e["S3_REGION"],
                "accessKey": e["AWS_ACCESS_KEY_ID"], "secretKey": e["AWS_SECRET_ACCESS_KEY"]},
     }
@@ -143,9 +135,7 @@ def _terminal(env: dict[str, str], ns: str, name: str) -> dict[str, Any] | None:
     return status if status.get("phase") in ("Succeeded", "Failed", "Cancelled") else None
 
 
-def test_api_pod_answers_health(release: str, values: tuple[Path, dict[str, Any]], api_present: bool) -> None:
-    if not api_present:
-        pytest.skip("ffmpeg_api.main does not exist yet: the API Deployment is installed with 0 replicas")
+def test_api_pod_answers_health(release: str, values: tuple[Path, dict[str, Any]]) -> None:
     port = values[1]["api"]["port"]
     resp = wait_for(lambda: _get(f"http://127.0.0.1:{port}/healthz"), 60, "the API pod")
     assert resp.status_code == 200
