@@ -18,7 +18,7 @@ def run(n: int = 1000, threads: int = 16) -> dict[str, Any]:
     rid = run_id()
     try:
         fleet = create_fleet(api, ns, rid, n, threads)
-        # What the operator costs at rest with n suspended FFmpegJobs (status resync timers).
+        # What the operator costs at rest with n suspended FFmpegJobs (its housekeeping loop).
         _, rest_share = wait_idle(operator_pid(), window=10, timeout=10)
     finally:
         cleanup_s = delete_run(api, ns, rid)

@@ -30,8 +30,8 @@ def run(n: int = 5000, threads: int = 16, settle_s: float = 30) -> dict[str, Any
     rid = run_id()
     try:
         fleet = create_fleet(api, ns, rid, n, threads, timeout=900)
-        # The operator never goes fully idle with thousands of live FFmpegJobs (kopf's resync timer
-        # runs per object), so "settled" is: CPU under half a core over 10 s, or settle_s elapsed.
+        # The operator may not go fully idle with thousands of live FFmpegJobs (its housekeeping
+        # loop lists them all), so "settled" is: CPU under half a core over 10 s, or settle_s elapsed.
         idle, share = wait_idle(operator_pid(), threshold=0.5, window=10, timeout=settle_s)
         sampler = ProcSampler(operator_pid)
         sampler.start()

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar, cast
 
+from ffmpegjob_model.kubeclient import load_client
 from ffmpegjob_model.model import GROUP, PLURAL, VERSION
 from ffmpegjob_model.pools import POOLS_KEY, NodePool, parse_pools
-from kubernetes import client, config
+from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 TENANT_LABEL = "kubeffmpeg.io/tenant"
@@ -20,15 +20,8 @@ T = TypeVar("T")
 
 
 def load_api_client() -> client.ApiClient:
-    """In-cluster first, then KUBECONFIG (CONTRACTS.md); a pool large enough for concurrent requests."""
-    cfg = client.Configuration()
-    try:
-        config.load_incluster_config(client_configuration=cfg)
-    except config.ConfigException:
-        # KUBECONFIG read now, not when the kubernetes package was imported.
-        config.load_kube_config(config_file=os.environ.get("KUBECONFIG"), client_configuration=cfg)
-    cfg.connection_pool_maxsize = 64
-    return client.ApiClient(cfg)
+    """A pool large enough for the concurrent requests of uvicorn's thread pool."""
+    return load_client(64)
 
 
 class TTLCache(Generic[T]):

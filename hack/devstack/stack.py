@@ -13,6 +13,7 @@ import string
 import subprocess
 import sys
 import time
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -214,8 +215,6 @@ def _bin(name: str) -> str:
 
 
 def _wait_http(url: str, procs: ProcessSet, name: str, timeout: float = 60) -> None:
-    import urllib.request
-
     deadline = time.monotonic() + timeout
     while True:
         try:

@@ -8,25 +8,17 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, cast
 
+from ffmpegjob_model.kubeclient import load_client
 from ffmpegjob_model.model import FINISHED_LABEL, GROUP, PLURAL, VERSION
-from kubernetes import client, config
+from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-# More pooled connections than handler threads (kopf's max_workers, 16): with fewer, urllib3
-# discards a connection after each burst and the next request pays a new TLS handshake; that
-# churn cost CPU and left the heap fragmented (RSS in the GB with thousands of FFmpegJobs).
+# More pooled connections than kopf's handler threads (max_workers, 16): see load_client.
 CONNECTION_POOL_SIZE = 32
 
 
 def load_config() -> client.ApiClient:
-    """In-cluster first, then KUBECONFIG (CONTRACTS.md)."""
-    cfg = client.Configuration()
-    try:
-        config.load_incluster_config(client_configuration=cfg)
-    except config.ConfigException:
-        config.load_kube_config(client_configuration=cfg)
-    cfg.connection_pool_maxsize = CONNECTION_POOL_SIZE
-    return client.ApiClient(cfg)
+    return load_client(CONNECTION_POOL_SIZE)
 
 
 @dataclass

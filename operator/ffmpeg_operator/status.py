@@ -147,8 +147,30 @@ def _container_end(pod: dict[str, Any]) -> datetime | None:
     return max((e for e in ends if e is not None), default=None)
 
 
-def _finished_by_pods(status: dict[str, Any], job: dict[str, Any],
-                      pods: list[dict[str, Any]]) -> tuple[Phase, str, datetime | None] | None:
+# How a job ended: phase, reason, message, and when.
+Ending = tuple[Phase, str, str, datetime | None]
+SUCCESS_MESSAGE = "all outputs uploaded"
+
+
+def _ended_by_job(status: dict[str, Any], job: dict[str, Any], pods: list[dict[str, Any]],
+                  now: datetime) -> Ending | None:
+    """What the Job controller recorded: its Complete or Failed condition."""
+    jst = job.get("status") or {}
+    conds = {c.get("type"): c for c in jst.get("conditions") or [] if c.get("status") == "True"}
+    if "Complete" in conds:
+        end = parse_time(jst.get("completionTime")) or parse_time(conds["Complete"].get("lastTransitionTime"))
+        return Phase.SUCCEEDED, "Completed", SUCCESS_MESSAGE, end
+    if "Failed" in conds:
+        c = conds["Failed"]
+        reason = c.get("reason") or "JobFailed"
+        msg = _failure_message(status, pods, c.get("message") or "the Job failed")
+        if reason == "DeadlineExceeded":
+            msg = f"timed out after {job.get('spec', {}).get('activeDeadlineSeconds')}s: {msg}"
+        return Phase.FAILED, reason, msg, parse_time(c.get("lastTransitionTime")) or now
+    return None
+
+
+def _finished_by_pods(status: dict[str, Any], job: dict[str, Any], pods: list[dict[str, Any]]) -> Ending | None:
     """The outcome the Job controller is about to record, read from the pods themselves.
 
     Waiting for the Job's Complete/Failed condition costs most of a second (the controller's
@@ -160,12 +182,13 @@ def _finished_by_pods(status: dict[str, Any], job: dict[str, Any],
         return None
     done = [p for p in pods if (p.get("status") or {}).get("phase") == "Succeeded"]
     if done and status.get("result") is not None:
-        return Phase.SUCCEEDED, "Completed", _container_end(done[0])
+        return Phase.SUCCEEDED, "Completed", SUCCESS_MESSAGE, _container_end(done[0])
     failed = [p for p in pods if (p.get("status") or {}).get("phase") == "Failed"]
     limit = spec.get("backoffLimit")
     if failed and len(failed) > (6 if limit is None else int(limit)):  # 6: the Job API's default
         last = max(failed, key=lambda p: _container_end(p) or datetime.min.replace(tzinfo=UTC))
-        return Phase.FAILED, "BackoffLimitExceeded", _container_end(last)
+        msg = _failure_message(status, pods, "the worker pod failed")
+        return Phase.FAILED, "BackoffLimitExceeded", msg, _container_end(last)
     return None
 
 
@@ -186,38 +209,14 @@ def observe(status: dict[str, Any], job: dict[str, Any], pods: list[dict[str, An
     if attempts:
         desired["attempts"] = attempts
 
-    job_conds = {c.get("type"): c for c in jst.get("conditions") or [] if c.get("status") == "True"}
-    if "Complete" in job_conds:
-        end = parse_time(jst.get("completionTime")) or parse_time(job_conds["Complete"].get("lastTransitionTime"))
-        msg = "all outputs uploaded"
-        patch = terminal_patch({**status, **desired}, Phase.SUCCEEDED, "Completed", msg, now, generation, end)
+    ending = _ended_by_job(status, job, pods, now) or _finished_by_pods(status, job, pods)
+    if ending is not None:
+        phase, reason, message, end = ending
+        patch = terminal_patch({**status, **desired}, phase, reason, message, now, generation, end)
         progress = status.get("progress")
-        if progress and progress.get("percent", 0) < 100:  # the last progress report may predate the end
+        if phase is Phase.SUCCEEDED and progress and progress.get("percent", 0) < 100:
+            # the last progress report may predate the end
             patch["progress"] = {**progress, "percent": 100, "step": progress.get("steps", progress.get("step"))}
-        out.patch, out.new_phase = {**_diff(status, desired), **patch}, Phase.SUCCEEDED.value
-        return out
-    if "Failed" in job_conds:
-        c = job_conds["Failed"]
-        end = parse_time(c.get("lastTransitionTime")) or now
-        reason = c.get("reason") or "JobFailed"
-        msg = _failure_message(status, pods, c.get("message") or "the Job failed")
-        if reason == "DeadlineExceeded":
-            msg = f"timed out after {job.get('spec', {}).get('activeDeadlineSeconds')}s: {msg}"
-        patch = terminal_patch({**status, **desired}, Phase.FAILED, reason, msg, now, generation, end)
-        out.patch, out.new_phase = {**_diff(status, desired), **patch}, Phase.FAILED.value
-        return out
-
-    early = _finished_by_pods(status, job, pods)
-    if early is not None:
-        phase, reason, end = early
-        if phase is Phase.SUCCEEDED:
-            patch = terminal_patch({**status, **desired}, phase, reason, "all outputs uploaded", now, generation, end)
-            progress = status.get("progress")
-            if progress and progress.get("percent", 0) < 100:
-                patch["progress"] = {**progress, "percent": 100, "step": progress.get("steps", progress.get("step"))}
-        else:
-            msg = _failure_message(status, pods, "the worker pod failed")
-            patch = terminal_patch({**status, **desired}, phase, reason, msg, now, generation, end)
         out.patch, out.new_phase = {**_diff(status, desired), **patch}, phase.value
         return out
 

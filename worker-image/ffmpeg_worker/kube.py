@@ -6,7 +6,7 @@ import logging
 from typing import Any
 
 from ffmpegjob_model.model import GROUP, PLURAL, VERSION, FFmpegJob
-from kubernetes import client, config
+from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponential
 
@@ -28,13 +28,6 @@ _retry = retry(
 )
 
 
-def load_client() -> client.ApiClient:
-    """In-cluster config first, then KUBECONFIG (process nodes give pods one)."""
-    try:
-        config.load_incluster_config()
-    except config.ConfigException:
-        config.load_kube_config()
-    return client.ApiClient()
 
 
 class JobClient:

@@ -23,6 +23,7 @@ from types import FrameType
 from typing import Any
 
 from ffmpegjob_model.commands import render
+from ffmpegjob_model.kubeclient import load_client
 from ffmpegjob_model.model import FFmpegJob, Progress, ResultFile, Usage
 from ffmpegjob_model.probe import ProbeFailed, ProbeOptions, media_summary, probe
 from ffmpegjob_model.safety import UnsafeCommand, validate_spec
@@ -30,7 +31,7 @@ from ffmpegjob_model.settings import S3Settings
 from ffmpegjob_model.urls import URLRules
 
 from .fetch import Fetcher, FetchError, local_name
-from .kube import JobClient, load_client
+from .kube import JobClient
 from .run import InputReadFailed, StepFailed, StepProgress, expected_duration, run_ffmpeg
 from .settings import WorkerSettings
 from .storage import presigned_get, s3_client

@@ -121,7 +121,6 @@ class PodPreparer:
     # ----------------------------------------------------------------------------- volumes
     def volumes(self, pod: dict[str, Any], root: Path) -> dict[str, Path]:
         """Materialise every volume as a folder; returns volume name -> folder."""
-        ns = pod["metadata"]["namespace"]
         out: dict[str, Path] = {}
         for vol in _get(pod, "spec", "volumes", default=[]) or []:
             name = vol["name"]
@@ -131,24 +130,21 @@ class PodPreparer:
             if "hostPath" in vol:
                 out[name] = Path(vol["hostPath"]["path"])
                 continue
-            if "emptyDir" in vol:
-                pass
-            elif "secret" in vol:
-                src = vol["secret"]
-                data = self._secret(ns, src["secretName"], src.get("optional", False)) or {}
-                files = _select(data, src.get("items"))
-            elif "configMap" in vol:
-                src = vol["configMap"]
-                data = self._configmap(ns, src["name"], src.get("optional", False)) or {}
-                files = _select(data, src.get("items"))
-            elif "downwardAPI" in vol:
-                files = {i["path"]: self._field(pod, i["fieldRef"]["fieldPath"]) for i in vol["downwardAPI"]["items"]}
+            # A secret/configMap/downwardAPI volume is a projected volume with one source.
+            if "secret" in vol:
+                src = dict(vol["secret"])
+                sources = [{"secret": {**src, "name": src.pop("secretName")}}]
+            elif "configMap" in vol or "downwardAPI" in vol:
+                sources = [{k: vol[k]} for k in ("configMap", "downwardAPI") if k in vol]
             elif "projected" in vol:
-                for source in vol["projected"].get("sources", []):
-                    files.update(self._projected(pod, source))
+                sources = vol["projected"].get("sources", [])
+            elif "emptyDir" in vol:
+                sources = []
             else:
                 raise ConfigError(f"volume {name!r}: only emptyDir, secret, configMap, downwardAPI, "
                                   "projected and hostPath volumes run on process nodes")
+            for source in sources:
+                files.update(self._projected(pod, source))
             for rel, content in files.items():
                 target = folder / rel
                 target.parent.mkdir(parents=True, exist_ok=True)

@@ -127,10 +127,10 @@ class PodRunner(threading.Thread):
             return
         for c in prepared:
             self._start(c)
-        self._report_running(prepared)
+        self._report_running()
         threading.Thread(target=self._watch_scratch_limits, args=(volumes,), daemon=True).start()
         policy = spec.get("restartPolicy", "Always")
-        supervisors = [threading.Thread(target=self._supervise, args=(c, policy, prepared), daemon=True)
+        supervisors = [threading.Thread(target=self._supervise, args=(c, policy), daemon=True)
                        for c in prepared]
         for t in supervisors:
             t.start()
@@ -138,7 +138,7 @@ class PodRunner(threading.Thread):
             t.join()
         self._report_terminal()
 
-    def _supervise(self, c: PreparedContainer, policy: str, prepared: list[PreparedContainer]) -> None:
+    def _supervise(self, c: PreparedContainer, policy: str) -> None:
         """Wait for a container; restart it in place as a kubelet does for `Always`/`OnFailure`,
         with a doubling back-off (CrashLoopBackOff) instead of failing the pod."""
         while True:
@@ -157,7 +157,7 @@ class PodRunner(threading.Thread):
             if self._deleting.wait(min(2.0 ** (restarts - 1), MAX_BACKOFF_SECONDS)):
                 return
             self._start(c)
-            self._report_running(prepared)
+            self._report_running()
 
     def _start(self, c: PreparedContainer) -> subprocess.Popen[bytes]:
         log.info("pod %s/%s: starting %s: %s", self.ns, self.pod_name, c.name, c.argv)
@@ -198,26 +198,19 @@ class PodRunner(threading.Thread):
 
     def _watch_scratch_limits(self, volumes: dict[str, Path]) -> None:
         """A kubelet evicts a pod whose emptyDir outgrows its sizeLimit; so does a process node."""
-        limits = {
-            v["name"]: parse_quantity(v["emptyDir"]["sizeLimit"])
+        limits = {  # volume name -> the limit as written
+            v["name"]: str(v["emptyDir"]["sizeLimit"])
             for v in self.pod["spec"].get("volumes", []) or []
             if "emptyDir" in v and (v["emptyDir"] or {}).get("sizeLimit")
         }
+        max_bytes = {name: parse_quantity(text) for name, text in limits.items()}
         while limits and not self.finished.wait(SCRATCH_CHECK_SECONDS):
-            for name, limit in limits.items():
-                used = folder_size(volumes[name])
-                if used > limit:
-                    self._evicted = (f"Usage of EmptyDir volume \"{name}\" exceeds the limit "
-                                     f"\"{self.pod_limit_text(name)}\".")
+            for name, text in limits.items():
+                if folder_size(volumes[name]) > max_bytes[name]:
+                    self._evicted = f"Usage of EmptyDir volume \"{name}\" exceeds the limit \"{text}\"."
                     log.warning("evicting %s/%s: %s", self.ns, self.pod_name, self._evicted)
                     self._kill_all()
                     return
-
-    def pod_limit_text(self, volume: str) -> str:
-        for v in self.pod["spec"].get("volumes", []) or []:
-            if v["name"] == volume:
-                return str(v["emptyDir"]["sizeLimit"])
-        return ""
 
     # ------------------------------------------------------------------------ status reports
     def _container_status(self, c: dict[str, Any], state: dict[str, Any], ready: bool) -> dict[str, Any]:
@@ -278,7 +271,7 @@ class PodRunner(threading.Thread):
             return {"waiting": st["waiting"]}
         return {"running": {"startedAt": st.get("startedAt", self.started_at)}}
 
-    def _report_running(self, prepared: list[PreparedContainer]) -> None:
+    def _report_running(self) -> None:
         cs = [self._container_status(c, self._state(c["name"]), "running" in self._state(c["name"]))
               for c in self.pod["spec"]["containers"]]
         ready = all(x["ready"] for x in cs)
@@ -288,7 +281,7 @@ class PodRunner(threading.Thread):
         delay = min(2 ** (restarts - 1), MAX_BACKOFF_SECONDS)
         self.statuses[c.name] = {"waiting": {"reason": "CrashLoopBackOff",
                                              "message": f"back-off {delay}s restarting failed container={c.name}"}}
-        self._report_running([])
+        self._report_running()
 
     def _report_terminal(self, init_failed: tuple[PreparedContainer, int] | None = None) -> None:
         spec = self.pod["spec"]
