@@ -3,6 +3,7 @@ token signing, client-certificate auth), kube-controller-manager and kube-schedu
 
 from __future__ import annotations
 
+import os
 import ssl
 import time
 import urllib.request
@@ -15,6 +16,12 @@ from .pki import Pki
 from .processes import ProcessSet
 
 
+def port_offset() -> int:
+    """DEVSTACK_PORT_OFFSET shifts every port of the stack, so that several checkouts can each
+    run a stack of their own on one machine (default 0: the documented ports)."""
+    return int(os.environ.get("DEVSTACK_PORT_OFFSET", "0"))
+
+
 @dataclass(frozen=True)
 class Ports:
     etcd_client: int = 23790
@@ -22,6 +29,18 @@ class Ports:
     apiserver: int = 16443
     controller_manager: int = 16257
     scheduler: int = 16259
+
+    @classmethod
+    def from_env(cls) -> Ports:
+        off = port_offset()
+        base = cls()
+        return cls(
+            etcd_client=base.etcd_client + off,
+            etcd_peer=base.etcd_peer + off,
+            apiserver=base.apiserver + off,
+            controller_manager=base.controller_manager + off,
+            scheduler=base.scheduler + off,
+        )
 
 
 SERVICE_CIDR = "10.0.0.0/24"

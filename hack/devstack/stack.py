@@ -17,16 +17,16 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from .controlplane import ControlPlane, Ports
+from .controlplane import ControlPlane, Ports, port_offset
 from .paths import REPO_ROOT, Binaries, binaries, state_dir
 from .pki import ensure_pki
 from .processes import ProcessSet
 from .s3server import S3Config, S3Server
 
 NAMESPACE = "ffmpeg"
-S3_PORT = 19000
-API_PORT = 18080
-OPERATOR_METRICS_PORT = 18090
+S3_PORT = 19000 + port_offset()
+API_PORT = 18080 + port_offset()
+OPERATOR_METRICS_PORT = 18090 + port_offset()
 CRD_FILE = REPO_ROOT / "crds" / "ffmpegjobs.yaml"
 BASE_MANIFESTS = Path(__file__).parent / "manifests" / "base.yaml"
 ENV_MARKER = "DEVSTACK_STATE"
@@ -68,7 +68,7 @@ class Stack:
         return binaries()
 
     def _control_plane(self) -> ControlPlane:
-        return ControlPlane(self.state, self._bins(), ensure_pki(self.state / "pki"), self.procs, Ports())
+        return ControlPlane(self.state, self._bins(), ensure_pki(self.state / "pki"), self.procs, Ports.from_env())
 
     # --------------------------------------------------------------------------- up
     def up(self, with_operator: bool = True, with_api: bool = True) -> StackInfo:
