@@ -124,7 +124,8 @@ def test_a_failed_job_has_an_error_message_and_no_outputs() -> None:
     job = payloads.vgf_job(ffj({"phase": "Failed", "error": "input 'input.mp4': cannot resolve host",
                                 "result": SUCCEEDED["result"]}), presign)
     assert job["error_message"] == "input 'input.mp4': cannot resolve host" and job["output_files"] == {}
-    timed_out = {"phase": "Failed", "error": "terminated: SIGTERM", "message": "timed out after 10s: terminated: SIGTERM"}
+    timed_out = {"phase": "Failed", "error": "terminated: SIGTERM",
+                 "message": "timed out after 10s: terminated: SIGTERM"}
     assert payloads.vgf_job(ffj(timed_out), presign)["error_message"] == "timed out after 10s: terminated: SIGTERM"
 
 
