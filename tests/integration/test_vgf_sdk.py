@@ -407,3 +407,22 @@ def test_raw_answers_keep_null_keys(key: str, base_url: str, sample: str) -> Non
     data: dict[str, Any] = r.json()["data"]
     assert r.status_code == 200 and tuple(k for k in JOB_KEYS if k in data) == JOB_KEYS
     assert data["webhook_url"] is None and data["output_files"] == {} and data["error_message"] == ""
+
+
+def test_our_readme_sdk_example(key: str, api_url: str, video: Path, tmp_path: Path) -> None:
+    """This repository's README shows the SDK first for this surface; the block runs as written."""
+    import re
+
+    from devstack.paths import REPO_ROOT
+
+    blocks = re.findall(r"<!-- readme-test-python -->\s*```python\n(.*?)```", (REPO_ROOT / "README.md").read_text(),
+                        re.S)
+    assert len(blocks) == 1
+    (tmp_path / "video.mp4").write_bytes(video.read_bytes())
+    (tmp_path / "example.py").write_text(blocks[0])
+    out = subprocess.run([sys.executable, "example.py"], cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "API_KEY": key, "API_URL": api_url})
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0].startswith("succeeded ") and int(lines[0].split()[1]) > 0
+    assert probe_file(download(lines[1]))["streams"][0]["width"] == 320
