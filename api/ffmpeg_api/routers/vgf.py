@@ -150,7 +150,14 @@ def list_jobs_alias(who: Auth, svc: Svc, status: StatusFilter = None, limit: Lim
 
 
 def _cancel(svc: Services, who: Caller, job_id: str) -> VgfJobResponse:
-    svc.jobs.cancel(who.tenant, job_id, ("pending", "processing"))
+    try:
+        svc.jobs.cancel(who.tenant, job_id, ("pending", "processing"))
+    except ApiError as e:
+        if e.status != 409:
+            raise
+        word = payloads.VGF_STATUS[payloads.phase_of(svc.jobs.get(who.tenant, job_id))]
+        raise ApiError(409, f"Cannot cancel job in '{word}' status. Only queued or running jobs can be "
+                            "cancelled.") from None
     job = view(svc, svc.jobs.get(who.tenant, job_id))
     if job.status in ("queued", "running"):
         # The operator records it in a moment; the request is accepted and cannot be undone.
