@@ -17,6 +17,8 @@ from urllib.parse import quote
 
 import httpx
 import pytest
+from devstack.stack import StackInfo
+from kubernetes import client
 from test_api_stack import (  # noqa: F401 (fixtures)
     Api,
     Receiver,
@@ -37,8 +39,8 @@ TERMINAL = ("succeeded", "failed", "cancelled")
 class Node:
     """The n8n node's SDK calls, byte for byte as `fetch` sends them."""
 
-    def __init__(self, base_url: str, key: str) -> None:
-        self.base, self.key = base_url, key
+    def __init__(self, base_url: str, key: str, tenant: str = "") -> None:
+        self.base, self.key, self.tenant = base_url, key, tenant
 
     def request(self, method: str, path: str, body: Any = None) -> httpx.Response:
         headers = {"Authorization": f"Bearer {self.key}"}
@@ -78,7 +80,8 @@ class Node:
 def node(api_url: str, keys: Callable[..., str], api: Api) -> Node:
     # (`api`, the "FFmpeg API" client, is made first too: a key is seen within a second of the
     # API's last read of the key Secret, and the 401 tests below make it re-read.)
-    return Node(f"{api_url}/api", keys(tenant_name("n8n")))
+    tenant = tenant_name("n8n")
+    return Node(f"{api_url}/api", keys(tenant), tenant)
 
 
 @pytest.fixture(scope="module")
@@ -97,11 +100,18 @@ def test_credential_check_is_get_jobs_limit_1(node: Node, api_url: str) -> None:
     assert bad.status_code == 401 and bad.json()["errorCode"] == "badApiKey"
 
 
-def test_run_with_wait_reaches_succeeded(node: Node, node_input: str) -> None:
+def test_run_with_wait_reaches_succeeded(node: Node, node_input: str, kube_api: client.ApiClient, s3: Any,
+                                        stack: StackInfo) -> None:
     job = node.run({"input_files": {"input": node_input}, "output_files": ["output.mp4"],
                     "ffmpeg_commands": ["-i {{input}} -t 5 {{output.mp4}}"], "machine": "cpu"}, wait=True)
     assert job["status"] == "succeeded" and "output.mp4" in job["output_files"]
     assert httpx.get(job["output_files"]["output.mp4"], timeout=60).is_success
+    assert "X-Amz-Expires=604800" in job["output_files"]["output.mp4"]  # links valid 7 days
+    ffj: Any = client.CustomObjectsApi(kube_api).get_namespaced_custom_object(
+        "kubeffmpeg.io", "v1alpha1", stack.namespace, "ffmpegjobs", job["id"])
+    meta = json.loads(s3.get_object(Bucket=stack.env["S3_BUCKET"],
+                                    Key=f"dirs/{node.tenant}/{ffj['spec']['output']['dirId']}.json")["Body"].read())
+    assert meta["ttl"] >= 7 * 24 * 3600  # and the files behind them kept as long
 
 
 def test_run_without_wait_then_get_until_terminal(node: Node, node_input: str) -> None:

@@ -13,7 +13,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Path, Query
 from ffmpegjob_model import payloads
 from ffmpegjob_model.model import FFmpegJobSpec, InputFile, OutputFile, OutputLocation, Webhook
-from ffmpegjob_model.storage_layout import DEFAULT_DIR_TTL, split_storage_path, valid_file_name
+from ffmpegjob_model.storage_layout import split_storage_path, valid_file_name
 from ffmpegjob_model.urls import URLRules
 from starlette.concurrency import run_in_threadpool
 
@@ -86,7 +86,9 @@ def submit(svc: Services, who: Caller, req: VgfJobRequest) -> dict[str, Any]:
     # fetched, with an error_message, as on the service. Forbidden addresses stay a 400.
     svc.jobs.validate(spec, unresolvable_ok=True)
     svc.jobs.check_quota(tenant, who.quota)
-    spec.output = OutputLocation(dir_id=svc.storage.create_dir(tenant, DEFAULT_DIR_TTL, temporary=True).id)
+    # Outputs are kept as long as their download links are valid (7 days after the job ends).
+    keep = payloads.VGF_OUTPUT_URL_SECONDS + spec.timeout_seconds
+    spec.output = OutputLocation(dir_id=svc.storage.create_dir(tenant, keep, temporary=True).id)
     original = json.dumps({"input_files": req.input_files, "ffmpeg_commands": req.ffmpeg_commands},
                           separators=(",", ":"))
     annotations = {payloads.VGF_REQUEST_ANNOTATION: original} if len(original) <= ANNOTATION_MAX else None
