@@ -173,9 +173,9 @@ def results(obj: dict[str, Any], presign: Callable[[str, str, str], str]) -> lis
     return out
 
 
-def usage_of(obj: dict[str, Any]) -> UsageOut | None:
-    u = status_of(obj).usage
-    return UsageOut(**u.model_dump()) if u else None
+def usage_of(obj: dict[str, Any]) -> UsageOut:
+    """A finished job's usage; never null (see `payloads.usage_or_estimate`)."""
+    return UsageOut(**payloads.usage_dict(payloads.usage_or_estimate(obj)))
 
 
 def error_of(obj: dict[str, Any]) -> str:

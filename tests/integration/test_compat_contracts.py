@@ -139,6 +139,14 @@ def test_cancel_stops_a_queued_job(node: Node, node_input: str) -> None:
     assert node.poll(job["id"], timeout=60)["status"] == "cancelled"
 
 
+def test_an_input_that_answers_404_is_a_failed_job(node: Node, receiver: Receiver) -> None:
+    """Accepted at submission, as on the service; the job says which input could not be fetched.
+    (The receiver is on loopback, which the local stack's URL_ALLOW_HOSTS lets through.)"""
+    job = node.run({"input_files": {"input": f"{receiver.url}/missing.mp4"}, "output_files": ["o.mp4"],
+                    "ffmpeg_commands": ["-i {{input}} {{o.mp4}}"], "machine": "cpu"}, wait=True)
+    assert job["status"] == "failed" and "404" in job["error_message"] and job["output_files"] == {}
+
+
 def test_trigger_receives_the_full_job_object(node: Node, node_input: str, receiver: Receiver) -> None:
     job = node.run({"input_files": {"input": node_input}, "output_files": ["output.mp4"],
                     "ffmpeg_commands": ["-i {{input}} -t 1 {{output.mp4}}"], "machine": "cpu",
