@@ -97,11 +97,13 @@ class Agent:
                 return
             if phase == "Running" and startup:
                 # Its process belonged to an earlier agent and is gone with it: like a node
-                # reboot, the pod fails rather than silently running twice.
+                # reboot, the pod fails rather than silently running twice. The node, not the
+                # pod's command, ended it: DisruptionTarget, and exit 137 as for a lost container.
                 runner = PodRunner(self.core, self.preparer, pod, self.pods_root, self.base_env)
                 runner.finished.set()
                 self.runners[uid] = runner
-                runner._report_failed("NodeAgentRestarted", "the process node agent restarted while the pod ran")
+                runner._report_failed("NodeAgentRestarted", "the process node agent restarted while the pod ran",
+                                      disruption=True, exit_code=137)
                 return
             runner = PodRunner(self.core, self.preparer, pod, self.pods_root, self.base_env)
             self.runners[uid] = runner

@@ -23,6 +23,12 @@ TERMINATION_MESSAGE_MAX = 4096
 SCRATCH_CHECK_SECONDS = 1.0
 MAX_BACKOFF_SECONDS = 60
 
+# The pod condition a kubelet adds to a pod it terminates for reasons of the node's, not the
+# pod's (eviction, node shutdown); Jobs' podFailurePolicy matches it (`onPodConditions`).
+# The API server adds the same condition, reason EvictionByEvictionAPI, on an Eviction.
+DISRUPTION_TARGET = "DisruptionTarget"
+TERMINATION_BY_KUBELET = "TerminationByKubelet"
+
 
 def _now() -> str:
     return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -52,6 +58,7 @@ class PodRunner(threading.Thread):
         self.finished = threading.Event()
         self.statuses: dict[str, dict[str, Any]] = {}
         self._evicted: str | None = None
+        self._terminal_reported = False
         self.restart_counts: dict[str, int] = {}
         self.last_states: dict[str, dict[str, Any]] = {}
         self.started_at = _now()
@@ -81,6 +88,10 @@ class PodRunner(threading.Thread):
 
     def _finalise_delete(self) -> None:
         self.finished.wait(timeout=600)
+        if not self._terminal_reported:
+            # As a kubelet: a deleted pod reaches a terminal phase before its final delete, so
+            # that controllers (a Job's podFailurePolicy) see how it ended.
+            self._report_deleted_before_start()
         try:
             self.core.delete_namespaced_pod(
                 self.pod_name, self.ns, grace_period_seconds=0,
@@ -97,7 +108,7 @@ class PodRunner(threading.Thread):
             self._run()
         except Exception as e:
             log.exception("pod %s/%s crashed the runtime", self.ns, self.pod_name)
-            self._report_failed("RuntimeError", str(e))
+            self._report_failed("RuntimeError", str(e), exit_code=128)
         finally:
             self.finished.set()
             if self._deleting.is_set():
@@ -226,22 +237,32 @@ class PodRunner(threading.Thread):
             **({"lastState": self.last_states[c["name"]]} if c["name"] in self.last_states else {}),
         }
 
-    def _conditions(self, ready: bool, initialized: bool = True) -> list[dict[str, Any]]:
+    def _conditions(self, ready: bool, initialized: bool = True,
+                    disruption: str | None = None) -> list[dict[str, Any]]:
+        """The pod's conditions; `disruption` (a message) adds DisruptionTarget, as a kubelet
+        does for a pod it evicts. A condition the API server added (an Eviction's) is kept:
+        status patches are strategic merges keyed by the condition's type."""
         now = _now()
         def cond(t: str, ok: bool, reason: str | None = None) -> dict[str, Any]:
             d: dict[str, Any] = {"type": t, "status": "True" if ok else "False", "lastTransitionTime": now}
             if reason:
                 d["reason"] = reason
             return d
-        return [
+        conds = [
             cond("PodReadyToStartContainers", True),
             cond("Initialized", initialized),
             cond("ContainersReady", ready, None if ready else "PodCompleted"),
             cond("Ready", ready, None if ready else "PodCompleted"),
             cond("PodScheduled", True),
         ]
+        if disruption is not None:
+            conds.append({"type": DISRUPTION_TARGET, "status": "True", "lastTransitionTime": now,
+                          "reason": TERMINATION_BY_KUBELET, "message": disruption})
+        return conds
 
     def _patch(self, status: dict[str, Any]) -> None:
+        if status.get("phase") in ("Succeeded", "Failed"):
+            self._terminal_reported = True
         base = {"hostIP": "127.0.0.1", "hostIPs": [{"ip": "127.0.0.1"}], "podIP": "127.0.0.1",
                 "podIPs": [{"ip": "127.0.0.1"}], "startTime": self.started_at}
         try:
@@ -256,12 +277,34 @@ class PodRunner(threading.Thread):
         self._patch({"phase": "Pending", "conditions": self._conditions(False), "containerStatuses": cs,
                      "message": message, "reason": reason})
 
-    def _report_failed(self, reason: str, message: str) -> None:
-        state = {"terminated": {"exitCode": 1, "reason": reason, "message": message[:TERMINATION_MESSAGE_MAX],
+    def _report_failed(self, reason: str, message: str, disruption: bool = False, exit_code: int = 1) -> None:
+        """The pod failed for a reason of the node's; `disruption` adds DisruptionTarget (the
+        pod's own command did not fail: the node lost or stopped it)."""
+        state = {"terminated": {"exitCode": exit_code, "reason": reason,
+                                "message": message[:TERMINATION_MESSAGE_MAX],
                                 "startedAt": self.started_at, "finishedAt": _now()}}
         cs = [self._container_status(c, state, False) for c in self.pod["spec"]["containers"]]
-        self._patch({"phase": "Failed", "conditions": self._conditions(False), "containerStatuses": cs,
+        conds = self._conditions(False, disruption=message if disruption else None)
+        self._patch({"phase": "Failed", "conditions": conds, "containerStatuses": cs,
                      "reason": reason, "message": message[:TERMINATION_MESSAGE_MAX]})
+
+    def _report_deleted_before_start(self) -> None:
+        """A pod deleted before (or without) its containers running here: a kubelet reports
+        the containers it never ran or can no longer find as terminated, exit 137."""
+        phase = (self.pod.get("status") or {}).get("phase")
+        if phase in ("Succeeded", "Failed"):
+            return
+        now = _now()
+        term = {"exitCode": 137, "reason": "ContainerStatusUnknown",
+                "message": "The container could not be located when the pod was terminated",
+                "startedAt": self.started_at, "finishedAt": now}
+        def last(name: str) -> dict[str, Any]:
+            if "exitCode" in self.statuses.get(name, {}):
+                return self.statuses[name]
+            return dict(self.last_states.get(name, {}).get("terminated") or term)
+
+        cs = [self._container_status(c, {"terminated": last(c["name"])}, False) for c in self.pod["spec"]["containers"]]
+        self._patch({"phase": "Failed", "conditions": self._conditions(False), "containerStatuses": cs})
 
     def _state(self, name: str) -> dict[str, Any]:
         st = self.statuses.get(name, {})
@@ -296,11 +339,15 @@ class PodRunner(threading.Thread):
             self._patch({"phase": "Failed", "conditions": self._conditions(False, False),
                          "initContainerStatuses": ics, "containerStatuses": cs})
             return
+        if any(c["name"] not in self.statuses or "exitCode" not in self.statuses[c["name"]]
+               for c in spec["containers"]):
+            return  # deleted before every container ran: _finalise_delete reports it
         cs = [self._container_status(c, {"terminated": self.statuses[c["name"]]}, False) for c in spec["containers"]]
         ok = all(self.statuses[c["name"]]["exitCode"] == 0 for c in spec["containers"])
         extra = {"reason": "Evicted", "message": self._evicted} if self._evicted else {}
         self._patch({"phase": "Succeeded" if ok and not self._evicted else "Failed",
-                     "conditions": self._conditions(False), "containerStatuses": cs, **extra})
+                     "conditions": self._conditions(False, disruption=self._evicted), "containerStatuses": cs,
+                     **extra})
 
 
 _UNITS = {"": 1, "k": 1000, "K": 1000, "M": 1000**2, "G": 1000**3, "T": 1000**4,
