@@ -5,11 +5,14 @@ podFailurePolicy can ignore them), `kubectl drain` works, and CPU limits are enf
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import threading
 import time
 import uuid
+import warnings
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -177,3 +180,62 @@ def test_plain_delete_is_not_a_disruption(stack_env: dict[str, str], core: clien
     assert condition(ended, "DisruptionTarget") is None
     assert ended["status"]["containerStatuses"][0]["state"]["terminated"]["exitCode"] == 143
     kubectl(stack_env, "wait", "-n", NS, "--for=condition=Failed", "--timeout=60s", f"job/{job}")
+
+
+# ---------------------------------------------------------------------------------------- CPU limits
+def _host_idle_jiffies() -> int:
+    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    return int(fields[3]) + int(fields[4])  # idle + iowait
+
+
+def test_cpu_limits_are_enforced_as_cfs_quotas(stack_env: dict[str, str], core: client.CoreV1Api) -> None:
+    """Busy loops in pods limited to 1 CPU (two loops, wanting two cores) and 500m (one loop)."""
+    from devstack.nodeagent.cgroups import find_container
+    from devstack.stack import Stack
+
+    busy = "(while :; do :; done)"
+    wanted = {"one-cpu": ("1", 1.0, f"{busy} & {busy} & wait"), "half-cpu": ("500m", 0.5, f"{busy} & wait")}
+    names = {}
+    for key, (limit, _cores, script) in wanted.items():
+        names[key] = f"{key}-{uuid.uuid4().hex[:5]}"
+        kubectl(stack_env, "apply", "-f", "-", stdin=json.dumps({
+            "apiVersion": "v1", "kind": "Pod", "metadata": {"name": names[key], "namespace": NS},
+            "spec": {"restartPolicy": "Never", "terminationGracePeriodSeconds": 0,
+                     "nodeSelector": {"kubeffmpeg.io/pool": "cpu"},
+                     "containers": [{"name": "main", "image": "x", "command": ["bash", "-c", script],
+                                     "resources": {"limits": {"cpu": limit}}}]}}))
+    try:
+        cgroups = {}
+        for key, name in names.items():
+            kubectl(stack_env, "wait", "-n", NS, "--for=condition=Ready", "--timeout=60s", f"pod/{name}")
+            pod = core.read_namespaced_pod(name, NS)
+            assert pod.metadata and pod.spec
+            cg = find_container(Stack().state, str(pod.spec.node_name), str(pod.metadata.uid), "main")
+            assert cg is not None, "the container has no cgroup: see .devstack/logs/node-agent.log"
+            assert cg.quota() == (int(wanted[key][1] * 100_000), 100_000)
+            cgroups[key] = cg
+        time.sleep(1)  # both loops started
+        tick = os.sysconf("SC_CLK_TCK")
+        for _window in range(6):
+            used0 = {k: cg.usage_seconds() or 0.0 for k, cg in cgroups.items()}
+            thr0 = {k: cg.throttled_periods() for k, cg in cgroups.items()}
+            idle0, t0 = _host_idle_jiffies(), time.monotonic()
+            time.sleep(3)
+            secs = time.monotonic() - t0
+            idle = (_host_idle_jiffies() - idle0) / tick / secs
+            cores = {k: ((cg.usage_seconds() or 0.0) - used0[k]) / secs for k, cg in cgroups.items()}
+            throttled = {k: cg.throttled_periods() - thr0[k] for k, cg in cgroups.items()}
+            print(f"cores used {cores}, throttled periods {throttled}, host idle {idle:.2f} cores")
+            for key, (_limit, limit_cores, _s) in wanted.items():
+                assert cores[key] <= limit_cores * 1.1 + 0.02, f"{key} used {cores[key]:.2f} cores"
+            if idle >= 0.3:
+                # Cores were free, so only the quotas held the loops back: about the limit each.
+                for key, (_limit, limit_cores, _s) in wanted.items():
+                    assert cores[key] >= limit_cores * 0.8, f"{key} used {cores[key]:.2f} cores of {limit_cores}"
+                    assert throttled[key] > 0
+                return
+        warnings.warn("the host had no free core in 18 s: only the upper bounds of CPU use were checked",
+                      stacklevel=1)
+    finally:
+        for name in names.values():
+            kubectl(stack_env, "delete", "pod", "-n", NS, name, "--wait=false")

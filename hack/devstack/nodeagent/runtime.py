@@ -16,6 +16,7 @@ from typing import Any
 
 from kubernetes import client
 
+from .cgroups import ContainerCgroup, NodeCgroups, milli_cpu
 from .podspec import ConfigError, PodPreparer, PreparedContainer
 
 log = logging.getLogger("devstack.runtime")
@@ -46,8 +47,10 @@ class PodRunner(threading.Thread):
     """One pod: prepare, run init containers then containers, report, honour deletion."""
 
     def __init__(self, core: client.CoreV1Api, preparer: PodPreparer, pod: dict[str, Any], root: Path,
-                 base_env: dict[str, str]) -> None:
+                 base_env: dict[str, str], cgroups: NodeCgroups | None = None) -> None:
         meta = pod["metadata"]
+        self.cgroups = cgroups
+        self._cgroups: dict[str, ContainerCgroup | None] = {}
         super().__init__(name=f"pod-{meta['namespace']}/{meta['name']}", daemon=True)
         self.core, self.preparer, self.pod, self.base_env = core, preparer, pod, base_env
         self.ns, self.pod_name, self.uid = meta["namespace"], meta["name"], meta["uid"]
@@ -85,6 +88,9 @@ class PodRunner(threading.Thread):
             procs = list(self._procs.values())
         for p in procs:
             _signal(p, signal.SIGKILL)
+        for cg in list(self._cgroups.values()):
+            if cg is not None:
+                cg.kill_all()
 
     def _finalise_delete(self) -> None:
         self.finished.wait(timeout=600)
@@ -110,6 +116,8 @@ class PodRunner(threading.Thread):
             log.exception("pod %s/%s crashed the runtime", self.ns, self.pod_name)
             self._report_failed("RuntimeError", str(e), exit_code=128)
         finally:
+            if self.cgroups is not None:
+                self.cgroups.remove_pod(self.uid)
             self.finished.set()
             if self._deleting.is_set():
                 self._finalise_delete()
@@ -131,6 +139,7 @@ class PodRunner(threading.Thread):
             if self._deleting.is_set():
                 return
             code = self._wait(self._start(c))
+            self._kill_leftovers(c)
             if code != 0:
                 self._report_terminal(init_failed=(c, code))
                 return
@@ -156,6 +165,7 @@ class PodRunner(threading.Thread):
             with self._lock:
                 proc = self._procs[c.name]
             code = self._wait(proc)
+            self._kill_leftovers(c)
             term = self._terminated(c, code)
             self.statuses[c.name] = term
             again = policy == "Always" or (policy == "OnFailure" and code != 0)
@@ -170,11 +180,40 @@ class PodRunner(threading.Thread):
             self._start(c)
             self._report_running()
 
+    def _spec_of(self, name: str) -> dict[str, Any]:
+        spec = self.pod["spec"]
+        return next(x for x in spec["containers"] + (spec.get("initContainers") or []) if x["name"] == name)
+
+    def _cgroup(self, c: PreparedContainer) -> ContainerCgroup | None:
+        """The container's cgroup, with its CPU limit as a CFS quota (made once, kept over restarts)."""
+        if self.cgroups is None:
+            return None
+        if c.name not in self._cgroups:
+            res = self._spec_of(c.name).get("resources") or {}
+            limit = (res.get("limits") or {}).get("cpu")
+            request = (res.get("requests") or {}).get("cpu") or limit
+            if limit and not self.cgroups.available:
+                log.warning("pod %s/%s: container %s has a CPU limit of %s that is NOT enforced: %s",
+                            self.ns, self.pod_name, c.name, limit, self.cgroups.reason)
+            self._cgroups[c.name] = self.cgroups.container(
+                self.uid, c.name, milli_cpu(limit) if limit else None, milli_cpu(request) if request else None)
+        return self._cgroups[c.name]
+
+    def _kill_leftovers(self, c: PreparedContainer) -> None:
+        """A container ends with its first process: what it left running goes too."""
+        cg = self._cgroups.get(c.name)
+        if cg is not None:
+            cg.kill_all()
+
     def _start(self, c: PreparedContainer) -> subprocess.Popen[bytes]:
         log.info("pod %s/%s: starting %s: %s", self.ns, self.pod_name, c.name, c.argv)
         with open(c.log, "ab") as out:
             try:
-                proc = subprocess.Popen(c.argv, env=c.env, cwd=c.workdir, stdout=out, stderr=subprocess.STDOUT,
+                if not _runnable(c.argv[0], c.env.get("PATH", ""), c.workdir):
+                    raise FileNotFoundError(2, "executable file not found", c.argv[0])
+                cg = self._cgroup(c)
+                proc = subprocess.Popen(cg.wrap(c.argv) if cg else c.argv, env=c.env, cwd=c.workdir,
+                                        stdout=out, stderr=subprocess.STDOUT,
                                         stdin=subprocess.DEVNULL, start_new_session=True)
             except OSError as e:
                 out.write(f"failed to start {c.argv[0]}: {e}\n".encode())
@@ -369,6 +408,13 @@ def folder_size(folder: Path) -> int:
             with contextlib.suppress(OSError):
                 total += os.lstat(os.path.join(root, f)).st_size
     return total
+
+
+def _runnable(exe: str, path: str, cwd: Path) -> bool:
+    """Whether exec would find `exe` (checked here, since a cgroup wrapper execs it)."""
+    if "/" in exe:
+        return os.access(cwd / exe, os.X_OK)
+    return shutil.which(exe, path=path) is not None
 
 
 def _signal(proc: subprocess.Popen[bytes], sig: int) -> None:
