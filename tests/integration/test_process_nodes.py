@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -239,3 +240,61 @@ def test_cpu_limits_are_enforced_as_cfs_quotas(stack_env: dict[str, str], core: 
     finally:
         for name in names.values():
             kubectl(stack_env, "delete", "pod", "-n", NS, name, "--wait=false")
+
+
+# ---------------------------------------------------------------------------------------- drain
+@pytest.fixture
+def second_cpu_node(stack_env: dict[str, str]) -> Iterator[str]:
+    """One more CPU process node (`devstack node add`), removed afterwards."""
+    from devstack.stack import Stack
+
+    name = f"drain-{uuid.uuid4().hex[:5]}"
+    subprocess.run([sys.executable, "-m", "devstack.cli", "node", "add", name, "--pool", "cpu", "--cpu", "2"], env=stack_env, check=True,
+                   timeout=90)
+    try:
+        yield name
+    finally:
+        kubectl(stack_env, "uncordon", "devstack-cpu")
+        Stack().remove_node(name)
+
+
+def test_drain_evicts_to_another_node_and_uncordon_returns_it(
+        stack_env: dict[str, str], core: client.CoreV1Api, recorders: list[PodRecorder],
+        second_cpu_node: str, tmp_path: Any) -> None:
+    node = second_cpu_node
+    ready = json.loads(kubectl(stack_env, "get", "node", node, "-o", "json"))
+    assert ready["metadata"]["labels"]["kubeffmpeg.io/pool"] == "cpu"
+    assert ready["status"]["allocatable"]["cpu"] == "2"
+    kubectl(stack_env, "cordon", "devstack-cpu")  # so the first pod lands on the new node
+    marker, got_term = tmp_path / "first-run", tmp_path / "got-sigterm"
+    job = make_job(stack_env, "drain", second_run_succeeds(
+        marker, f'trap "touch {got_term}; exit 143" TERM; sleep 60 & wait'),
+        container={"volumeMounts": [{"name": "scratch", "mountPath": "/scratch"}]},
+        pod_spec={"nodeSelector": {"kubeffmpeg.io/pool": "cpu"}, "volumes": [{"name": "scratch", "emptyDir": {}}]})
+    rec = PodRecorder(core, job)
+    recorders.append(rec)
+    first = rec.wait_for("a running pod", running)
+    assert first["spec"]["nodeName"] == node
+    time.sleep(0.5)  # let bash set its trap
+
+    out = kubectl(stack_env, "drain", node, "--ignore-daemonsets", "--delete-emptydir-data", "--timeout=60s")
+    assert f"node/{node} drained" in out
+    ended = rec.pods[first["metadata"]["name"]]
+    assert ended["status"]["phase"] == "Failed"
+    dt = condition(ended, "DisruptionTarget")
+    assert dt is not None and dt["reason"] == "EvictionByEvictionAPI"
+    assert ended["status"]["containerStatuses"][0]["state"]["terminated"]["exitCode"] == 143
+    assert got_term.exists(), "the container was not sent SIGTERM"
+
+    # Both CPU nodes cordoned: the replacement waits, unschedulable.
+    pending = rec.wait_for("an unschedulable replacement", lambda p: p["metadata"]["name"] != first["metadata"]["name"]
+                           and (condition(p, "PodScheduled") or {}).get("reason") == "Unschedulable")
+    kubectl(stack_env, "uncordon", "devstack-cpu")
+    replacement = rec.wait_for("the replacement running on devstack-cpu", lambda p: p["metadata"]["name"] ==
+                               pending["metadata"]["name"] and p["spec"].get("nodeName") == "devstack-cpu")
+    assert replacement
+    assert_retried_without_counting(stack_env, job)
+
+    kubectl(stack_env, "uncordon", node)
+    spec = json.loads(kubectl(stack_env, "get", "node", node, "-o", "json"))["spec"]
+    assert not spec.get("unschedulable")
