@@ -249,8 +249,8 @@ def second_cpu_node(stack_env: dict[str, str]) -> Iterator[str]:
     from devstack.stack import Stack
 
     name = f"drain-{uuid.uuid4().hex[:5]}"
-    subprocess.run([sys.executable, "-m", "devstack.cli", "node", "add", name, "--pool", "cpu", "--cpu", "2"], env=stack_env, check=True,
-                   timeout=90)
+    subprocess.run([sys.executable, "-m", "devstack.cli", "node", "add", name, "--pool", "cpu", "--cpu", "2"],
+                   env=stack_env, check=True, timeout=90)
     try:
         yield name
     finally:
