@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -181,6 +182,37 @@ def test_plain_delete_is_not_a_disruption(stack_env: dict[str, str], core: clien
     assert condition(ended, "DisruptionTarget") is None
     assert ended["status"]["containerStatuses"][0]["state"]["terminated"]["exitCode"] == 143
     kubectl(stack_env, "wait", "-n", NS, "--for=condition=Failed", "--timeout=60s", f"job/{job}")
+
+
+def test_agent_restart_fails_the_lost_pod_as_a_disruption(stack_env: dict[str, str], core: client.CoreV1Api,
+                                                          recorders: list[PodRecorder], tmp_path: Any) -> None:
+    """The node agent dies (a node reboot): the pod it ran is lost, and reported so when the
+    agent is back; what the old agent left running in the pod's cgroup is killed."""
+    from devstack.nodeagent.cgroups import find_container
+    from devstack.stack import Stack
+
+    marker = tmp_path / "first-run"
+    job = make_job(stack_env, "reboot", second_run_succeeds(marker, "sleep 120"),
+                   pod_spec={"nodeSelector": {"kubeffmpeg.io/pool": "cpu"}})
+    rec = PodRecorder(core, job)
+    recorders.append(rec)
+    first = rec.wait_for("a running pod", running)
+    stack = Stack()
+    cg = find_container(stack.state, first["spec"]["nodeName"], first["metadata"]["uid"], "main")
+    assert cg is not None and cg.pids()
+    agent = stack.procs.pid("node-agent")
+    assert agent is not None
+    os.kill(agent, signal.SIGKILL)
+    subprocess.run([sys.executable, "-m", "devstack.cli", "up"], env=stack_env, check=True, timeout=120,
+                   capture_output=True)
+    ended = rec.wait_for("the lost pod Failed", lambda p: p["metadata"]["name"] == first["metadata"]["name"]
+                         and p["status"].get("phase") == "Failed")
+    assert ended["status"]["reason"] == "NodeAgentRestarted"
+    dt = condition(ended, "DisruptionTarget")
+    assert dt is not None and dt["reason"] == "TerminationByKubelet"
+    assert ended["status"]["containerStatuses"][0]["state"]["terminated"]["exitCode"] == 137
+    assert not cg.pids(), "the old process still runs"
+    assert_retried_without_counting(stack_env, job)
 
 
 # ---------------------------------------------------------------------------------------- CPU limits

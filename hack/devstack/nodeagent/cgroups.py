@@ -213,6 +213,12 @@ class NodeCgroups:
             return None
         return ContainerCgroup(self.mode, dirs)
 
+    def pod_uids(self) -> set[str]:
+        """Pods that have a cgroup on this node."""
+        if not self.available:
+            return set()
+        return {d.name[3:] for d in self.bases[0].iterdir() if d.is_dir() and d.name.startswith("pod")}
+
     def remove_pod(self, uid: str) -> None:
         for d in self.pod_dirs(uid):
             remove_tree(d)
