@@ -106,16 +106,14 @@ class Schedule:
 
 
 def human(seconds: float) -> str:
-    """12 s, 4 min, 2 h 8 min, 1 d 0 h 16 min: for the published table."""
+    """12 s, 4 min 30 s, 2 h 8 min: for the published table."""
     s = round(seconds)
     if s < 60:
         return f"{s} s"
     if s < 3600:
         return f"{s // 60} min" + (f" {s % 60} s" if s % 60 else "")
-    d, rest = divmod(s, 86400)
-    h, m = rest // 3600, rest % 3600 // 60
-    out = (f"{d} d " if d else "") + f"{h} h" + (f" {m} min" if m else "")
-    return out
+    h, m = s // 3600, s % 3600 // 60
+    return f"{h} h" + (f" {m} min" if m else "")
 
 
 def schedule_markdown(schedule: Schedule) -> str:
