@@ -83,21 +83,20 @@ async def sleep(stopped: kopf.DaemonStopped, wake: asyncio.Event, seconds: float
 
 
 async def signing_secret(c: Context, ns: str, spec: dict[str, Any]) -> bytes:
-    """`spec.webhook.secretRef`, else the tenant's secret (created on first use): every
-    delivery is signed."""
+    """`spec.webhook.secretRef`, else the tenant's secret: every delivery is signed. A tenant's
+    entry in the signing-secrets Secret (where the API's refs point) is created on first use."""
     ref = (spec.get("webhook") or {}).get("secretRef")
-    if ref:
+    tenants_secret = c.settings.webhook_secrets_secret
+    if ref and ref["name"] != tenants_secret:
         key = ref.get("key", "secret")
         value = await asyncio.to_thread(c.kube.read_secret_key, ns, ref["name"], key)
         if value is None:
             raise kopf.TemporaryError(f"webhook secret {ref['name']}/{key} not found", delay=30)
         return value
-    tenant = str(spec.get("tenant") or "default")
-    secret, created = await asyncio.to_thread(store_signing_secret, c.kube.core, ns,
-                                              c.settings.webhook_secrets_secret, tenant)
+    tenant = str(ref.get("key", "secret") if ref else spec.get("tenant") or "default")
+    secret, created = await asyncio.to_thread(store_signing_secret, c.kube.core, ns, tenants_secret, tenant)
     if created:
-        log.info("created the webhook signing secret of tenant %s in %s/%s", tenant, ns,
-                 c.settings.webhook_secrets_secret)
+        log.info("created the webhook signing secret of tenant %s in %s/%s", tenant, ns, tenants_secret)
     return secret.encode()
 
 
