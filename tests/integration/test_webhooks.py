@@ -359,3 +359,19 @@ def test_ffprobe_runs_are_capped_and_the_overflow_gets_503(stack: StackInfo, kub
     assert all(int(r.headers["Retry-After"]) >= 1 and r.json()["ok"] is False and "ffprobe" in r.json()["error"]
                for r in busy)
     assert all(r.status_code != 503 for r in answers if r not in busy)
+
+
+def test_redelivery_does_not_wait_for_a_pending_retry(
+        stack: StackInfo, stack_env: dict[str, str], clip: Path, receiver_factory: Callable[..., Receiver]) -> None:
+    t = new_tenant(stack, stack_env)
+    rx = receiver_factory([503] * 4)
+    job_id = submit(t, clip, rx.url)
+    rx.wait(4, timeout=120)
+    hook = wait_for(lambda: (w := t.ok("GET", f"/job/{job_id}/webhooks")["webhook"])["attempt_count"] == 4
+                    and w["state"] == "retrying" and w, 30, "4 attempts, retrying")
+    due = at(hook["next_attempt_at"])
+    asked = time.time()
+    new_id = t.ok("POST", f"/job/{job_id}/webhooks/redeliver")["delivery_id"]
+    arrived, headers, _ = rx.wait(5, timeout=30)[4]
+    assert (headers[ID_HEADER], headers[ATTEMPT_HEADER]) == (new_id, "1")
+    assert arrived - asked < 5 and arrived < due, "the redelivery went at once, not at the old schedule's time"
