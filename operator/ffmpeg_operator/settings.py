@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ffmpegjob_model.webhooks import DEFAULT_SECRETS_SECRET
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -31,10 +32,17 @@ class OperatorSettings(BaseSettings):
     pod_start_timeout_seconds: int = Field(default=600, ge=1)
     resync_seconds: float = Field(default=15.0, gt=0, description="Housekeeping: TTLs, re-check of running jobs.")
 
+    # Webhook deliveries (docs/webhooks.md publishes the schedule these defaults make: 16
+    # attempts over 24 h 15 min). The wait after attempt k is min(initial x factor^(k-1), max),
+    # stretched by up to `jitter` (a fraction).
     webhook_timeout_seconds: float = Field(default=10.0, gt=0)
-    webhook_max_attempts: int = Field(default=8, ge=1, le=50)
-    webhook_backoff_initial: float = Field(default=1.0, gt=0)
-    webhook_backoff_max: float = Field(default=60.0, gt=0)
+    webhook_max_attempts: int = Field(default=16, ge=1, le=50)
+    webhook_backoff_initial: float = Field(default=15.0, gt=0)
+    webhook_backoff_factor: float = Field(default=2.0, ge=1)
+    webhook_backoff_max: float = Field(default=4 * 3600.0, gt=0)
+    webhook_backoff_jitter: float = Field(default=0.1, ge=0, le=1)
+    # Signing secrets per tenant (data key = tenant), for jobs whose webhook names no secretRef.
+    webhook_secrets_secret: str = DEFAULT_SECRETS_SECRET
     presign_expiry_seconds: int = Field(default=24 * 3600, ge=60, le=7 * 24 * 3600)
 
     cleanup_interval_seconds: float = Field(default=60.0, gt=0)

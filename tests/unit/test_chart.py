@@ -242,7 +242,12 @@ def test_operator_rbac_is_least_privilege(helm: str, tmp_path: Path) -> None:
     assert r[("batch", "jobs")] >= {"create", "list", "watch", "delete"}
     assert r[("", "pods")] == {"get", "list", "watch"}  # read only
     assert r[("", "events")] >= {"create"}
-    assert r[("", "secrets")] == {"get"} and r[("", "configmaps")] == {"get"}
+    assert r[("", "secrets")] == {"get", "patch"} and r[("", "configmaps")] == {"get"}
+    # patch only on the tenants' webhook signing secrets (one is added on a tenant's first webhook)
+    role = one(docs, "Role", "rel-kubeffmpeg-operator")
+    patchable = [n for rule in role["rules"] if "secrets" in rule["resources"] and "patch" in rule["verbs"]
+                 for n in rule.get("resourceNames", ["*"])]
+    assert patchable == ["rel-kubeffmpeg-webhook-secrets"]
     assert ("coordination.k8s.io", "leases") in r
     assert not any("*" in verbs or "*" in res for (_, res), verbs in r.items())
     role = one(docs, "Role", "rel-kubeffmpeg-operator")
@@ -320,7 +325,7 @@ def test_bootstrap_api_key_is_stored_hashed_where_the_api_looks(
     assert settings.api_port == 8000 and settings.import_max_bytes == 5 * 1024**3
     api_role = one(docs, "Role", "rel-kubeffmpeg-api")
     names = [n for rule in api_role["rules"] if "secrets" in rule["resources"] for n in rule["resourceNames"]]
-    assert names == ["rel-kubeffmpeg-api-keys"]
+    assert names == ["rel-kubeffmpeg-api-keys", "rel-kubeffmpeg-webhook-secrets"]
     # Every variable the chart sets is one the API (or the shared settings) reads.
     known = {n.upper() for n in ApiSettings.model_fields} | S3_ENV | {"URL_ALLOW_HOSTS", "URL_ALLOW_HTTP",
                                                                         "LOG_LEVEL", "TMPDIR"}
@@ -331,13 +336,39 @@ def test_bootstrap_api_key_is_stored_hashed_where_the_api_looks(
 
 def test_api_keys_existing_secret(helm: str, tmp_path: Path) -> None:
     docs = render(helm, tmp_path, {"api": {"keys": {"existingSecret": "my-keys"}}})
-    assert not [d for d in docs if d["kind"] == "Secret" and "key" in d["metadata"]["name"]]
+    assert not [d for d in docs if d["kind"] == "Secret" and "-key" in d["metadata"]["name"]]
     env = {e["name"]: e.get("value") for e in container(one(docs, "Deployment", "rel-kubeffmpeg-api"))["env"]}
     assert env["API_KEYS_SECRET"] == "my-keys"
     api_role = one(docs, "Role", "rel-kubeffmpeg-api")
     assert [n for rule in api_role["rules"] if "secrets" in rule["resources"] for n in rule["resourceNames"]] \
-        == ["my-keys"]
+        == ["my-keys", "rel-kubeffmpeg-webhook-secrets"]
     assert "keys" in render_fails(helm, tmp_path, {"api": {"keys": {"tenants": {"acme": {"keys": ["not-a-hash"]}}}}})
+
+
+def test_webhook_schedule_rate_limits_and_signing_secrets_reach_the_components(
+        helm: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    docs = render(helm, tmp_path, {
+        "operator": {"webhook": {"maxAttempts": 20, "backoffInitialSeconds": 30, "backoffFactor": 3,
+                                 "backoffMaxSeconds": 7200, "backoffJitter": 0}},
+        "api": {"rateLimit": {"requestsPerSecond": 2.5, "burst": 5},
+                "ffprobe": {"maxConcurrent": 2, "maxQueue": 3, "queueTimeoutSeconds": 9}},
+    })
+    s, _ = operator_settings(docs, monkeypatch)
+    assert (s.webhook_max_attempts, s.webhook_backoff_initial, s.webhook_backoff_factor, s.webhook_backoff_max,
+            s.webhook_backoff_jitter) == (20, 30, 3, 7200, 0)
+    for k, v in plain_env(container(one(docs, "Deployment", "rel-kubeffmpeg-api"))).items():
+        monkeypatch.setenv(k, v)
+    a = ApiSettings()
+    assert (a.rate_limit_requests_per_second, a.rate_limit_burst) == (2.5, 5)
+    assert (a.ffprobe_max_concurrent, a.ffprobe_max_queue, a.ffprobe_queue_timeout_seconds) == (2, 3, 9)
+    # Both components use the one Secret the chart creates; the bootstrap tenant has a secret in it.
+    assert a.webhook_secrets_secret == s.webhook_secrets_secret == "rel-kubeffmpeg-webhook-secrets"
+    assert b64(one(docs, "Secret", s.webhook_secrets_secret))["default"].startswith("whsec_")
+    # The defaults publish the documented schedule: 16 attempts over more than 24 hours.
+    d, _ = operator_settings(render(helm, tmp_path), monkeypatch)
+    assert d.webhook_max_attempts == 16 and d.webhook_backoff_max == 4 * 3600
+    assert "rate_limit" in render_fails(helm, tmp_path, {"api": {"keys": {"tenants": {"acme": {
+        "keys": [hash_key("k")], "rate_limit": {"requests_per_second": -1}}}}}})
 
 
 # ------------------------------------------------------------------------------- optional extras

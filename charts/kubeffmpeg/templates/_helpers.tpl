@@ -35,6 +35,12 @@
 {{- .Values.api.keys.existingSecret | default (printf "%s-api-keys" (include "kubeffmpeg.fullname" . | trunc 54 | trimSuffix "-")) -}}
 {{- end -}}
 
+{{/* Webhook signing secrets, one per tenant (data `<tenant>`): the API and the operator read and
+     write them (ffmpegjob_model.webhooks). */}}
+{{- define "kubeffmpeg.webhookSecrets" -}}
+{{- printf "%s-webhook-secrets" (include "kubeffmpeg.fullname" . | trunc 46 | trimSuffix "-") -}}
+{{- end -}}
+
 {{/* The bootstrap key in plain text, for the admin only (no component reads it). */}}
 {{- define "kubeffmpeg.bootstrapKeySecret" -}}
 {{- printf "%s-bootstrap-key" (include "kubeffmpeg.fullname" . | trunc 49 | trimSuffix "-") -}}
