@@ -184,7 +184,8 @@ def ensure_job(body: kopf.Body, spec: kopf.Spec, meta: kopf.Meta, patch: kopf.Pa
             return
         manifest = jobs.build_job(obj, model, pool_name, pools[pool_name], c.settings, c.s3)
         name = manifest["metadata"]["name"]
-        grant_identity(c, obj, model, manifest)
+        if not st.get("jobName"):  # else the Job exists, and the identity was made before it
+            grant_identity(c, obj, model, manifest)
         try:
             c.kube.batch.create_namespaced_job(meta["namespace"], cast(Any, manifest))
             logger.info("created Job %s", name)

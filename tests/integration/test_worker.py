@@ -403,3 +403,28 @@ def test_sigterm_kills_ffmpeg_and_uploads_nothing(
     assert jobs.status(name)["error"].startswith("terminated")
     assert objects(s3, stack.env["S3_BUCKET"], out_dir) == {}
     assert not (tmp_path / "scratch" / name).exists()  # the working folder is cleaned up
+
+
+def test_a_large_output_goes_up_in_parts_of_the_granted_multipart_upload(
+    jobs: Jobs, s3: Any, stack: Any, stack_env: dict[str, str], tmp_path: Path
+) -> None:
+    """Above 16 MiB an output is uploaded through the part URLs of the upload the operator
+    initiated (the worker holds no credentials to initiate one)."""
+    out_dir = new_dir()
+    name = jobs.create(
+        {
+            "outputs": [{"name": "big.mkv"}],
+            "commands": ["-f lavfi -i testsrc=size=640x360:rate=25 -t 4 -c:v rawvideo -pix_fmt yuv420p {{big.mkv}}"],
+            "output": {"dirId": out_dir},
+        }
+    )
+    code, _, stderr = run_worker(stack_env, stack.namespace, name, tmp_path)
+    assert code == 0, stderr
+    key = f"files/{TENANT}/{out_dir}/big.mkv"
+    head = s3.head_object(Bucket=stack.env["S3_BUCKET"], Key=key)
+    assert head["ContentLength"] > 32 * 1024 * 1024
+    assert head["ETag"].strip('"').endswith("-3")  # three parts: 16 MiB, 16 MiB and the rest
+    assert head["ContentType"] == "video/x-matroska"
+    result = jobs.status(name)["result"][0]
+    assert result["sizeBytes"] == head["ContentLength"]
+    assert result["media"]["width"] == 640
