@@ -83,6 +83,11 @@ class Context:
         return Signer(self.s3)
 
     @cached_property
+    def io(self) -> ThreadPoolExecutor:
+        """Requests a handler overlaps (a job's identity objects); its tasks never wait on each other."""
+        return ThreadPoolExecutor(max_workers=16, thread_name_prefix="io")
+
+    @cached_property
     def background(self) -> ThreadPoolExecutor:
         """Work no handler waits for: releasing a finished job's identity."""
         return ThreadPoolExecutor(max_workers=2, thread_name_prefix="release")

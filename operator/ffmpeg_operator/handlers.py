@@ -219,11 +219,15 @@ def grant_identity(c: Context, body: dict[str, Any], spec: FFmpegJobSpec, manife
     queued = job.get("suspend") or any(k in manifest["metadata"]["labels"] for k in jobs.PASSTHROUGH_LABELS)
     expires = (job["activeDeadlineSeconds"] + c.settings.pod_start_timeout_seconds + 300
                + (c.settings.grant_queue_seconds if queued else 0))
-    grants = job_grants(c.signer, spec, c.s3, expires, c.settings.grant_multipart_parts)
-    objects = identity.manifests(manifest["metadata"]["name"], meta["name"], meta["namespace"],
-                                 manifest["metadata"]["labels"], jobs.owner_reference(meta), grants)
-    if not identity.ensure(c.kube, objects):
-        abort_unfinished(c.signer, grants)  # the Secret from an earlier run stays the pod's
+    name, labels, owner = manifest["metadata"]["name"], manifest["metadata"]["labels"], jobs.owner_reference(meta)
+    # Presigning initiates the outputs' multipart uploads (storage round trips): meanwhile the
+    # ServiceAccount and Role are created.
+    grants = c.io.submit(job_grants, c.signer, spec, c.s3, expires, c.settings.grant_multipart_parts)
+    objects: dict[str, Any] = identity.manifests(name, meta["name"], meta["namespace"], labels, owner, None)
+    objects["Secret"] = c.io.submit(lambda: identity.secret_manifest(name, meta["namespace"], labels, owner,
+                                                                     grants.result()))
+    if not identity.ensure(c.kube, objects, c.io):
+        abort_unfinished(c.signer, grants.result())  # the Secret from an earlier run stays the pod's
 
 
 def release_identity(c: Context, namespace: str, name: str) -> None:

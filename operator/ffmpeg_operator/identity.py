@@ -19,6 +19,7 @@ from __future__ import annotations
 import base64
 import logging
 from collections.abc import Callable
+from concurrent.futures import Executor, Future
 from typing import Any
 
 from ffmpegjob_model.grants import GRANTS_FILE, Grants, grants_secret_name
@@ -39,9 +40,9 @@ def _meta(name: str, namespace: str, labels: dict[str, str], owner: dict[str, An
 
 
 def manifests(name: str, ffj_name: str, namespace: str, labels: dict[str, str], owner: dict[str, Any],
-              grants: Grants) -> dict[str, dict[str, Any]]:
-    """kind -> manifest, in the order they must be created."""
-    return {
+              grants: Grants | None) -> dict[str, dict[str, Any]]:
+    """kind -> manifest, in the order they must be created (the Secret only with `grants`)."""
+    out: dict[str, dict[str, Any]] = {
         "ServiceAccount": {
             "apiVersion": "v1", "kind": "ServiceAccount", "metadata": _meta(name, namespace, labels, owner),
             "automountServiceAccountToken": True,
@@ -61,11 +62,18 @@ def manifests(name: str, ffj_name: str, namespace: str, labels: dict[str, str], 
             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
             "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": namespace}],
         },
-        "Secret": {
-            "apiVersion": "v1", "kind": "Secret", "type": "Opaque", "immutable": True,
-            "metadata": _meta(grants_secret_name(name), namespace, labels, owner),
-            "stringData": {GRANTS_FILE: grants.dump()},
-        },
+    }
+    if grants is not None:
+        out["Secret"] = secret_manifest(name, namespace, labels, owner, grants)
+    return out
+
+
+def secret_manifest(name: str, namespace: str, labels: dict[str, str], owner: dict[str, Any],
+                    grants: Grants) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1", "kind": "Secret", "type": "Opaque", "immutable": True,
+        "metadata": _meta(grants_secret_name(name), namespace, labels, owner),
+        "stringData": {GRANTS_FILE: grants.dump()},
     }
 
 
@@ -78,19 +86,34 @@ def _creators(kube: Kube, namespace: str) -> dict[str, Callable[[dict[str, Any]]
     }
 
 
-def ensure(kube: Kube, objects: dict[str, dict[str, Any]]) -> bool:
+def ensure(kube: Kube, objects: dict[str, Any], pool: Executor | None = None) -> bool:
     """Create each object; one that exists already (a retried or resumed handler) is kept.
-    False when the grants Secret existed: the grants just presigned are not the pod's."""
-    namespace = next(iter(objects.values()))["metadata"]["namespace"]
+    False when the grants Secret existed: the grants just presigned are not the pod's.
+
+    The Secret may be a Future (its grants are being presigned). With a pool, the requests
+    overlap: ServiceAccount and Role at once, then RoleBinding and Secret at once. Pool tasks
+    never wait on each other; only the calling thread waits."""
+    namespace = objects["ServiceAccount"]["metadata"]["namespace"]
     create = _creators(kube, namespace)
-    fresh = True
-    for kind, body in objects.items():
+
+    def one(kind: str) -> bool:
+        body = objects[kind]
+        body = body.result() if isinstance(body, Future) else body
         try:
             create[kind](body)
+            return True
         except ApiException as e:
             if e.status != 409:
                 raise
-            fresh = fresh and kind != "Secret"
+            return False
+
+    if pool is None:
+        return [one(k) for k in ("ServiceAccount", "Role", "RoleBinding", "Secret")][-1]
+    sa, role = pool.submit(one, "ServiceAccount"), pool.submit(one, "Role")
+    role.result()  # a RoleBinding to a missing Role is refused (escalation check)
+    rb = pool.submit(one, "RoleBinding")
+    fresh = one("Secret")
+    sa.result(), rb.result()
     return fresh
 
 
