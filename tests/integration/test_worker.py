@@ -428,3 +428,49 @@ def test_a_large_output_goes_up_in_parts_of_the_granted_multipart_upload(
     result = jobs.status(name)["result"][0]
     assert result["sizeBytes"] == head["ContentLength"]
     assert result["media"]["width"] == 640
+
+
+def _stack_s3(stack_env: dict[str, str]) -> S3Settings:
+    return S3Settings.model_validate({**{k[3:].lower(): v for k, v in stack_env.items() if k.startswith("S3_")},
+                                      **{k: v for k, v in stack_env.items() if k.startswith("AWS_")}})
+
+
+def test_a_prefix_grant_writes_under_its_prefix_and_nowhere_else(
+    s3: Any, stack: Any, stack_env: dict[str, str], tmp_path: Path
+) -> None:
+    """The POST policy for names not known in advance (scratch objects, chunk segments)."""
+    from ffmpeg_worker import storage
+
+    prefix = f"scratch/{TENANT}/{uuid.uuid4().hex}/"
+    grant = Signer(_stack_s3(stack_env)).post_policy(prefix, 600, max_bytes=1 << 20)
+    seg = tmp_path / "seg-0.ts"
+    seg.write_bytes(os.urandom(100_000))
+    key = storage.upload_under_prefix(grant, "seg-0.ts", seg)
+    assert key == prefix + "seg-0.ts"
+    assert s3.get_object(Bucket=stack.env["S3_BUCKET"], Key=key)["Body"].read() == seg.read_bytes()
+    outside = grant.model_copy(update={"prefix": f"files/{TENANT}/"})
+    with pytest.raises(storage.StorageError) as refused:
+        storage.upload_under_prefix(outside, "evil.mp4", seg)
+    assert refused.value.status == 403
+    big = grant.model_copy(update={"max_bytes": 10 << 20})
+    seg.write_bytes(os.urandom(2 << 20))  # over the signed content-length-range
+    with pytest.raises(storage.StorageError):
+        storage.upload_under_prefix(big, "seg-1.ts", seg)
+
+
+def test_an_upload_whose_multipart_upload_is_gone_falls_back_to_one_put(
+    s3: Any, stack: Any, stack_env: dict[str, str], tmp_path: Path
+) -> None:
+    """A retried pod finds the upload its predecessor left aborted: one PUT (<= 5 GiB) instead."""
+    from ffmpeg_operator.grants import Write, presign_grants
+    from ffmpeg_worker import storage
+
+    signer = Signer(_stack_s3(stack_env))
+    key = f"files/{TENANT}/{new_dir()}/big.bin"
+    grant = presign_grants(signer, {}, {"big.bin": Write(key, parts=2)}, 600)["big.bin"]
+    assert grant.multipart is not None and signer.abort(key, grant.multipart.upload_id)
+    path = tmp_path / "big.bin"
+    path.write_bytes(os.urandom(17 << 20))
+    assert storage.upload(grant, path) == 17 << 20
+    head = s3.head_object(Bucket=stack.env["S3_BUCKET"], Key=key)
+    assert head["ContentLength"] == 17 << 20 and "-" not in head["ETag"]

@@ -3,7 +3,7 @@
 credentials; what a URL does not allow, it cannot do.
 
 The reusable client of the grants file: `load_grants`, `object_size`, `download`, `upload`
-(single PUT or the granted multipart upload), `delete`."""
+(single PUT or the granted multipart upload), `upload_under_prefix` (a POST policy), `delete`."""
 
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ from ffmpegjob_model.grants import (
     Grants,
     MultipartGrant,
     ObjectGrant,
+    PrefixGrant,
 )
 
 CHUNK = 1024 * 1024
@@ -139,15 +140,16 @@ def delete(g: ObjectGrant) -> None:
 
 
 def upload(g: ObjectGrant, path: Path, concurrency: int = 8) -> int:
-    """Write `path` to the granted key: one PUT when small, else the granted multipart upload
-    (one PUT too when that upload is gone, e.g. a failed earlier attempt's was aborted)."""
+    """Write `path` to the granted key: one PUT when small, else the granted multipart upload,
+    and one PUT after all when that fails (an upload a failed earlier attempt left aborted is
+    refused with 404, often before its body is read, so as a broken connection)."""
     size = path.stat().st_size
     if g.multipart is not None and size > MULTIPART_THRESHOLD:
         try:
             _multipart(g.multipart, path, size, concurrency)
             return size
-        except StorageError as e:
-            if e.status != 404 or not g.put_url or size > MAX_PART_BYTES:
+        except StorageError:
+            if not g.put_url or size > MAX_PART_BYTES:
                 raise
     if not g.put_url:
         raise StorageError(f"no write grant for {g.key}")
@@ -182,3 +184,46 @@ def _multipart(mp: MultipartGrant, path: Path, size: int, concurrency: int) -> N
     _, _, body = _request("POST", mp.complete_url, body=xml.encode(), headers={"Content-Type": "application/xml"})
     if b"<Error>" in body:  # S3 may answer 200 and report the failure in the body
         raise StorageError(f"completing the upload of {path.name} failed: {_s3_code(body.decode('utf-8', 'replace'))}")
+
+
+def upload_under_prefix(g: PrefixGrant, name: str, path: Path) -> str:
+    """Write `path` as `<prefix><name>` through a presigned POST policy (outputs or scratch
+    objects whose names were not known when the grants were made); returns the key."""
+    size = path.stat().st_size
+    if size > g.max_bytes:
+        raise StorageError(f"{path.name} is {size} bytes, over the policy's {g.max_bytes}")
+    key = g.prefix + name
+    boundary = f"----kubeffmpeg{os.urandom(8).hex()}"
+    head = b"".join(
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode()
+        for k, v in [*g.fields.items(), ("key", key)]
+    ) + f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{name}"\r\n\r\n'.encode()
+    tail = f"\r\n--{boundary}--\r\n".encode()
+    headers = {"Content-Type": f"multipart/form-data; boundary={boundary}",
+               "Content-Length": str(len(head) + size + len(tail))}
+    with open(path, "rb") as f:
+        _request("POST", g.url, body=lambda: _Concat(head, _Slice(f, 0, size), tail), headers=headers,
+                 ok=(200, 201, 204))
+    return key
+
+
+class _Concat:
+    """bytes, a file slice, bytes: a form upload's body, read as it is sent."""
+
+    def __init__(self, head: bytes, middle: _Slice, tail: bytes) -> None:
+        self.parts: list[Any] = [head, middle, tail]
+
+    def read(self, n: int = -1) -> bytes:
+        out = b""
+        while self.parts and (n < 0 or len(out) < n):
+            part = self.parts[0]
+            want = -1 if n < 0 else n - len(out)
+            if isinstance(part, bytes):
+                chunk, rest = (part, b"") if want < 0 else (part[:want], part[want:])
+                self.parts[0] = rest
+            else:
+                chunk = part.read(want)
+            out += chunk
+            if not chunk or (isinstance(part, bytes) and not self.parts[0]):
+                self.parts.pop(0)
+        return out
