@@ -329,6 +329,14 @@ def test_worker_runs_as_a_jobs_pod_on_a_process_node(
     uid = client.CustomObjectsApi(kube_api).get_namespaced_custom_object(
         GROUP, VERSION, stack.namespace, PLURAL, name)["metadata"]["uid"]  # type: ignore[index]
     ident = f"ffj-{uid}"
+    core, deadline = client.CoreV1Api(kube_api), time.monotonic() + 60
+    while True:  # made before the operator's own (suspended) Job; the pod must not come first
+        try:
+            core.read_namespaced_secret(grants_secret_name(ident), stack.namespace)
+            break
+        except client.ApiException:
+            assert time.monotonic() < deadline, "the operator made no grants Secret"
+            time.sleep(0.2)
     s3_env = [{"name": k, "value": stack.env[k]} for k in ("S3_ENDPOINT_URL", "S3_BUCKET", "S3_REGION")]
     job: dict[str, Any] = {
         "apiVersion": "batch/v1",
