@@ -2,6 +2,7 @@
 
     files/<tenant>/<dir_id>/<file_name>     a stored file ("dir_id/file_name" to users)
     dirs/<tenant>/<dir_id>.json             a directory's metadata (DirectoryMeta)
+    scratch/<tenant>/<job uid>/...          a job's own intermediate objects (scratch_prefix)
 
 A directory is a prefix plus its metadata object; it expires `ttl` seconds after `created`,
 and the operator's clean-up deletes expired directories with their files.
@@ -76,3 +77,9 @@ def split_storage_path(path: str) -> tuple[str, str] | None:
     if not sep or not valid_dir_id(dir_id) or not valid_file_name(name):
         return None
     return dir_id, name
+
+
+def scratch_prefix(tenant: str, job_uid: str) -> str:
+    """`scratch/<tenant>/<job uid>/`: a job's own intermediate objects (split chunks,
+    checkpoints), never shown to users; pods get presigned URLs for the keys under it."""
+    return f"scratch/{tenant}/{job_uid}/"

@@ -25,8 +25,9 @@ from ffmpegjob_model.urls import URLRules
 from kubernetes.client.rest import ApiException
 from pydantic import ValidationError
 
-from . import jobs
+from . import identity, jobs
 from .context import Context, PoolsUnavailable
+from .grants import abort_unfinished, job_grants
 from .status import TERMINAL, observe, parse_time, set_condition, terminal_patch
 from .storage import s3_client, sweep_expired_dirs
 
@@ -117,6 +118,8 @@ def record_transition(c: Context, body: dict[str, Any], old: str | None, patch: 
     c.metrics.transitions.labels(new, reason).inc()
     if new in TERMINAL:
         meta = body.get("metadata") or {}
+        if (body.get("status") or {}).get("jobName") or patch.get("jobName"):
+            c.background.submit(release_identity, c, meta["namespace"], jobs.job_name(meta["uid"]))
         try:
             c.kube.label_finished(meta["namespace"], meta["name"])
         except ApiException as e:  # the status already says it; the label only speeds up clients
@@ -178,8 +181,10 @@ def ensure_job(body: kopf.Body, spec: kopf.Spec, meta: kopf.Meta, patch: kopf.Pa
             fail(c, obj, patch, "UnknownMachine",
                  f"machine {model.machine!r} is not a node pool; known: {', '.join(sorted(pools)) or 'none'}")
             return
-        manifest = jobs.build_job(obj, model, pool_name, pools[pool_name], c.settings)
+        manifest = jobs.build_job(obj, model, pool_name, pools[pool_name], c.settings, c.s3)
         name = manifest["metadata"]["name"]
+        if not st.get("jobName"):  # else the Job exists, and the identity was made before it
+            grant_identity(c, obj, model, manifest)
         try:
             c.kube.batch.create_namespaced_job(meta["namespace"], cast(Any, manifest))
             logger.info("created Job %s", name)
@@ -203,6 +208,37 @@ def ensure_job(body: kopf.Body, spec: kopf.Spec, meta: kopf.Meta, patch: kopf.Pa
                            message=f"Job {name} created on pool {pool_name}")
         patch.status.update({k: v for k, v in desired.items() if st.get(k) != v})
         record_transition(c, obj, st.get("phase"), desired)
+
+
+def grant_identity(c: Context, body: dict[str, Any], spec: FFmpegJobSpec, manifest: dict[str, Any]) -> None:
+    """The pod's ServiceAccount, Role, RoleBinding and storage grants (identity.py), before the
+    Job. URLs expire with the job: its deadline, the time a pod may take to start and, for a Job
+    created suspended (a queue admits it later), the time it may wait."""
+    meta, job = body["metadata"], manifest["spec"]
+    queued = job.get("suspend") or any(k in manifest["metadata"]["labels"] for k in jobs.PASSTHROUGH_LABELS)
+    expires = (job["activeDeadlineSeconds"] + c.settings.pod_start_timeout_seconds + 300
+               + (c.settings.grant_queue_seconds if queued else 0))
+    name, labels, owner = manifest["metadata"]["name"], manifest["metadata"]["labels"], jobs.owner_reference(meta)
+    # Presigning initiates the outputs' multipart uploads (storage round trips): meanwhile the
+    # ServiceAccount and Role are created.
+    grants = c.io.submit(job_grants, c.signer, spec, c.s3, expires, c.settings.grant_multipart_parts)
+    objects: dict[str, Any] = identity.manifests(name, meta["name"], meta["namespace"], labels, owner, None)
+    objects["Secret"] = c.io.submit(lambda: identity.secret_manifest(name, meta["namespace"], labels, owner,
+                                                                     grants.result()))
+    if not identity.ensure(c.kube, objects, c.io):
+        abort_unfinished(c.signer, grants.result())  # the Secret from an earlier run stays the pod's
+
+
+def release_identity(c: Context, namespace: str, name: str) -> None:
+    """A finished job's pods need nothing any more: abort the uploads they left open, then
+    delete the identity and the grants (the FFmpegJob's ownerReference would, later)."""
+    try:
+        grants = identity.read_grants(c.kube, namespace, name)
+        if grants is not None:
+            abort_unfinished(c.signer, grants)
+        identity.delete(c.kube, namespace, name)
+    except Exception as e:  # the garbage collector takes them with the FFmpegJob anyway
+        log.warning("could not release the identity of %s/%s: %s", namespace, name, e)
 
 
 # ---------------------------------------------------------------------------- cancel / suspend

@@ -20,9 +20,12 @@ class OperatorSettings(BaseSettings):
     pod_namespace: str = Field(default="", description="Downward API: the operator pod's namespace.")
     pools_configmap: str = "kubeffmpeg-pools"
     pools_cache_seconds: float = Field(default=5.0, ge=0, description="How long a read pools map is reused.")
-    worker_service_account: str = "ffmpeg-worker"
     worker_command: list[str] = Field(default_factory=lambda: ["ffmpeg-worker"])
-    s3_secret_name: str = "kubeffmpeg-s3"
+    # Storage grants of worker pods (grants.py): part URLs of each output's multipart upload
+    # (0: single PUTs only, at most 5 GiB an output), and how long a Job created suspended (a
+    # queue holds it) may wait before it runs: its URLs must outlive the wait and the run.
+    grant_multipart_parts: int = Field(default=16, ge=0, le=1000)
+    grant_queue_seconds: int = Field(default=24 * 3600, ge=0)
     # Dev allow-list of the URL rules, passed on to the worker and applied to webhooks.
     url_allow_hosts: str = ""
     url_allow_http: bool = False

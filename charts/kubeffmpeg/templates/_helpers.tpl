@@ -21,10 +21,6 @@
 {{- define "kubeffmpeg.poolsConfigMap" -}}{{ include "kubeffmpeg.fullname" . | trunc 57 | trimSuffix "-" }}-pools{{- end -}}
 {{- define "kubeffmpeg.leaseName" -}}{{ .Values.operator.leaderElection.leaseName | default (include "kubeffmpeg.operator.fullname" .) }}{{- end -}}
 
-{{- define "kubeffmpeg.workerServiceAccount" -}}
-{{- .Values.worker.serviceAccount.name | default (printf "%s-worker" (include "kubeffmpeg.fullname" . | trunc 56 | trimSuffix "-")) -}}
-{{- end -}}
-
 {{/* The Secret with the S3 credentials: the user's, or the one this chart makes. */}}
 {{- define "kubeffmpeg.s3Secret" -}}
 {{- .Values.s3.existingSecret | default (printf "%s-s3" (include "kubeffmpeg.fullname" . | trunc 60 | trimSuffix "-")) -}}
