@@ -159,6 +159,8 @@ def _cancel(svc: Services, who: Caller, job_id: str) -> VgfJobResponse:
         if e.status != 409:
             raise
         word = payloads.VGF_STATUS[payloads.phase_of(svc.jobs.get(who.tenant, job_id))]
+        if word not in payloads.VGF_TERMINAL:
+            raise  # it kept changing while being cancelled: the message says to retry
         raise ApiError(409, f"Cannot cancel job in '{word}' status. Only queued or running jobs can be "
                             "cancelled.") from None
     job = view(svc, svc.jobs.get(who.tenant, job_id))
