@@ -47,4 +47,4 @@ one worker worker-image/Dockerfile cpu
 one worker-gpu worker-image/Dockerfile gpu
 one api api/Dockerfile
 one operator operator/Dockerfile
-"$tool" images --format '{{.Repository}}:{{.Tag}} {{.Size}}' | grep -F "$PREFIX/" || true
+"$tool" images | grep -F "$PREFIX/" || true

@@ -125,13 +125,12 @@ class RuncPod:
     api_server: str
     ca_crt: Path
     root: Path
+    runc_root: Path
     proc: subprocess.Popen[bytes] | None = None
     started: datetime | None = None
-    runc_root: Path = field(init=False)
 
     def __post_init__(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
-        self.runc_root = self.root / "runc"
         self.id = f"devstack-{self.pod['metadata']['uid'][:13]}"
         self.container = self.pod["spec"]["containers"][0]
 
@@ -332,6 +331,7 @@ class RuncNode:
                  ca_crt: Path, workdir: Path) -> None:
         self.core, self.namespace, self.selector = core, namespace, selector
         self.api_server, self.ca_crt, self.workdir = api_server, ca_crt, workdir
+        self.runc_root = workdir / "runc"  # runc's state of this node's containers
         self.tool = image_tool()
         self.images: dict[str, Image] = {}
         self.pods: dict[str, RuncPod] = {}  # by pod name
@@ -373,7 +373,8 @@ class RuncNode:
         try:
             if ref not in self.images:
                 self.images[ref] = open_image(ref, self.tool, self.workdir)
-            rp = RuncPod(pod, self.images[ref], self.core, self.api_server, self.ca_crt, self.workdir / name)
+            rp = RuncPod(pod, self.images[ref], self.core, self.api_server, self.ca_crt, self.workdir / name,
+                         self.runc_root)
             rp.start()
         except Exception as exc:  # kubelet: CreateContainerConfigError / ErrImageNeverPull
             self.errors[name] = repr(exc)
@@ -384,6 +385,12 @@ class RuncNode:
     def pid(self, pod_name: str) -> int:
         rp = self.pods[pod_name]
         return int(json.loads(_run("runc", "--root", str(rp.runc_root), "state", rp.id))["pid"])
+
+    def containers(self) -> list[str]:
+        """The runc containers of this node that still exist."""
+        if not self.runc_root.exists():
+            return []
+        return _run("runc", "--root", str(self.runc_root), "list", "-q").split()
 
     def close(self) -> None:
         self._stop.set()

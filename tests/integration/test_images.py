@@ -55,9 +55,17 @@ def wait_for(check: Any, timeout: float, what: str, node: RuncNode | None = None
         result = check()
         if result:
             return result
-        assert time.monotonic() < deadline, f"timed out waiting for {what}; runc node errors: " + (
-            json.dumps(node.errors) if node else "-")
+        assert time.monotonic() < deadline, f"timed out waiting for {what}" + (report(node) if node else "")
         time.sleep(0.5)
+
+
+def report(node: RuncNode) -> str:
+    """What ran on the runc node: each pod's image, exit code and last log lines."""
+    lines = [f"\nrunc node errors: {json.dumps(node.errors)}"]
+    for name, rp in node.pods.items():
+        tail = rp.log.read_text(errors="replace").splitlines()[-15:] if rp.log.exists() else []
+        lines += [f"--- {name} ({rp.image.ref}) exit {node.exits.get(name)}", *tail]
+    return "\n".join(lines)
 
 
 @pytest.fixture(scope="module")
@@ -112,8 +120,11 @@ def node(release: tuple[str, dict[str, Any]], kube_api: client.ApiClient, stack_
     subprocess.run(["kubectl", "-n", ns, "delete", "ffj", "--all", "--timeout=60s"], env=stack_env,
                    capture_output=True, timeout=90)
     n.close()
-    left = subprocess.run(["runc", "list", "-q"], capture_output=True, text=True).stdout.split()
-    assert not [c for c in left if c.startswith("devstack-")]
+    assert n.containers() == [], "runc containers left behind"
+    assert not [rp.root for rp in n.pods.values() if rp.root.exists()], "pod folders left behind"
+    if n.tool == "buildah":  # the images' working containers (and their mounts) are gone
+        left = subprocess.run(["buildah", "containers", "--format", "{{.ImageName}}"], capture_output=True, text=True)
+        assert not [i for i in left.stdout.split() if i.startswith(PREFIX)], left.stdout
 
 
 def pod_of(node: RuncNode, component: str) -> str:
@@ -147,7 +158,7 @@ def test_operator_and_api_images_run_under_the_charts_security_context(node: Run
                                   "-o", "jsonpath={.spec.holderIdentity}").strip()
                       if _exists(stack_env, ns, "lease", f"{RELEASE}-kubeffmpeg-operator") else "",
                       90, "the operator to take its Lease", node)
-    assert holder.startswith(operator), holder
+    assert holder == operator, report(node)
     port = values["api"]["port"]
     health = wait_for(lambda: _get(f"http://127.0.0.1:{port}/healthz"), 60, "the API's /healthz", node)
     assert health.status_code == 200
