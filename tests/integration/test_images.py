@@ -263,3 +263,40 @@ def _video(tmp_path: Path) -> Path:
     subprocess.run(["ffmpeg", "-loglevel", "error", "-y", "-f", "lavfi", "-i", "testsrc=size=320x240:rate=25",
                     "-t", "2", "-c:v", "libx264", str(src)], check=True, timeout=60)
     return src
+
+
+def test_the_worker_image_stops_on_sigterm_as_pid_1(node: RuncNode, release: tuple[str, dict[str, Any]],
+                                                    stack_env: dict[str, str], stack: StackInfo, s3: Any,
+                                                    tmp_path: Path) -> None:
+    """No init process in the image: the worker is PID 1 and must still act on SIGTERM (a pod's
+    deletion, an eviction): FFmpeg stopped, exit 143 within the grace period, the job Failed."""
+    ns = release[0]
+    dir_id = f"dir_{uuid.uuid4().hex[:8]}"
+    s3.upload_file(str(_video(tmp_path)), stack.env["S3_BUCKET"], f"files/default/{dir_id}/in.mp4")
+    job = {
+        "apiVersion": "kubeffmpeg.io/v1alpha1", "kind": "FFmpegJob",
+        "metadata": {"name": "sigterm", "namespace": ns},
+        "spec": {"tenant": "default", "machine": "cpu",
+                 "inputs": [{"name": "in.mp4", "source": f"{dir_id}/in.mp4"}],
+                 "outputs": [{"name": "out.mp4"}],
+                 # Read at the input's own rate, looped: five minutes of FFmpeg at little CPU.
+                 "commands": ["-re -stream_loop -1 -i {{in.mp4}} -t 300 -c:v libx264 -preset ultrafast {{out.mp4}}"],
+                 "output": {"dirId": dir_id}, "timeoutSeconds": 600, "backoffLimit": 0},
+    }
+    run(stack_env, "kubectl", "apply", "-f", "-", stdin=json.dumps(job))
+
+    def ffj() -> dict[str, Any]:
+        obj = json.loads(run(stack_env, "kubectl", "-n", ns, "get", "ffj", "sigterm", "-o", "json"))
+        return obj.get("status") or {}
+
+    wait_for(lambda: (ffj().get("progress") or {}).get("step"), 120, "FFmpeg to run in the worker image", node)
+    name = next(n for n, rp in node.pods.items() if n not in node.exits and
+                rp.pod["metadata"].get("annotations", {}).get("kubeffmpeg.io/ffmpegjob-name") == "sigterm")
+    rp = node.pods[name]
+    t0 = time.monotonic()
+    rp.stop(grace=20)  # SIGTERM to the container's PID 1, SIGKILL only after 20 s
+    assert rp.proc is not None and rp.proc.returncode == 143, report(node)
+    assert time.monotonic() - t0 < 10
+    status = wait_for(lambda: ffj() if ffj().get("phase") in ("Failed", "Succeeded") else None, 60,
+                      "the FFmpegJob to fail", node)
+    assert status["phase"] == "Failed" and "terminated" in status.get("message", "") + str(status.get("error")), status
