@@ -2,8 +2,8 @@
 # `make images`: the four images, tagged as the chart's defaults name them
 # ($IMAGE_PREFIX/{worker,worker-gpu,api,operator}:$IMAGE_TAG). The base is $BASE_IMAGE when set;
 # otherwise the registry's debian:bookworm-slim when it can be pulled, else the local Debian base
-# of `make base-image` (built first if missing). Layers are cached: a rebuild after a code change
-# redoes only the pip step of the changed images.
+# of `make base-image` (built first if missing). Layers are cached, and pip's downloads too (a
+# cache mount): a rebuild after a code change redoes only the pip step of the changed images.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PREFIX=${IMAGE_PREFIX:-ghcr.io/kubeffmpeg}
