@@ -26,7 +26,8 @@ PASSTHROUGH_LABELS = ("kueue.x-k8s.io/queue-name", "kueue.x-k8s.io/priority-clas
 
 SCRATCH = "/scratch"
 CONTAINER = "worker"
-# Any non-root id works; 65532 is the distroless "nonroot" user the worker image uses.
+# Any non-root id works; 65532 (distroless' "nonroot") is the USER of every image and the
+# chart's securityContext too: tests/unit/test_packaging.py keeps them equal to this one.
 NONROOT_UID = 65532
 _LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 
