@@ -2,6 +2,8 @@
 
     files/<tenant>/<dir_id>/<file_name>     a stored file ("dir_id/file_name" to users)
     dirs/<tenant>/<dir_id>.json             a directory's metadata (DirectoryMeta)
+    scratch/<tenant>/<job uid>/steps/NNN/   a chain's checkpoint: the files step NNN left (its
+                                            `done.json` is written last); deleted when the job ends
 
 A directory is a prefix plus its metadata object; it expires `ttl` seconds after `created`,
 and the operator's clean-up deletes expired directories with their files.
@@ -66,6 +68,19 @@ def dir_meta_key(tenant: str, dir_id: str) -> str:
     return f"dirs/{tenant}/{dir_id}.json"
 
 
+def checkpoint_prefix(tenant: str, job_uid: str) -> str:
+    """Every checkpoint of one FFmpegJob (a chain's finished steps), inside its scratch prefix."""
+    return f"{scratch_prefix(tenant, job_uid)}steps/"
+
+
+def checkpoint_step_prefix(tenant: str, job_uid: str, step: int) -> str:
+    """The files command `step` (1-based) left behind; `CHECKPOINT_DONE` in it marks it complete."""
+    return f"{checkpoint_prefix(tenant, job_uid)}{step:03d}/"
+
+
+CHECKPOINT_DONE = "done.json"
+
+
 def tenant_dirs_prefix(tenant: str) -> str:
     return f"dirs/{tenant}/"
 
@@ -76,3 +91,11 @@ def split_storage_path(path: str) -> tuple[str, str] | None:
     if not sep or not valid_dir_id(dir_id) or not valid_file_name(name):
         return None
     return dir_id, name
+
+
+SCRATCH_ROOT = "scratch/"
+
+
+def scratch_prefix(tenant: str, job_uid: str) -> str:
+    """Where a job's scratch objects live; the operator deletes the prefix when the job ends."""
+    return f"{SCRATCH_ROOT}{tenant}/{job_uid}/"

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import Any
 
 from ffmpegjob_model.pools import POOLS_KEY, NodePool, parse_pools
 from ffmpegjob_model.settings import S3Settings
@@ -14,7 +16,7 @@ from kubernetes.client.rest import ApiException
 from .kube import Kube, load_config
 from .metrics import Metrics
 from .settings import OperatorSettings
-from .storage import Presigner
+from .storage import Presigner, s3_client
 
 
 class PoolsUnavailable(Exception):
@@ -74,3 +76,13 @@ class Context:
     @cached_property
     def presigner(self) -> Presigner:
         return Presigner(self.s3, self.settings.presign_expiry_seconds)
+
+    @cached_property
+    def storage(self) -> Any:
+        """The boto3 client for the operator's own storage work (clean-ups)."""
+        return s3_client(self.s3)
+
+    @cached_property
+    def background(self) -> ThreadPoolExecutor:
+        """Slow work that must not hold up a status write (deleting a finished job's scratch)."""
+        return ThreadPoolExecutor(max_workers=2, thread_name_prefix="background")
