@@ -134,7 +134,8 @@ def test_disrupted_and_sigtermed_pods_do_not_count_against_the_backoff_limit() -
     j = job(active=1)
     j["spec"] = {"backoffLimit": 0}
     evicted = _terminated("Failed", 143, T0)
-    evicted["status"]["conditions"] = [{"type": "DisruptionTarget", "status": "True", "reason": "EvictionByEvictionAPI"}]
+    evicted["status"]["conditions"] = [{"type": "DisruptionTarget", "status": "True",
+                                        "reason": "EvictionByEvictionAPI"}]
     deleted = _terminated("Failed", 143, T0)
     for p in (evicted, deleted):
         out = observe({"phase": "Running"}, j, [p], T0 + timedelta(seconds=1), 1, 600)
