@@ -9,6 +9,7 @@ import secrets
 from collections.abc import Callable
 from typing import Any
 
+from ffmpegjob_model.lenient import read_status
 from ffmpegjob_model.model import API_VERSION, FINISHED_LABEL, KIND, FFmpegJobSpec, FFmpegJobStatus, Phase
 from ffmpegjob_model.pools import NodePool, canonical_machine
 from ffmpegjob_model.safety import UnsafeCommand, validate_spec
@@ -148,7 +149,7 @@ def _k8s_message(e: ApiException) -> str:
 
 def status_of(obj: dict[str, Any]) -> FFmpegJobStatus:
     try:
-        return FFmpegJobStatus.model_validate(obj.get("status") or {})
+        return read_status(obj.get("status") or {})  # a newer operator's fields are ignored
     except ValueError:
         return FFmpegJobStatus()
 

@@ -126,6 +126,13 @@ def read_spec(spec: dict[str, Any]) -> FFmpegJobSpec:
     return FFmpegJobSpec.model_validate(clean)
 
 
+def read_status(status: dict[str, Any]) -> FFmpegJobStatus:
+    """An FFmpegJob's status as read from the API server (unknown fields logged once, dropped)."""
+    clean, dropped = strip_unknown(FFmpegJobStatus, dict(status), "status")
+    _log_once("FFmpegJob", dropped)
+    return FFmpegJobStatus.model_validate(clean)
+
+
 def read_ffmpegjob(obj: dict[str, Any]) -> FFmpegJob:
     """A whole FFmpegJob as read from the API server (unknown fields logged once, dropped)."""
     data = dict(obj)
