@@ -289,10 +289,6 @@ def test_api_killed_mid_job(run: Callable[[str, str], Run], stack: StackInfo, cu
     assert got["status"] == "completed", got
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "the process node reports a pod whose agent restarted as exit code 1 without a DisruptionTarget "
-    "condition, which the podFailurePolicy must read as the command failing; fixed in hack/devstack/nodeagent "
-    "(branch `nodes`), then this mark goes"))
 def test_node_agent_killed_mid_job(run: Callable[[str, str], Run]) -> None:
     r = run("kill node-agent", "Succeeded")
     r.submit(backoffLimit=1)
