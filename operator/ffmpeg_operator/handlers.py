@@ -561,10 +561,18 @@ def housekeeping_round(c: Context) -> None:
         log.warning("scratch sweep failed: %s", e)
 
 
+def slim_job(job: dict[str, Any]) -> dict[str, Any]:
+    """What `observe` reads of a Job: not its pod template (most of its size, times thousands)."""
+    meta, spec = job["metadata"], job.get("spec") or {}
+    return {"metadata": {k: meta.get(k) for k in ("name", "namespace", "uid", "deletionTimestamp")},
+            "spec": {k: spec.get(k) for k in ("suspend", "completions", "backoffLimit", "activeDeadlineSeconds")},
+            "status": job.get("status") or {}}
+
+
 def reconcile_live(c: Context, ns: str, live: list[dict[str, Any]], t: datetime) -> None:
     selector = f"{jobs.LABEL_MANAGED_BY}={jobs.MANAGED_BY}"
     # Listed after the FFmpegJobs: a Job named in a listed status existed before this list began.
-    by_name = {(j["metadata"]["namespace"], j["metadata"]["name"]): j for j in c.kube.iter_jobs(ns, selector)}
+    by_name = {(j["metadata"]["namespace"], j["metadata"]["name"]): slim_job(j) for j in c.kube.iter_jobs(ns, selector)}
     pods_of: dict[str, list[dict[str, Any]]] = {}
     for pod in c.kube.iter_pods(ns, selector):
         pm = pod["metadata"]

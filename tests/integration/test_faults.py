@@ -290,8 +290,8 @@ def test_api_killed_mid_job(run: Callable[[str, str], Run], stack: StackInfo, cu
 
 
 def test_node_agent_killed_mid_job(run: Callable[[str, str], Run]) -> None:
-    r = run("kill node-agent", "Succeeded")
-    r.submit(backoffLimit=1)
+    r = run("kill node-agent (backoffLimit 0)", "Succeeded")
+    r.submit()
     r.wait_running()
     kill("node-agent")
     time.sleep(2)
