@@ -69,10 +69,17 @@ def fault_table(request: pytest.FixtureRequest) -> Iterator[None]:
     text = "\n".join(lines)
     out = Stack().state / "fault-outcomes.txt"
     out.write_text(text + "\n")
-    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-    if reporter is not None:
-        for line in lines:
-            reporter.write_line(line)
+    # Printed in the terminal summary (output during the tests themselves is captured).
+    request.config.pluginmanager.register(_Summary(lines), "fault-outcomes")
+
+
+class _Summary:
+    def __init__(self, lines: list[str]) -> None:
+        self.lines = lines
+
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        for line in self.lines:
+            terminalreporter.write_line(line)
 
 
 # ------------------------------------------------------------------------------------ helpers
