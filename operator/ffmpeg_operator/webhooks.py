@@ -18,7 +18,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 import httpx
-from ffmpegjob_model.model import FFmpegJobStatus, Phase
+from ffmpegjob_model.lenient import read_status
+from ffmpegjob_model.model import Phase
 from tenacity import AsyncRetrying, retry_if_result, stop_after_attempt, wait_exponential_jitter
 
 SIGNATURE_HEADER = "X-Webhook-Signature"
@@ -30,7 +31,7 @@ ERROR_MAX = 500
 # ------------------------------------------------------------------------------------- payloads
 def payload(job_id: str, status: dict[str, Any], download_url: Callable[[str], str]) -> dict[str, Any]:
     """The seed's success/failure bodies; `download_url(storage_path)` presigns one result."""
-    st = FFmpegJobStatus.model_validate(status)
+    st = read_status(status)  # leniently: status fields of a newer release are ignored
     if st.phase == Phase.SUCCEEDED:
         return {
             "job_id": job_id,
