@@ -4,15 +4,16 @@ VENV  := .venv
 PY    := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: help setup dev down status demo test test-unit lint crds openapi bench clean
+.PHONY: help setup dev down status demo test test-unit lint crds openapi generate bench clean
 
 help:
 	@echo "make dev    - bring up the local stack (Kubernetes control plane, process nodes, MinIO, operator, API)"
 	@echo "make down   - stop the local stack, leaving no process behind"
 	@echo "make demo   - run a real FFmpeg job end to end on the local stack"
 	@echo "make test   - run the test suite (brings its own stack up if none is running)"
-	@echo "make lint   - ruff and mypy"
+	@echo "make lint   - ruff, mypy and the import contracts (import-linter)"
 	@echo "make bench  - run the benchmarks, results in bench/results/"
+	@echo "make generate - regenerate the CRD and api/openapi.json from the code"
 
 setup: $(STAMP)
 	@bash hack/install-system-deps.sh
@@ -45,10 +46,17 @@ test-unit: $(STAMP)
 
 lint: $(STAMP)
 	@$(VENV)/bin/ruff check .
+	@$(VENV)/bin/lint-imports
 	@$(VENV)/bin/mypy crds/ffmpegjob_model api/ffmpeg_api operator/ffmpeg_operator worker-image/ffmpeg_worker hack/devstack bench
 
 crds: $(STAMP)
 	@$(PY) -m ffmpegjob_model.crd
+
+openapi: $(STAMP)
+	@$(PY) -m ffmpeg_api.openapi
+
+# Everything that is generated from the code: the CRD (repo and chart copies) and the OpenAPI document.
+generate: crds openapi
 
 bench: dev
 	@$(PY) -m bench.run

@@ -190,6 +190,14 @@ def _finished_by_pods(status: dict[str, Any], job: dict[str, Any], pods: list[di
     if done and status.get("result") is not None:
         return Phase.SUCCEEDED, "Completed", SUCCESS_MESSAGE, _container_end(done[0])
     failed = [p for p in pods if (p.get("status") or {}).get("phase") == "Failed"]
+    deadline, start = spec.get("activeDeadlineSeconds"), parse_time((job.get("status") or {}).get("startTime"))
+    if failed and deadline and start:
+        last = max(failed, key=lambda p: _container_end(p) or datetime.min.replace(tzinfo=UTC))
+        end = _container_end(last)
+        if end and (end - start).total_seconds() >= int(deadline):
+            # The Job controller stopped the pod at its deadline; say so rather than "SIGTERM".
+            msg = _failure_message(status, pods, "the worker pod failed")
+            return Phase.FAILED, "DeadlineExceeded", f"timed out after {deadline}s: {msg}", end
     final = [p for p in failed if failure_action(p) == FAIL_JOB]
     if final:
         msg = _failure_message(status, final, "the worker's command failed")

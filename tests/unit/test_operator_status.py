@@ -152,3 +152,15 @@ def test_job_failed_by_the_pod_failure_policy_says_which_rule() -> None:
                                    "message": "Container worker for pod p1 failed with exit code 1"}])
     out = observe({"phase": "Running", "error": "step 2 failed"}, j, [_terminated("Failed", 1, T0)], T0, 1, 600)
     assert (out.patch["reason"], out.patch["message"]) == ("CommandFailed", "step 2 failed")
+
+
+def test_pods_stopped_at_the_jobs_deadline_fail_it_as_timed_out() -> None:
+    j = job(failed=1, startTime="2025-01-01T12:00:00Z")
+    j["spec"] = {"backoffLimit": 0, "activeDeadlineSeconds": 10}
+    late = [_terminated("Failed", 143, T0 + timedelta(seconds=11))]
+    st = {"phase": "Running", "error": "terminated: the worker received SIGTERM"}
+    out = observe(st, j, late, T0 + timedelta(seconds=12), 1, 600)
+    assert (out.new_phase, out.patch["reason"]) == ("Failed", "DeadlineExceeded")
+    assert out.patch["message"] == "timed out after 10s: terminated: the worker received SIGTERM"
+    early = observe(st, j, [_terminated("Failed", 1, T0 + timedelta(seconds=3))], T0 + timedelta(seconds=4), 1, 600)
+    assert early.patch["reason"] == "CommandFailed"  # exit 1 before the deadline: the command failed
