@@ -13,6 +13,7 @@ from ffmpegjob_model.pools import POOLS_KEY, NodePool, parse_pools
 from ffmpegjob_model.settings import S3Settings
 from kubernetes.client.rest import ApiException
 
+from .grants import Signer
 from .kube import Kube, load_config
 from .metrics import Metrics
 from .settings import OperatorSettings
@@ -83,6 +84,16 @@ class Context:
         return s3_client(self.s3)
 
     @cached_property
+    def signer(self) -> Signer:
+        """Presigns the storage grants of worker pods (for the endpoint pods reach)."""
+        return Signer(self.s3)
+
+    @cached_property
+    def io(self) -> ThreadPoolExecutor:
+        """Requests a handler overlaps (a job's identity objects); its tasks never wait on each other."""
+        return ThreadPoolExecutor(max_workers=16, thread_name_prefix="io")
+
+    @cached_property
     def background(self) -> ThreadPoolExecutor:
-        """Slow work that must not hold up a status write (deleting a finished job's scratch)."""
+        """Work no handler waits for: releasing a finished job's identity, deleting its scratch."""
         return ThreadPoolExecutor(max_workers=2, thread_name_prefix="background")

@@ -14,13 +14,13 @@ import tracemalloc
 import kopf
 from kubernetes import client
 
-from . import handlers  # registers the handlers with kopf
+from . import delivery, handlers  # registers the handlers with kopf
 from .context import Context
 from .leader import LeaseLock
 from .settings import OperatorSettings
 from .standby import StandbyHealth
 
-__all__ = ["handlers", "main"]
+__all__ = ["delivery", "handlers", "main"]
 
 
 def dump_allocations(*_: object) -> None:

@@ -4,18 +4,61 @@ round writes nothing."""
 
 from __future__ import annotations
 
+import base64
 import copy
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from ffmpeg_operator import handlers
 from ffmpeg_operator.context import Context
+from ffmpeg_operator.grants import Signer
 from ffmpeg_operator.metrics import Metrics
 from ffmpeg_operator.settings import OperatorSettings
+from ffmpegjob_model.grants import GRANTS_FILE, Grants
 from ffmpegjob_model.pools import parse_pools
+from ffmpegjob_model.settings import S3Settings
 from kubernetes.client.rest import ApiException
 
 POOLS = parse_pools("cpu:\n  image: worker:cpu\n  nodeSelector: {kubeffmpeg.io/pool: cpu}\n")
+S3 = S3Settings.model_validate({"endpoint_url": "http://minio:9000", "bucket": "b",
+                                "AWS_ACCESS_KEY_ID": "AKIAEXAMPLE", "AWS_SECRET_ACCESS_KEY": "s3cr3t"})
+
+
+class FakeIdentityApi:
+    """Creates, reads and deletes a job's identity objects (ServiceAccount, Role, RoleBinding,
+    grants Secret) over a dict: (kind, name) -> manifest."""
+
+    def __init__(self) -> None:
+        self.objects: dict[tuple[str, str], dict[str, Any]] = {}
+        self.created: list[tuple[str, str]] = []
+
+    def _create(self, body: dict[str, Any]) -> None:
+        k = (body["kind"], body["metadata"]["name"])
+        if k in self.objects:
+            raise ApiException(status=409)
+        self.objects[k] = copy.deepcopy(body)
+        self.created.append(k)
+
+    def _delete(self, kind: str, name: str) -> None:
+        if self.objects.pop((kind, name), None) is None:
+            raise ApiException(status=404)
+
+    def __getattr__(self, attr: str) -> Any:
+        verb, _, kind = attr.partition("_namespaced_")
+        kind = "".join(w.capitalize() for w in kind.split("_")).replace("Serviceaccount", "ServiceAccount")
+        if verb == "create":
+            return lambda ns, body: self._create(body)
+        if verb == "delete":
+            return lambda name, ns: self._delete(kind, name)
+        raise AttributeError(attr)
+
+    def read_namespaced_secret(self, name: str, ns: str) -> Any:
+        body = self.objects.get(("Secret", name))
+        if body is None:
+            raise ApiException(status=404)
+        data = {k: base64.b64encode(v.encode()).decode() for k, v in body["stringData"].items()}
+        return SimpleNamespace(metadata=SimpleNamespace(annotations=body["metadata"].get("annotations")), data=data)
 
 
 class FakeBatch:
@@ -37,6 +80,7 @@ class FakeKube:
         self.writes: list[dict[str, Any]] = []
         self.conflicts = 0
         self.batch = FakeBatch(self)
+        self.core = self.rbac = FakeIdentityApi()
 
     def get_ffmpegjob(self, ns: str, name: str) -> dict[str, Any]:
         return copy.deepcopy(self.ffj)
@@ -99,9 +143,10 @@ class EmptyStore:
 
 
 def context(kube: FakeKube) -> Context:
-    c = Context(settings=OperatorSettings(ffmpeg_namespace="ffmpeg"), kube=kube,  # type: ignore[arg-type]
-                metrics=Metrics(), pools=FakePools())  # type: ignore[arg-type]
-    c.__dict__.update(storage=EmptyStore(), s3=EmptyStore())  # the cached properties
+    c = Context(settings=OperatorSettings(ffmpeg_namespace="ffmpeg", grant_multipart_parts=0),
+                kube=kube, metrics=Metrics(), pools=FakePools())  # type: ignore[arg-type]
+    # The cached properties: no storage requests (presigning is local computation).
+    c.__dict__.update(storage=EmptyStore(), s3=S3, signer=Signer(S3, client=EmptyStore()))
     return c
 
 
@@ -112,6 +157,17 @@ def test_a_missing_job_is_recreated_while_attempts_remain_then_the_job_fails() -
     assert list(kube.jobs) == ["ffj-u1-r1"] and kube.jobs["ffj-u1-r1"]["spec"]["backoffLimit"] == 0
     st = kube.ffj["status"]
     assert (st["phase"], st["reason"], st["jobName"], st["jobRestarts"]) == ("Pending", "JobRecreated", "ffj-u1-r1", 1)
+    # The re-created Job's pods run as the job's identity, with grants presigned anew for it.
+    pod = kube.jobs["ffj-u1-r1"]["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == "ffj-u1"
+    assert {v["secret"]["secretName"] for v in pod["volumes"] if "secret" in v} == {"ffj-u1-grants"}
+    ids = kube.core.objects
+    assert {k for k in ids} == {("ServiceAccount", "ffj-u1"), ("Role", "ffj-u1"), ("RoleBinding", "ffj-u1"),
+                                ("Secret", "ffj-u1-grants")}
+    secret = ids[("Secret", "ffj-u1-grants")]
+    assert secret["metadata"]["annotations"][handlers.ANNOTATION_GRANTS_FOR] == "ffj-u1-r1"
+    grants = Grants.model_validate_json(secret["stringData"][GRANTS_FILE])
+    assert set(grants.outputs) == {"o.mp4"} and grants.scratch == {}  # one command: no checkpoints
     handlers.housekeeping_round(c)  # the Job is there, its pod not yet
     assert kube.ffj["status"]["message"] == "waiting for the worker pod"
     writes = len(kube.writes)
@@ -121,6 +177,26 @@ def test_a_missing_job_is_recreated_while_attempts_remain_then_the_job_fails() -
     handlers.housekeeping_round(c)
     st = kube.ffj["status"]
     assert (st["phase"], st["reason"]) == ("Failed", "JobDeleted") and "ffj-u1-r1" in st["message"]
+    c.background.shutdown(wait=True)
+    assert kube.core.objects == {}  # the finished job's identity is released
+
+
+def test_a_recreated_job_keeps_grants_presigned_for_it_and_replaces_older_ones() -> None:
+    kube = FakeKube(ffj(backoff=3))
+    c = context(kube)
+    handlers.housekeeping_round(c)  # ffj-u1-r1, with grants for it
+    first = kube.core.objects[("Secret", "ffj-u1-grants")]
+    kube.ffj["status"]["jobName"] = "ffj-u1"  # as if the status write had been lost: r1 once more
+    kube.ffj["status"]["jobRestarts"] = 0
+    handlers.housekeeping_round(c)
+    assert kube.core.objects[("Secret", "ffj-u1-grants")] is first  # kept: r1's pod may read it
+    kube.jobs.clear()
+    handlers.housekeeping_round(c)  # ffj-u1-r2: the Secret is presigned anew
+    assert sorted(kube.jobs) == ["ffj-u1-r2"]
+    renewed = kube.core.objects[("Secret", "ffj-u1-grants")]
+    assert renewed["metadata"]["annotations"][handlers.ANNOTATION_GRANTS_FOR] == "ffj-u1-r2"
+    assert kube.core.created.count(("Secret", "ffj-u1-grants")) == 2
+    assert kube.core.created.count(("ServiceAccount", "ffj-u1")) == 1  # never deleted between attempts
 
 
 def test_a_job_that_vanished_after_the_worker_saved_its_result_succeeded() -> None:

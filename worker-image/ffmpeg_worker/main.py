@@ -24,6 +24,7 @@ from typing import Any
 
 from ffmpegjob_model.commands import render
 from ffmpegjob_model.exitcodes import EXIT_INVALID, EXIT_IO, EXIT_STEP, EXIT_TERMINATED
+from ffmpegjob_model.grants import Grants
 from ffmpegjob_model.kubeclient import load_client
 from ffmpegjob_model.model import FFmpegJob, Progress, ResultFile, Usage
 from ffmpegjob_model.probe import ProbeFailed, ProbeOptions, media_summary, probe
@@ -31,12 +32,12 @@ from ffmpegjob_model.safety import UnsafeCommand, validate_spec
 from ffmpegjob_model.settings import S3Settings
 from ffmpegjob_model.urls import URLRules
 
-from .checkpoint import CheckpointStore, S3Checkpoints, Snapshot
+from .checkpoint import CheckpointStore, GrantCheckpoints, Snapshot
 from .fetch import Fetcher, FetchError, local_name
 from .kube import JobClient
 from .run import InputReadFailed, StepFailed, StepProgress, expected_duration, run_ffmpeg
 from .settings import WorkerSettings
-from .storage import presigned_get, s3_client
+from .storage import load_grants
 from .stream import streamable
 from .upload import UploadFailed, upload_outputs
 
@@ -116,17 +117,14 @@ class Worker:
         jobs: JobClient,
         s3_settings: S3Settings,
         rules: URLRules,
-        s3: Future[Any] | None = None,
+        grants: Grants,
     ) -> None:
         self.settings, self.jobs, self.s3_settings, self.rules = settings, jobs, s3_settings, rules
+        # Storage is reached only through these presigned URLs (storage.py): no credentials.
+        self.grants = grants
         # ffprobe runs beside FFmpeg and the uploads, not before them.
         self.pool = ThreadPoolExecutor(max_workers=4)
-        self._s3 = s3 or self.pool.submit(s3_client, s3_settings, max(32, settings.upload_concurrency * 4))
         self.reporter: ProgressReporter | None = None
-
-    @property
-    def s3(self) -> Any:
-        return self._s3.result()
 
     # ------------------------------------------------------------------------------ steps
     def run(self) -> int:
@@ -170,7 +168,7 @@ class Worker:
         if saved:
             reporter.resumed = saved + 1
         fetcher = Fetcher(
-            self.s3, self.s3_settings, self.rules, self.settings.fetch_concurrency, self.settings.max_input_bytes
+            self.grants, self.s3_settings, self.rules, self.settings.fetch_concurrency, self.settings.max_input_bytes
         )
         local = {i.name: local_name(i) for i in spec.inputs}
         try:
@@ -179,8 +177,8 @@ class Worker:
         except FetchError as exc:
             raise JobFailed(str(exc), EXIT_IO) from None
         input_bytes = sum(f.size for f in fetched.values())
-        expires = spec.timeout_seconds + 600
-        urls = {n: presigned_get(self.s3, self.s3_settings.bucket, k, expires) for n, k in keys.items()}
+        by_name = {i.name: i for i in spec.inputs}
+        urls = {n: fetcher.grant(by_name[n]).get_url or "" for n in keys}
         paths = {n: urls.get(n, p) for n, p in local.items()} | {o.name: o.name for o in spec.outputs}
         probes: dict[str, Future[float | None]] = {}
 
@@ -245,14 +243,7 @@ class Worker:
             raise JobFailed(f"declared outputs were not written by any command: {', '.join(missing)}", EXIT_STEP)
         media_future = self.pool.submit(self._media, files)  # beside the uploads
         try:
-            uploaded = upload_outputs(
-                self.s3,
-                self.s3_settings.bucket,
-                spec.tenant,
-                spec.output.dir_id,
-                files,
-                self.settings.upload_concurrency,
-            )
+            uploaded = upload_outputs(self.grants.outputs, files, self.settings.upload_concurrency)
         except UploadFailed as exc:
             raise JobFailed(str(exc), EXIT_IO) from None
         media = media_future.result()
@@ -281,10 +272,9 @@ class Worker:
     # ------------------------------------------------------------------------ checkpoints
     def checkpoints(self, job: FFmpegJob, steps: int) -> CheckpointStore | None:
         """Where a chain's finished steps are saved (a single command needs none)."""
-        uid = job.metadata.get("uid")
-        if steps < 2 or not uid:
+        if steps < 2 or not self.grants.scratch:
             return None
-        return S3Checkpoints(self.s3, self.s3_settings.bucket, job.spec.tenant, str(uid))
+        return GrantCheckpoints(self.grants.scratch)
 
     def _restore(self, store: CheckpointStore | None, steps: int, workdir: Path) -> int:
         """The number of leading steps restored from checkpoints (0: start from the first)."""
@@ -388,12 +378,16 @@ def main() -> None:
         print(f"ffmpeg-worker: bad environment: {exc}", file=sys.stderr)
         sys.exit(EXIT_INVALID)
     signal.signal(signal.SIGTERM, _on_sigterm)
-    s3_settings = S3Settings()
-    # The S3 client is built in a thread while the FFmpegJob is read (both are start-up latency).
-    starter = ThreadPoolExecutor(max_workers=1)
-    s3 = starter.submit(s3_client, s3_settings, max(32, settings.upload_concurrency * 4))
+    s3_settings = S3Settings()  # where storage is (to recognise its URLs), no credentials
     jobs = JobClient(load_client(), settings.ffmpegjob_namespace, settings.ffmpegjob_name)
-    sys.exit(Worker(settings, jobs, s3_settings, URLRules(), s3=s3).run())
+    try:
+        grants = load_grants()
+    except Exception as exc:
+        message = f"cannot read the storage grants: {type(exc).__name__}: {exc}"
+        print(f"ffmpeg-worker: {message}", file=sys.stderr)
+        jobs.try_patch_status({"error": message})
+        sys.exit(EXIT_IO)
+    sys.exit(Worker(settings, jobs, s3_settings, URLRules(), grants).run())
 
 
 if __name__ == "__main__":
