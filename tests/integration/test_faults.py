@@ -309,13 +309,26 @@ def test_node_agent_killed_mid_job(run: Callable[[str, str], Run]) -> None:
 
 def test_job_deleted_is_recreated_while_attempts_remain(run: Callable[[str, str], Run], kube_api: client.ApiClient,
                                                        custom: client.CustomObjectsApi) -> None:
-    r = run("delete Job (backoffLimit 1)", "Succeeded")
-    r.submit(backoffLimit=1)
-    r.wait_running()
+    r = run("delete Job in step 2 of 2 (backoffLimit 1)", "Succeeded, resumed at 2")
+    r.submit(backoffLimit=1,
+             commands=["-f lavfi -i testsrc=size=160x120:rate=10 -t 8 -c:v libx264 -preset ultrafast {{a.mp4}}",
+                       "-re -i {{a.mp4}} -c:v libx264 -preset ultrafast {{out.mp4}}"],
+             outputs=("a.mp4", "out.mp4"))
+    r.wait_running(step=2, percent=60)
     first = r.status()["jobName"]
+    assert r.pod().spec.service_account_name == first  # the job's identity, named after its first Job
     r.batch.delete_namespaced_job(first, r.ns, propagation_policy="Background")
+    wait_for(lambda: r.status().get("jobName") == f"{first}-r1", 60, "the Job re-created")
+    # The new attempt runs as the same identity, with grants presigned anew for it, and resumes
+    # from the checkpoint of step 1 (read through those grants: the pod holds no credentials).
+    pod = wait_for(lambda: next((p for p in r.core.list_namespaced_pod(
+        r.ns, label_selector=f"job-name={first}-r1").items), None), 60, "a pod of the re-created Job")
+    assert pod.spec.service_account_name == first
+    secret = r.core.read_namespaced_secret(f"{first}-grants", r.ns)
+    assert (secret.metadata.annotations or {}).get("kubeffmpeg.io/grants-for-job") == f"{first}-r1"
     st = r.finish("Succeeded")
     assert st["jobRestarts"] == 1 and st["jobName"] == f"{first}-r1"
+    assert st["progress"]["resumedFromStep"] == 2  # step 1 was restored, not run again
     events = r.core.list_namespaced_event(r.ns, field_selector=f"involvedObject.name={r.name}").items
     assert any(e.reason == "JobRecreated" for e in events), [e.reason for e in events]
 
