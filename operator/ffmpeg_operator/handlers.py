@@ -24,6 +24,7 @@ from ffmpegjob_model.model import GROUP, PLURAL, VERSION, FFmpegJobSpec, Phase
 from ffmpegjob_model.pools import NodePool, canonical_machine
 from ffmpegjob_model.safety import validate_spec
 from ffmpegjob_model.urls import URLRules
+from kubernetes.client import V1DeleteOptions, V1Preconditions
 from kubernetes.client.rest import ApiException
 from pydantic import ValidationError
 
@@ -321,11 +322,16 @@ def renew_grants(c: Context, namespace: str, name: str, attempt: str) -> None:
         old = identity.read_grants(c.kube, namespace, name)
         if old is not None:
             abort_unfinished(c.signer, old)
+    # Only the Secret just read: two handlers renewing at once must not delete the other's new one
+    # (a pod whose Secret is missing does not start).
+    uid = secret.metadata.uid if secret.metadata else None
     try:
-        c.kube.core.delete_namespaced_secret(grants_secret_name(name), namespace)
+        c.kube.core.delete_namespaced_secret(grants_secret_name(name), namespace,
+                                             body=V1DeleteOptions(preconditions=V1Preconditions(uid=uid)))
     except ApiException as e:
-        if e.status != 404:
+        if e.status not in (404, 409):
             raise
+        return
     log.info("renewing the storage grants of %s for the re-created Job %s", name, attempt)
 
 

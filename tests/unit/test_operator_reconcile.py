@@ -38,11 +38,16 @@ class FakeIdentityApi:
         if k in self.objects:
             raise ApiException(status=409)
         self.objects[k] = copy.deepcopy(body)
+        self.objects[k]["metadata"]["uid"] = f"uid-{len(self.created)}"
         self.created.append(k)
 
-    def _delete(self, kind: str, name: str) -> None:
-        if self.objects.pop((kind, name), None) is None:
+    def _delete(self, kind: str, name: str, body: Any = None) -> None:
+        obj = self.objects.get((kind, name))
+        if obj is None:
             raise ApiException(status=404)
+        if body is not None and body.preconditions.uid != obj["metadata"]["uid"]:
+            raise ApiException(status=409)
+        del self.objects[(kind, name)]
 
     def __getattr__(self, attr: str) -> Any:
         verb, _, kind = attr.partition("_namespaced_")
@@ -50,7 +55,7 @@ class FakeIdentityApi:
         if verb == "create":
             return lambda ns, body: self._create(body)
         if verb == "delete":
-            return lambda name, ns: self._delete(kind, name)
+            return lambda name, ns, body=None: self._delete(kind, name, body)
         raise AttributeError(attr)
 
     def read_namespaced_secret(self, name: str, ns: str) -> Any:
@@ -58,7 +63,8 @@ class FakeIdentityApi:
         if body is None:
             raise ApiException(status=404)
         data = {k: base64.b64encode(v.encode()).decode() for k, v in body["stringData"].items()}
-        return SimpleNamespace(metadata=SimpleNamespace(annotations=body["metadata"].get("annotations")), data=data)
+        meta = SimpleNamespace(annotations=body["metadata"].get("annotations"), uid=body["metadata"]["uid"])
+        return SimpleNamespace(metadata=meta, data=data)
 
 
 class FakeBatch:
@@ -216,3 +222,20 @@ def test_a_lost_conflict_is_retried_from_fresh_state_and_giving_up_is_logged(
     handlers.sync(context(kube), "ffmpeg", "j")
     assert kube.ffj["status"]["phase"] == "Running"
     assert "gave up writing the status of FFmpegJob ffmpeg/j" in caplog.text
+
+
+def test_two_renewals_at_once_never_delete_the_newer_secret() -> None:
+    """Two handlers both saw the Job missing: the second read the old Secret, the first replaced
+    it meanwhile; the second's delete is refused (a precondition on the uid it read)."""
+    kube = FakeKube(ffj(backoff=3))
+    c = context(kube)
+    handlers.housekeeping_round(c)  # ffj-u1-r1, with its Secret
+    stale = kube.core.read_namespaced_secret("ffj-u1-grants", "ffmpeg")
+    stale.metadata.annotations = {handlers.ANNOTATION_GRANTS_FOR: "ffj-u1"}
+    kube.core.read_namespaced_secret = lambda name, ns: stale
+    kube.core.objects[("Secret", "ffj-u1-grants")]["metadata"]["uid"] = "uid-new"  # replaced meanwhile
+    handlers.renew_grants(c, "ffmpeg", "ffj-u1", "ffj-u1-r1")
+    assert kube.core.objects[("Secret", "ffj-u1-grants")]["metadata"]["uid"] == "uid-new"
+    kube.core.objects[("Secret", "ffj-u1-grants")]["metadata"]["uid"] = stale.metadata.uid  # as read
+    handlers.renew_grants(c, "ffmpeg", "ffj-u1", "ffj-u1-r1")
+    assert ("Secret", "ffj-u1-grants") not in kube.core.objects  # the one read is replaced
