@@ -166,6 +166,10 @@ class Progress(_Wire):
     steps: int = Field(ge=0)
     percent: float = Field(ge=0, le=100, description="Of the whole job.")
     speed: str | None = Field(default=None, description="FFmpeg's speed, e.g. `2.1x`.")
+    resumed_from_step: int | None = Field(
+        default=None, ge=1,
+        description="This attempt restored the earlier steps' files from checkpoints and began at this step.",
+    )
 
 
 class ResultFile(_Wire):
@@ -237,6 +241,9 @@ class FFmpegJobStatus(_Wire):
     completion_time: datetime | None = None
     duration: str | None = Field(default=None, description="Run time, e.g. `1m5s` (printer column).")
     attempts: int | None = None
+    job_restarts: int | None = Field(
+        default=None, ge=0, description="Jobs re-created because the previous one was deleted before it finished."
+    )
     progress: Progress | None = None
     result: list[ResultFile] | None = None
     usage: Usage | None = None

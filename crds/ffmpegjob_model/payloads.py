@@ -13,6 +13,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
+from .lenient import read_status
 from .model import GROUP, FFmpegJobStatus, Phase, Usage
 
 SURFACE_LABEL = f"{GROUP}/surface"
@@ -46,7 +47,7 @@ Presign = Callable[[str, int], str]
 
 def status_of(obj: dict[str, Any]) -> FFmpegJobStatus:
     try:
-        return FFmpegJobStatus.model_validate(obj.get("status") or {})
+        return read_status(obj.get("status") or {})  # leniently: a newer release's fields are ignored
     except ValueError:
         return FFmpegJobStatus()
 

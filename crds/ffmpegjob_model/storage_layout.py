@@ -2,7 +2,10 @@
 
     files/<tenant>/<dir_id>/<file_name>     a stored file ("dir_id/file_name" to users)
     dirs/<tenant>/<dir_id>.json             a directory's metadata (DirectoryMeta)
-    scratch/<tenant>/<job uid>/...          a job's own intermediate objects (scratch_prefix)
+    scratch/<tenant>/<job uid>/...          a job's own intermediate objects (scratch_prefix),
+                                            deleted when the job ends
+    scratch/<tenant>/<job uid>/steps/NNN/   a chain's checkpoint: the files step NNN left (its
+                                            `done.json` is written last)
 
 A directory is a prefix plus its metadata object; it expires `ttl` seconds after `created`,
 and the operator's clean-up deletes expired directories with their files.
@@ -67,6 +70,25 @@ def dir_meta_key(tenant: str, dir_id: str) -> str:
     return f"dirs/{tenant}/{dir_id}.json"
 
 
+def checkpoint_prefix(tenant: str, job_uid: str) -> str:
+    """Every checkpoint of one FFmpegJob (a chain's finished steps), inside its scratch prefix."""
+    return f"{scratch_prefix(tenant, job_uid)}steps/"
+
+
+def checkpoint_step_prefix(tenant: str, job_uid: str, step: int) -> str:
+    """The files command `step` (1-based) left behind; `CHECKPOINT_DONE` in it marks it complete."""
+    return f"{checkpoint_prefix(tenant, job_uid)}{step:03d}/"
+
+
+CHECKPOINT_DONE = "done.json"
+
+
+def checkpoint_grant_name(step: int, file_name: str) -> str:
+    """The name of a checkpoint object's grant in `Grants.scratch`: its key relative to the
+    job's scratch prefix (`steps/NNN/<file>`, `steps/NNN/done.json` for the marker)."""
+    return f"steps/{step:03d}/{file_name}"
+
+
 def tenant_dirs_prefix(tenant: str) -> str:
     return f"dirs/{tenant}/"
 
@@ -79,7 +101,11 @@ def split_storage_path(path: str) -> tuple[str, str] | None:
     return dir_id, name
 
 
+SCRATCH_ROOT = "scratch/"
+
+
 def scratch_prefix(tenant: str, job_uid: str) -> str:
     """`scratch/<tenant>/<job uid>/`: a job's own intermediate objects (split chunks,
-    checkpoints), never shown to users; pods get presigned URLs for the keys under it."""
-    return f"scratch/{tenant}/{job_uid}/"
+    checkpoints), never shown to users; pods get presigned URLs for the keys under it, and the
+    operator deletes the prefix when the job ends."""
+    return f"{SCRATCH_ROOT}{tenant}/{job_uid}/"

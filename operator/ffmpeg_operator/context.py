@@ -7,6 +7,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import Any
 
 from ffmpegjob_model.pools import POOLS_KEY, NodePool, parse_pools
 from ffmpegjob_model.settings import S3Settings
@@ -16,7 +17,7 @@ from .grants import Signer
 from .kube import Kube, load_config
 from .metrics import Metrics
 from .settings import OperatorSettings
-from .storage import Presigner
+from .storage import Presigner, s3_client
 
 
 class PoolsUnavailable(Exception):
@@ -78,6 +79,11 @@ class Context:
         return Presigner(self.s3, self.settings.presign_expiry_seconds)
 
     @cached_property
+    def storage(self) -> Any:
+        """The boto3 client for the operator's own storage work (clean-ups)."""
+        return s3_client(self.s3)
+
+    @cached_property
     def signer(self) -> Signer:
         """Presigns the storage grants of worker pods (for the endpoint pods reach)."""
         return Signer(self.s3)
@@ -89,5 +95,5 @@ class Context:
 
     @cached_property
     def background(self) -> ThreadPoolExecutor:
-        """Work no handler waits for: releasing a finished job's identity."""
-        return ThreadPoolExecutor(max_workers=2, thread_name_prefix="release")
+        """Work no handler waits for: releasing a finished job's identity, deleting its scratch."""
+        return ThreadPoolExecutor(max_workers=2, thread_name_prefix="background")

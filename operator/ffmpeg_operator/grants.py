@@ -30,12 +30,19 @@ from ffmpegjob_model.grants import (
 )
 from ffmpegjob_model.model import FFmpegJobSpec
 from ffmpegjob_model.settings import S3Settings
-from ffmpegjob_model.storage_layout import file_key, split_storage_path
+from ffmpegjob_model.storage_layout import (
+    CHECKPOINT_DONE,
+    checkpoint_grant_name,
+    file_key,
+    scratch_prefix,
+    split_storage_path,
+)
 from ffmpegjob_model.urls import storage_key_for_url
 
 from .storage import s3_client
 
 log = logging.getLogger("ffmpeg_operator.grants")
+MAX_CHECKPOINT_OBJECTS = 256  # checkpoint objects granted per job (two URLs each)
 
 
 @dataclass(frozen=True)
@@ -205,19 +212,49 @@ def input_keys(spec: FFmpegJobSpec, s3: S3Settings) -> dict[str, str]:
     return keys
 
 
-def job_grants(signer: Signer, spec: FFmpegJobSpec, s3: S3Settings, expires: int, parts: int) -> Grants:
+def checkpoint_keys(spec: FFmpegJobSpec, job_uid: str) -> dict[str, str]:
+    """Grant name -> scratch key of every checkpoint object a chain's pod may write and read:
+    for each step but the last, each declared output (what a step may leave for later steps and
+    the results: steps write only declared outputs) and the step's `done.json` marker. Empty for
+    a single command (no checkpoints)."""
+    steps = len(spec.commands or [])  # the structured form is one command
+    if steps < 2 or not job_uid:
+        return {}
+    prefix = scratch_prefix(spec.tenant, job_uid)
+    names = [*(o.name for o in spec.outputs), CHECKPOINT_DONE]
+    keys: dict[str, str] = {}
+    # Bounded, so the grants Secret stays far below its 1 MiB: the leading steps are covered,
+    # later ones (of a very long chain with many outputs) are simply not checkpointed.
+    for step in range(1, min(steps, 1 + MAX_CHECKPOINT_OBJECTS // len(names))):
+        for n in names:
+            g = checkpoint_grant_name(step, n)
+            keys[g] = prefix + g
+    return keys
+
+
+def job_grants(signer: Signer, spec: FFmpegJobSpec, s3: S3Settings, expires: int, parts: int,
+               job_uid: str = "") -> Grants:
     """One FFmpegJob's pod: GET of its storage inputs; PUT, DELETE and (with `parts`) a
-    multipart upload of each declared output in its output directory."""
+    multipart upload of each declared output in its output directory; for a chain (with the
+    FFmpegJob's uid), GET and PUT of its checkpoint objects (`checkpoint_keys`) - no DELETE: the
+    operator deletes the scratch prefix when the job ends."""
     writes = {
         o.name: Write(key=file_key(spec.tenant, spec.output.dir_id, o.name), parts=parts,
                       content_type=mimetypes.guess_type(o.name)[0] or "application/octet-stream")
         for o in spec.outputs
+    }
+    ckpt = checkpoint_keys(spec, job_uid)
+    ckpt_writes = {
+        n: Write(key=k, delete=False,
+                 content_type="application/json" if n.endswith("/" + CHECKPOINT_DONE) else "application/octet-stream")
+        for n, k in ckpt.items()
     }
     expires = max(60, min(int(expires), MAX_PRESIGN_SECONDS))
     return Grants(
         expires_at=datetime.now(UTC) + timedelta(seconds=expires),
         inputs=presign_grants(signer, input_keys(spec, s3), {}, expires),
         outputs=presign_grants(signer, {}, writes, expires),
+        scratch=presign_grants(signer, ckpt, ckpt_writes, expires),
     )
 
 

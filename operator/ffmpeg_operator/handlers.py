@@ -18,18 +18,21 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 import kopf
+from ffmpegjob_model.grants import grants_secret_name
+from ffmpegjob_model.lenient import read_spec
 from ffmpegjob_model.model import GROUP, PLURAL, VERSION, FFmpegJobSpec, Phase
-from ffmpegjob_model.pools import canonical_machine
+from ffmpegjob_model.pools import NodePool, canonical_machine
 from ffmpegjob_model.safety import validate_spec
 from ffmpegjob_model.urls import URLRules
+from kubernetes.client import V1DeleteOptions, V1Preconditions
 from kubernetes.client.rest import ApiException
 from pydantic import ValidationError
 
 from . import identity, jobs
 from .context import Context, PoolsUnavailable
 from .grants import abort_unfinished, job_grants
-from .status import TERMINAL, observe, parse_time, set_condition, terminal_patch
-from .storage import s3_client, sweep_expired_dirs
+from .status import TERMINAL, get_condition, observe, parse_time, set_condition, terminal_patch
+from .storage import delete_scratch, s3_client, sweep_expired_dirs, sweep_scratch
 
 FFJ = (GROUP, VERSION, PLURAL)
 CHILDREN = {jobs.LABEL_MANAGED_BY: jobs.MANAGED_BY}
@@ -75,6 +78,8 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     if "ctx" not in memo:
         memo["ctx"] = await asyncio.to_thread(Context.from_env)
     c = ctx(memo)
+    global _event_kube
+    _event_kube = c.kube
     c.metrics.serve(c.settings.metrics_port)
     memo["sweeper"] = asyncio.create_task(storage_sweeper(c))
     memo["housekeeper"] = asyncio.create_task(housekeeper(c))
@@ -101,11 +106,20 @@ def post(body: dict[str, Any], kind: str, reason: str, message: str) -> None:
     try:
         kopf.event(cast(kopf.Body, body), type=kind, reason=reason, message=message[:1024])
     except LookupError:
-        # Outside kopf's handlers (the housekeeping loop's thread) kopf has no event queue; the
-        # transition is in the status all the same, and in the log.
+        # Outside kopf's handlers (the housekeeping loop's thread) kopf has no event queue: the
+        # Event is written directly, and logged.
         meta = body.get("metadata") or {}
         log.log(logging.WARNING if kind == "Warning" else logging.INFO, "%s/%s %s: %s",
                 meta.get("namespace"), meta.get("name"), reason, message)
+        kube = _event_kube
+        if kube is not None:
+            try:
+                kube.create_event(body, kind, reason, message, "kubeffmpeg-operator")
+            except Exception as e:  # an event is worth a log line, never a failed reconcile
+                log.warning("could not post event %s on %s: %s", reason, meta.get("name"), e)
+
+
+_event_kube: Any = None  # set at start-up: the Kube that posts Events outside kopf's handlers
 
 
 def record_transition(c: Context, body: dict[str, Any], old: str | None, patch: dict[str, Any]) -> None:
@@ -124,11 +138,32 @@ def record_transition(c: Context, body: dict[str, Any], old: str | None, patch: 
             c.kube.label_finished(meta["namespace"], meta["name"])
         except ApiException as e:  # the status already says it; the label only speeds up clients
             log.warning("could not label %s/%s finished: %s", meta.get("namespace"), meta.get("name"), e.reason)
+        clean_scratch(c, body)
         st = {**(body.get("status") or {}), **patch}
         start, end = parse_time(st.get("startTime")), parse_time(st.get("completionTime"))
         if start and end:
             machine = str((body.get("spec") or {}).get("machine", ""))
             c.metrics.duration.labels(machine, new).observe(max(0.0, (end - start).total_seconds()))
+
+
+def clean_scratch(c: Context, body: dict[str, Any]) -> None:
+    """A finished chain's checkpoints go, whatever the outcome (in the background: the terminal
+    status and the webhook must not wait for storage). What a store outage leaves behind,
+    housekeeping's scratch sweep finds later."""
+    spec, meta = body.get("spec") or {}, body.get("metadata") or {}
+    if len(spec.get("commands") or []) < 2 or not meta.get("uid"):
+        return
+    tenant, uid, name = str(spec.get("tenant") or "default"), str(meta["uid"]), meta.get("name")
+
+    def run() -> None:
+        try:
+            n = delete_scratch(c.storage, c.s3.bucket, tenant, uid)
+            if n:
+                log.info("deleted %d checkpoint objects of FFmpegJob %s", n, name)
+        except Exception as e:
+            log.warning("could not delete the scratch of FFmpegJob %s (the sweep retries): %s", name, e)
+
+    c.background.submit(run)
 
 
 def fail(c: Context, body: dict[str, Any], patch: kopf.Patch, reason: str, message: str) -> None:
@@ -149,6 +184,54 @@ def safety_problems(spec: FFmpegJobSpec, rules: URLRules) -> list[str]:
     return []
 
 
+class Refused(Exception):
+    """The FFmpegJob cannot run as written: it ends Failed with this reason."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason, self.message = reason, message
+
+
+def plan(c: Context, spec: dict[str, Any]) -> tuple[FFmpegJobSpec, str, NodePool]:
+    """The validated spec and its pool, or Refused. Read leniently: fields of a newer CRD that
+    this operator does not know are logged once and ignored."""
+    try:
+        model = read_spec(dict(spec))
+    except ValidationError as e:
+        raise Refused("ValidationFailed", f"invalid spec: {e}") from None
+    problems = safety_problems(model, url_rules(c))
+    if problems:
+        raise Refused("ValidationFailed", "; ".join(problems))
+    pools = c.pools.get()  # PoolsUnavailable: a configuration fault, retried by the caller
+    pool_name = canonical_machine(model.machine)
+    if pool_name not in pools:
+        raise Refused("UnknownMachine",
+                      f"machine {model.machine!r} is not a node pool; known: {', '.join(sorted(pools)) or 'none'}")
+    return model, pool_name, pools[pool_name]
+
+
+def create_job(c: Context, obj: dict[str, Any], model: FFmpegJobSpec, pool_name: str, pool: NodePool,
+               restart: int = 0) -> str:
+    """Create (or adopt) the FFmpegJob's Job; its name. Idempotent: the name is deterministic."""
+    meta = obj["metadata"]
+    manifest = jobs.build_job(obj, model, pool_name, pool, c.settings, c.s3, restart=restart)
+    name = str(manifest["metadata"]["name"])
+    grant_identity(c, obj, model, manifest)
+    try:
+        c.kube.batch.create_namespaced_job(meta["namespace"], cast(Any, manifest))
+        log.info("created Job %s", name)
+    except ApiException as e:
+        if e.status != 409:
+            raise
+        existing = c.kube.read_job(meta["namespace"], name)
+        if existing is None:
+            raise kopf.TemporaryError(f"Job {name} exists and vanished; retrying", delay=1) from e
+        if not jobs.owned_by(existing, meta["uid"]):
+            raise Refused("JobNameTaken", f"a Job named {name} exists and is not this FFmpegJob's") from e
+        log.info("adopted existing Job %s", name)
+    return name
+
+
 @kopf.on.resume(*FFJ)
 @kopf.on.create(*FFJ)
 def ensure_job(body: kopf.Body, spec: kopf.Spec, meta: kopf.Meta, patch: kopf.Patch, memo: kopf.Memo,
@@ -160,44 +243,22 @@ def ensure_job(body: kopf.Body, spec: kopf.Spec, meta: kopf.Meta, patch: kopf.Pa
         return
     with timed(c, "ensure_job"):
         if spec.get("cancel"):
-            cancel_job(c, obj, patch)
+            cancel_job(c, obj)
+            return
+        if st.get("jobName"):
+            # Resumed: the Job was created before. Whether it still exists, and what its pods
+            # say, is the reconciler's business (a deleted Job is re-created there).
+            sync(c, meta["namespace"], meta["name"])
             return
         try:
-            model = FFmpegJobSpec.model_validate(dict(spec))
-        except ValidationError as e:
-            fail(c, obj, patch, "ValidationFailed", f"invalid spec: {e}")
+            model, pool_name, pool = plan(c, dict(spec))
+            name = create_job(c, obj, model, pool_name, pool)
+        except Refused as e:
+            fail(c, obj, patch, e.reason, e.message)
             return
-        problems = safety_problems(model, url_rules(c))
-        if problems:
-            fail(c, obj, patch, "ValidationFailed", "; ".join(problems))
-            return
-        try:
-            pools = c.pools.get()
         except PoolsUnavailable as e:
             post(obj, "Warning", "PoolsUnavailable", str(e))
             raise kopf.TemporaryError(str(e), delay=15) from e
-        pool_name = canonical_machine(model.machine)
-        if pool_name not in pools:
-            fail(c, obj, patch, "UnknownMachine",
-                 f"machine {model.machine!r} is not a node pool; known: {', '.join(sorted(pools)) or 'none'}")
-            return
-        manifest = jobs.build_job(obj, model, pool_name, pools[pool_name], c.settings, c.s3)
-        name = manifest["metadata"]["name"]
-        if not st.get("jobName"):  # else the Job exists, and the identity was made before it
-            grant_identity(c, obj, model, manifest)
-        try:
-            c.kube.batch.create_namespaced_job(meta["namespace"], cast(Any, manifest))
-            logger.info("created Job %s", name)
-        except ApiException as e:
-            if e.status != 409:
-                raise
-            existing = c.kube.read_job(meta["namespace"], name)
-            if existing is None:
-                raise kopf.TemporaryError(f"Job {name} exists and vanished; retrying", delay=1) from e
-            if not jobs.owned_by(existing, meta["uid"]):
-                fail(c, obj, patch, "JobNameTaken", f"a Job named {name} exists and is not this FFmpegJob's")
-                return
-            logger.info("adopted existing Job %s", name)
         t = now()
         conds = set_condition(st.get("conditions"), "Submitted", "True", "JobCreated",
                                      f"Job {name} on pool {pool_name}", t, meta.get("generation"))
@@ -213,20 +274,65 @@ def ensure_job(body: kopf.Body, spec: kopf.Spec, meta: kopf.Meta, patch: kopf.Pa
 def grant_identity(c: Context, body: dict[str, Any], spec: FFmpegJobSpec, manifest: dict[str, Any]) -> None:
     """The pod's ServiceAccount, Role, RoleBinding and storage grants (identity.py), before the
     Job. URLs expire with the job: its deadline, the time a pod may take to start and, for a Job
-    created suspended (a queue admits it later), the time it may wait."""
+    created suspended (a queue admits it later), the time it may wait.
+
+    They are named after the FFmpegJob's first Job (`ffj-<uid>`) and shared by every attempt; a
+    re-created Job (`ffj-<uid>-r<n>`) gets freshly presigned grants (`renew_grants`): the earlier
+    ones may be near their expiry, and their multipart uploads aborted."""
     meta, job = body["metadata"], manifest["spec"]
     queued = job.get("suspend") or any(k in manifest["metadata"]["labels"] for k in jobs.PASSTHROUGH_LABELS)
     expires = (job["activeDeadlineSeconds"] + c.settings.pod_start_timeout_seconds + 300
                + (c.settings.grant_queue_seconds if queued else 0))
-    name, labels, owner = manifest["metadata"]["name"], manifest["metadata"]["labels"], jobs.owner_reference(meta)
+    name, labels, owner = jobs.job_name(meta["uid"]), manifest["metadata"]["labels"], jobs.owner_reference(meta)
+    attempt = str(manifest["metadata"]["name"])
+    if attempt != name:
+        renew_grants(c, meta["namespace"], name, attempt)
     # Presigning initiates the outputs' multipart uploads (storage round trips): meanwhile the
     # ServiceAccount and Role are created.
-    grants = c.io.submit(job_grants, c.signer, spec, c.s3, expires, c.settings.grant_multipart_parts)
+    grants = c.io.submit(job_grants, c.signer, spec, c.s3, expires, c.settings.grant_multipart_parts,
+                         str(meta["uid"]))
     objects: dict[str, Any] = identity.manifests(name, meta["name"], meta["namespace"], labels, owner, None)
-    objects["Secret"] = c.io.submit(lambda: identity.secret_manifest(name, meta["namespace"], labels, owner,
-                                                                     grants.result()))
+    objects["Secret"] = c.io.submit(lambda: with_attempt(
+        identity.secret_manifest(name, meta["namespace"], labels, owner, grants.result()), attempt))
     if not identity.ensure(c.kube, objects, c.io):
         abort_unfinished(c.signer, grants.result())  # the Secret from an earlier run stays the pod's
+
+
+ANNOTATION_GRANTS_FOR = f"{GROUP}/grants-for-job"  # the Job whose attempt a grants Secret was presigned for
+
+
+def with_attempt(secret: dict[str, Any], job_name: str) -> dict[str, Any]:
+    secret["metadata"].setdefault("annotations", {})[ANNOTATION_GRANTS_FOR] = job_name
+    return secret
+
+
+def renew_grants(c: Context, namespace: str, name: str, attempt: str) -> None:
+    """Before the Job `attempt` is re-created: the grants Secret of an earlier attempt is
+    replaced (immutable, so deleted, its open multipart uploads aborted first). One presigned for
+    this very attempt (a retried handler) is kept: its pod may be reading it already."""
+    try:
+        secret = c.kube.core.read_namespaced_secret(grants_secret_name(name), namespace)
+    except ApiException as e:
+        if e.status == 404:
+            return
+        raise
+    if ((secret.metadata and secret.metadata.annotations) or {}).get(ANNOTATION_GRANTS_FOR) == attempt:
+        return
+    with contextlib.suppress(Exception):  # a Secret it cannot parse is replaced all the same
+        old = identity.read_grants(c.kube, namespace, name)
+        if old is not None:
+            abort_unfinished(c.signer, old)
+    # Only the Secret just read: two handlers renewing at once must not delete the other's new one
+    # (a pod whose Secret is missing does not start).
+    uid = secret.metadata.uid if secret.metadata else None
+    try:
+        c.kube.core.delete_namespaced_secret(grants_secret_name(name), namespace,
+                                             body=V1DeleteOptions(preconditions=V1Preconditions(uid=uid)))
+    except ApiException as e:
+        if e.status not in (404, 409):
+            raise
+        return
+    log.info("renewing the storage grants of %s for the re-created Job %s", name, attempt)
 
 
 def release_identity(c: Context, namespace: str, name: str) -> None:
@@ -242,25 +348,33 @@ def release_identity(c: Context, namespace: str, name: str) -> None:
 
 
 # ---------------------------------------------------------------------------- cancel / suspend
-def cancel_job(c: Context, body: dict[str, Any], patch: kopf.Patch) -> None:
+def cancel_job(c: Context, body: dict[str, Any]) -> None:
+    """The terminal status is written first, then the Job goes: whoever sees the Job vanish
+    finds a finished FFmpegJob, never one to re-create."""
     meta = body["metadata"]
     st = dict(body.get("status") or {})
     jname = st.get("jobName") or jobs.job_name(meta["uid"])
-    c.kube.delete_job(meta["namespace"], jname)
     p = terminal_patch(st, Phase.CANCELLED, "Cancelled", "cancelled by spec.cancel", now(),
                               meta.get("generation"))
-    patch.status.update(p)
+    if p:
+        try:
+            c.kube.patch_status(meta["namespace"], meta["name"], p)
+        except ApiException as e:
+            if e.status != 404:
+                raise
+            return
+    c.kube.delete_job(meta["namespace"], jname)
     record_transition(c, body, st.get("phase"), p)
 
 
 @kopf.on.field(*FFJ, field="spec.cancel", new=True)
-def on_cancel(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
+def on_cancel(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     obj = dict(body)
     if (obj.get("status") or {}).get("phase") in TERMINAL:
         return
     c = ctx(memo)
     with timed(c, "cancel"):
-        cancel_job(c, obj, patch)
+        cancel_job(c, obj)
 
 
 @kopf.on.field(*FFJ, field="spec.suspend")
@@ -283,7 +397,9 @@ def on_suspend(old: Any, new: Any, body: kopf.Body, meta: kopf.Meta, memo: kopf.
 
 # ------------------------------------------------------------------------- status from children
 def sync(c: Context, namespace: str, name: str | None, job: dict[str, Any] | None = None) -> None:
-    """Recompute one FFmpegJob's status from its Job and pods; conditional write, retried.
+    """Recompute one FFmpegJob's status from its Job and pods; conditional write, retried from
+    fresh state when another writer got in between. A Job that is gone while the FFmpegJob is
+    unfinished is re-created as a new attempt, or ends the FFmpegJob (`missing_job`).
 
     `job` is the Job as a watch event just delivered it, which saves a read; a suspended Job that
     never ran has no pods, which saves the pod list (what a burst of queued jobs is made of)."""
@@ -297,16 +413,32 @@ def sync(c: Context, namespace: str, name: str | None, job: dict[str, Any] | Non
         if st.get("phase") in TERMINAL or meta.get("deletionTimestamp"):
             return
         jname = st.get("jobName") or jobs.job_name(meta["uid"])
-        if job is None or attempt > 0:
+        if job is None or attempt > 0 or job["metadata"].get("name") != jname:
             job = c.kube.read_job(namespace, jname)
-        if job is None or not jobs.owned_by(job, meta["uid"]):
+        if job is not None and job["metadata"].get("deletionTimestamp") and st.get("jobName"):
+            job = None  # being deleted: as good as gone
+        if job is None:
+            if not st.get("jobName"):
+                return  # not created yet: the create handler's business
+            try:
+                written = missing_job(c, ffj)
+            except ApiException as e:
+                if e.status == 409:
+                    continue
+                if e.status == 404:
+                    return
+                raise
+            if written:
+                return
+            continue
+        if not jobs.owned_by(job, meta["uid"]):
             return
-        pods = [] if never_ran(job) else c.kube.list_pods(namespace, f"{jobs.LABEL_UID}={meta['uid']}")
+        juid = job["metadata"].get("uid")
+        pods = [] if never_ran(job) else [
+            p for p in c.kube.list_pods(namespace, f"{jobs.LABEL_UID}={meta['uid']}") if jobs.owned_by(p, juid)]
         out = observe(st, job, pods, now(), meta.get("generation"), c.settings.pod_start_timeout_seconds)
         if not out.patch:
             return
-        if out.stop_job:
-            c.kube.delete_job(namespace, jname)
         try:
             c.kube.patch_status(namespace, name, out.patch, meta.get("resourceVersion"))
         except ApiException as e:
@@ -315,8 +447,59 @@ def sync(c: Context, namespace: str, name: str | None, job: dict[str, Any] | Non
             if e.status == 404:
                 return
             raise
+        if out.stop_job:  # the terminal status is written: now the Job may go
+            c.kube.delete_job(namespace, jname)
         record_transition(c, ffj, st.get("phase"), out.patch)
         return
+    log.warning("gave up writing the status of FFmpegJob %s/%s: %d conflicting writes in a row; "
+                "the next event or housekeeping round retries", namespace, name, CONFLICT_RETRIES)
+
+
+def missing_job(c: Context, ffj: dict[str, Any]) -> bool:
+    """The FFmpegJob is unfinished and its Job is gone (deleted by hand, by a clean-up tool, by a
+    TTL, or while the operator was down). Re-create it as a new attempt while attempts remain
+    (`spec.backoffLimit` bounds the re-creations too), else end the FFmpegJob `JobDeleted`.
+    A worker that had already uploaded its result finished the work: Succeeded.
+    Conditional write; False when it lost a conflict (the caller re-reads and decides again)."""
+    meta, spec, st = ffj["metadata"], ffj.get("spec") or {}, dict(ffj.get("status") or {})
+    ns, name, gen = meta["namespace"], meta["name"], meta.get("generation")
+    gone = str(st.get("jobName"))
+    restarts = int(st.get("jobRestarts") or 0)
+    new_name: str | None = None
+    if st.get("result") is not None:
+        patch = terminal_patch(st, Phase.SUCCEEDED, "Completed",
+                               f"all outputs uploaded (the Job {gone} was deleted afterwards)", now(), gen)
+    else:
+        try:
+            model, pool_name, pool = plan(c, spec)
+            limit = model.backoff_limit
+            if restarts >= limit:
+                raise Refused("JobDeleted",
+                              f"the Job {gone} was deleted before the work finished and no attempts remain "
+                              f"(backoffLimit {limit}, Jobs re-created {restarts})")
+            new_name = create_job(c, ffj, model, pool_name, pool, restart=restarts + 1)
+        except Refused as e:
+            patch = terminal_patch(st, Phase.FAILED, e.reason, e.message, now(), gen)
+        else:
+            message = (f"the Job {gone} was deleted before the work finished; Job {new_name} is attempt "
+                       f"{restarts + 2} of {limit + 1}")
+            conds = set_condition(st.get("conditions"), "Submitted", "True", "JobRecreated", message, now(), gen)
+            if get_condition(conds, "Running"):
+                conds = set_condition(conds, "Running", "False", "JobRecreated", message, now(), gen)
+            patch = {"jobName": new_name, "jobRestarts": restarts + 1, "phase": Phase.PENDING.value,
+                     "reason": "JobRecreated", "message": message, "conditions": conds, "observedGeneration": gen}
+    try:
+        c.kube.patch_status(ns, name, patch, meta.get("resourceVersion"))
+    except ApiException as e:
+        if e.status == 409:
+            return False
+        raise
+    if new_name is not None:
+        post(ffj, "Warning", "JobRecreated", str(patch["message"]))
+        c.metrics.transitions.labels(Phase.PENDING.value, "JobRecreated").inc()
+    else:
+        record_transition(c, ffj, st.get("phase"), patch)
+    return True
 
 
 def never_ran(job: dict[str, Any]) -> bool:
@@ -327,11 +510,11 @@ def never_ran(job: dict[str, Any]) -> bool:
 
 @kopf.on.event("batch", "v1", "jobs", labels=CHILDREN)
 def on_job_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    if type == "DELETED":
-        return
     c = ctx(memo)
     with timed(c, "job_event"):
-        sync(c, body["metadata"]["namespace"], jobs.owner_name(dict(body)), job=dict(body))
+        # A DELETED Job is looked up afresh: gone, it is re-created or the FFmpegJob ends.
+        sync(c, body["metadata"]["namespace"], jobs.owner_name(dict(body)),
+             job=None if type == "DELETED" else dict(body))
 
 
 @kopf.on.event("", "v1", "pods", labels=CHILDREN)
@@ -356,14 +539,21 @@ def track_phase(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) ->
 
 # --------------------------------------------------------------------------------------- clean-up
 def housekeeping_round(c: Context) -> None:
-    """One LIST of every FFmpegJob, then what only the passing of time changes:
+    """Level-triggered reconciliation, besides the event handlers: what a missed event, a broken
+    watch or an operator that was down would otherwise leave wrong. One round is three paginated
+    LISTs (FFmpegJobs, then the operator's Jobs and pods, by label) and an in-memory comparison:
     - a finished job past its `ttlSecondsAfterFinished` (and with its webhook settled) is deleted,
       its Job and pod going with it through their ownerReferences;
-    - an unfinished job that is not queued is re-observed (a pod that never starts fails it).
-    One loop rather than a kopf timer per object: thousands of queued FFmpegJobs would otherwise
-    each hold a task that wakes up to find nothing changed."""
+    - every unfinished job's status is recomputed from the listed Job and pods (`observe`, pure);
+      only where that differs from what the status says, or the Job is missing, does `sync` read
+      the objects afresh and write (conditionally) - a quiet round writes nothing;
+    - scratch objects of jobs that are no longer unfinished are swept.
+    One loop rather than a kopf timer or daemon per object: thousands of queued FFmpegJobs would
+    otherwise each hold a task, and each task its own GETs, to find nothing changed."""
     t = now()
-    for ffj in c.kube.iter_ffmpegjobs(c.settings.watched_namespace()):
+    ns = c.settings.watched_namespace()
+    live: list[dict[str, Any]] = []
+    for ffj in c.kube.iter_ffmpegjobs(ns):
         meta, spec, st = ffj["metadata"], ffj.get("spec") or {}, ffj.get("status") or {}
         if meta.get("deletionTimestamp"):
             continue
@@ -371,8 +561,56 @@ def housekeeping_round(c: Context) -> None:
             if ttl_expired(spec, st, t):
                 log.info("TTL expired: deleting FFmpegJob %s/%s", meta["namespace"], meta["name"])
                 c.kube.delete_ffmpegjob(meta["namespace"], meta["name"], meta["uid"])
-        elif st.get("jobName") and not spec.get("suspend") and st.get("reason") != "Suspended":
+        else:
+            live.append({"metadata": meta, "status": st, "tenant": spec.get("tenant") or "default"})
+    if live:
+        reconcile_live(c, ns, live, t)
+    try:
+        swept = sweep_scratch(c.storage, c.s3.bucket, {f["metadata"]["uid"] for f in live}, t)
+        if swept:
+            log.info("swept scratch of finished jobs: %s", ", ".join(swept))
+    except Exception as e:  # a store outage: the next round sweeps
+        log.warning("scratch sweep failed: %s", e)
+
+
+def slim_job(job: dict[str, Any]) -> dict[str, Any]:
+    """What `observe` reads of a Job: not its pod template (most of its size, times thousands)."""
+    meta, spec = job["metadata"], job.get("spec") or {}
+    return {"metadata": {k: meta.get(k) for k in ("name", "namespace", "uid", "deletionTimestamp")},
+            "spec": {k: spec.get(k) for k in ("suspend", "completions", "backoffLimit", "activeDeadlineSeconds")},
+            "status": job.get("status") or {}}
+
+
+def reconcile_live(c: Context, ns: str, live: list[dict[str, Any]], t: datetime) -> None:
+    selector = f"{jobs.LABEL_MANAGED_BY}={jobs.MANAGED_BY}"
+    # Listed after the FFmpegJobs: a Job named in a listed status existed before this list began.
+    by_name = {(j["metadata"]["namespace"], j["metadata"]["name"]): slim_job(j) for j in c.kube.iter_jobs(ns, selector)}
+    pods_of: dict[str, list[dict[str, Any]]] = {}
+    for pod in c.kube.iter_pods(ns, selector):
+        pm = pod["metadata"]
+        slim = {"metadata": {k: pm.get(k) for k in ("name", "namespace", "uid", "creationTimestamp")},
+                "spec": {"nodeName": (pod.get("spec") or {}).get("nodeName")}, "status": pod.get("status") or {}}
+        for ref in pm.get("ownerReferences") or []:
+            pods_of.setdefault(ref.get("uid", ""), []).append(slim)
+    for ffj in live:
+        meta, st = ffj["metadata"], ffj["status"]
+        jname = st.get("jobName")
+        if not jname:
+            continue  # not created yet: kopf's create handler (retried) owns it
+        job = by_name.get((meta["namespace"], jname))
+        try:
+            if job is not None and not job["metadata"].get("deletionTimestamp"):
+                pods = pods_of.get(job["metadata"].get("uid", ""), [])
+                out = observe(st, job, pods, t, meta.get("generation"), c.settings.pod_start_timeout_seconds)
+                if not out.patch:
+                    continue
+                log.info("reconcile: FFmpegJob %s/%s is behind its Job (%s)", meta["namespace"], meta["name"],
+                         ", ".join(sorted(out.patch)))
+            else:
+                log.info("reconcile: the Job %s of FFmpegJob %s/%s is gone", jname, meta["namespace"], meta["name"])
             sync(c, meta["namespace"], meta["name"])
+        except Exception as e:  # one job's trouble must not stop the round
+            log.warning("reconcile of FFmpegJob %s/%s failed: %s", meta["namespace"], meta["name"], e)
 
 
 def ttl_expired(spec: dict[str, Any], status: dict[str, Any], t: datetime) -> bool:
@@ -391,8 +629,12 @@ def release_free_memory() -> None:
 
 
 async def housekeeper(c: Context) -> None:
+    """A first round soon after start-up (what happened while no operator ran), then one every
+    `resync_seconds`."""
+    delay = min(2.0, c.settings.resync_seconds)
     while True:
-        await asyncio.sleep(c.settings.resync_seconds)
+        await asyncio.sleep(delay)
+        delay = c.settings.resync_seconds
         try:
             with timed(c, "housekeeping"):
                 await asyncio.to_thread(housekeeping_round, c)

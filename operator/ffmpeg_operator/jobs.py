@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from ffmpegjob_model.exitcodes import EXIT_INVALID, EXIT_STEP, EXIT_TERMINATED, FINAL_EXIT_CODES
 from ffmpegjob_model.grants import GRANTS_FILE, GRANTS_FILE_ENV, GRANTS_MOUNT, grants_secret_name
 from ffmpegjob_model.model import API_VERSION, GROUP, KIND, FFmpegJobSpec
 from ffmpegjob_model.pools import NodePool
@@ -32,9 +33,67 @@ NONROOT_UID = 65532
 _LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 
 
-def job_name(uid: str) -> str:
-    """Unique per FFmpegJob, stable across retries: a repeated create hits 409, never a twin."""
-    return f"ffj-{uid}"
+def job_name(uid: str, restart: int = 0) -> str:
+    """Unique per FFmpegJob and attempt, stable across retries: a repeated create hits 409, never
+    a twin. `restart` counts the Jobs re-created because an earlier one was deleted unfinished."""
+    return f"ffj-{uid}" if restart <= 0 else f"ffj-{uid}-r{restart}"
+
+
+# ------------------------------------------------------------------------------ pod failures
+# What a failed worker pod means, in the Job's own `podFailurePolicy` (the Job controller acts on
+# it) and in `failure_action` (the operator reads the same verdict from the pods, to finish
+# without waiting for the controller). Rules are checked in order, the first match wins.
+IGNORE, FAIL_JOB, COUNT = "Ignore", "FailJob", "Count"
+
+
+def pod_failure_policy(container: str = CONTAINER) -> dict[str, Any]:
+    """Disruption is not failure; a deterministic failure is not retried.
+
+    - a `DisruptionTarget` condition (eviction, drain, preemption, node shutdown): retried, not
+      counted against backoffLimit;
+    - the worker stopped by SIGTERM (exit 143: its pod was deleted): likewise;
+    - a command failed (exit 1) or the job was refused by the safety rules (exit 2): the Job
+      fails at once;
+    - anything else (exit 3, storage or API trouble; a crash): counted against backoffLimit.
+    Needs `restartPolicy: Never` and `podReplacementPolicy: Failed` (both set by `build_job`).
+    """
+    return {"rules": [
+        {"action": IGNORE, "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
+        {"action": IGNORE, "onExitCodes": {"containerName": container, "operator": "In",
+                                           "values": [EXIT_TERMINATED]}},
+        {"action": FAIL_JOB, "onExitCodes": {"containerName": container, "operator": "In",
+                                             "values": sorted(FINAL_EXIT_CODES)}},
+    ]}
+
+
+def exit_code(pod: dict[str, Any], container: str = CONTAINER) -> int | None:
+    for cs in (pod.get("status") or {}).get("containerStatuses") or []:
+        if cs.get("name") == container:
+            term = (cs.get("state") or {}).get("terminated") or {}
+            code = term.get("exitCode")
+            return int(code) if code is not None else None
+    return None
+
+
+def disrupted(pod: dict[str, Any]) -> bool:
+    return any(c.get("type") == "DisruptionTarget" and c.get("status") == "True"
+               for c in (pod.get("status") or {}).get("conditions") or [])
+
+
+def failure_action(pod: dict[str, Any], container: str = CONTAINER) -> str:
+    """What `pod_failure_policy` does with this Failed pod: IGNORE, FAIL_JOB or COUNT."""
+    if disrupted(pod):
+        return IGNORE
+    code = exit_code(pod, container)
+    if code == EXIT_TERMINATED:
+        return IGNORE
+    if code in FINAL_EXIT_CODES:
+        return FAIL_JOB
+    return COUNT
+
+
+# FFmpegJob reason for a worker that ended the Job through the FailJob rule.
+FINAL_EXIT_REASONS = {EXIT_STEP: "CommandFailed", EXIT_INVALID: "ValidationFailed"}
 
 
 def child_labels(meta: dict[str, Any], spec: FFmpegJobSpec, pool_name: str) -> dict[str, str]:
@@ -97,19 +156,23 @@ def worker_env(meta: dict[str, Any], pool: NodePool, settings: OperatorSettings,
 
 
 def build_job(body: dict[str, Any], spec: FFmpegJobSpec, pool_name: str, pool: NodePool,
-              settings: OperatorSettings, s3: S3Settings | None = None) -> dict[str, Any]:
+              settings: OperatorSettings, s3: S3Settings | None = None, restart: int = 0) -> dict[str, Any]:
     """The Job manifest. Scheduling fields come only from the pool; a queueing system may later
     change suspend/nodeSelector/tolerations on the live Job and the operator leaves them be.
+    A re-created Job (`restart` > 0, named `ffj-<uid>-r<n>`) gets what is left of the back-off
+    budget.
 
     Its pods run as the job's own ServiceAccount and read their storage grants from the job's
-    Secret (identity.py): both are named after the Job and exist before it."""
+    Secret (identity.py): both are named after the FFmpegJob's first Job (`ffj-<uid>`), so every
+    attempt shares them, and exist before it."""
     meta = body["metadata"]
     identity = job_name(meta["uid"])
     labels = child_labels(meta, spec, pool_name)
     annotations = {ANNOTATION_NAME: meta["name"]}
     deadline = min(spec.timeout_seconds, pool.max_timeout_seconds)
     job_spec: dict[str, Any] = {
-        "backoffLimit": spec.backoff_limit,
+        "backoffLimit": max(0, spec.backoff_limit - restart),
+        "podFailurePolicy": pod_failure_policy(),
         "activeDeadlineSeconds": deadline,
         "suspend": spec.suspend,
         # Pods are replaced only once fully gone, so one attempt never overlaps another.
@@ -164,7 +227,7 @@ def build_job(body: dict[str, Any], spec: FFmpegJobSpec, pool_name: str, pool: N
         "apiVersion": "batch/v1",
         "kind": "Job",
         "metadata": {
-            "name": job_name(meta["uid"]),
+            "name": job_name(meta["uid"], restart),
             "namespace": meta["namespace"],
             "labels": labels,
             "annotations": annotations,

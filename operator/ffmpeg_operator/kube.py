@@ -6,6 +6,7 @@ import base64
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, cast
 
 from ffmpegjob_model.kubeclient import load_client
@@ -68,6 +69,35 @@ class Kube:
             if not token:
                 return
 
+    def iter_jobs(self, namespace: str, selector: str, page: int = 500) -> Iterator[dict[str, Any]]:
+        """The Jobs matching `selector`, a page at a time."""
+        def one(**kw: Any) -> Any:
+            if namespace == "*":
+                return self.batch.list_job_for_all_namespaces(label_selector=selector, **kw)
+            return self.batch.list_namespaced_job(namespace, label_selector=selector, **kw)
+        yield from _paged(one, page)
+
+    def iter_pods(self, namespace: str, selector: str, page: int = 500) -> Iterator[dict[str, Any]]:
+        """The pods matching `selector`, a page at a time."""
+        def one(**kw: Any) -> Any:
+            if namespace == "*":
+                return self.core.list_pod_for_all_namespaces(label_selector=selector, **kw)
+            return self.core.list_namespaced_pod(namespace, label_selector=selector, **kw)
+        yield from _paged(one, page)
+
+    def create_event(self, obj: dict[str, Any], type_: str, reason: str, message: str, component: str) -> None:
+        """A core/v1 Event about `obj`, for code outside kopf's handlers (which have kopf.event)."""
+        meta = obj.get("metadata") or {}
+        now = datetime.now(UTC)
+        self.core.create_namespaced_event(meta["namespace"], cast(Any, {
+            "metadata": {"generateName": f"{meta['name']}."[:200], "namespace": meta["namespace"]},
+            "involvedObject": {"apiVersion": obj.get("apiVersion"), "kind": obj.get("kind"),
+                               "name": meta["name"], "namespace": meta["namespace"], "uid": meta.get("uid")},
+            "type": type_, "reason": reason, "message": message[:1024],
+            "source": {"component": component}, "reportingComponent": component,
+            "firstTimestamp": now.isoformat(), "lastTimestamp": now.isoformat(), "count": 1,
+        }))
+
     def label_finished(self, namespace: str, name: str) -> None:
         try:
             self.custom.patch_namespaced_custom_object(
@@ -127,6 +157,19 @@ class Kube:
             raise
         value = (secret.data or {}).get(key)
         return base64.b64decode(value) if value is not None else None
+
+
+def _paged(list_fn: Any, page: int) -> Iterator[dict[str, Any]]:
+    token: str | None = None
+    while True:
+        kw: dict[str, Any] = {"limit": page, "_preload_content": False}
+        if token:
+            kw["_continue"] = token
+        data = _json(list_fn(**kw))
+        yield from data.get("items") or []
+        token = (data.get("metadata") or {}).get("continue")
+        if not token:
+            return
 
 
 def _json(resp: Any) -> dict[str, Any]:

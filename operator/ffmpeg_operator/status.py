@@ -14,6 +14,8 @@ from typing import Any
 
 from ffmpegjob_model.model import Phase
 
+from .jobs import COUNT, FAIL_JOB, FINAL_EXIT_REASONS, IGNORE, disrupted, exit_code, failure_action
+
 # Container states that keep a pod from ever starting without outside help.
 STUCK_WAITING = frozenset({
     "ErrImagePull", "ImagePullBackOff", "InvalidImageName", "CreateContainerConfigError",
@@ -164,6 +166,9 @@ def _ended_by_job(status: dict[str, Any], job: dict[str, Any], pods: list[dict[s
         c = conds["Failed"]
         reason = c.get("reason") or "JobFailed"
         msg = _failure_message(status, pods, c.get("message") or "the Job failed")
+        if reason == "PodFailurePolicy":  # the FailJob rule: say which
+            final = [p for p in pods if failure_action(p) == FAIL_JOB]
+            reason = FINAL_EXIT_REASONS.get(exit_code(final[0]) or 0, reason) if final else reason
         if reason == "DeadlineExceeded":
             msg = f"timed out after {job.get('spec', {}).get('activeDeadlineSeconds')}s: {msg}"
         return Phase.FAILED, reason, msg, parse_time(c.get("lastTransitionTime")) or now
@@ -175,8 +180,9 @@ def _finished_by_pods(status: dict[str, Any], job: dict[str, Any], pods: list[di
 
     Waiting for the Job's Complete/Failed condition costs most of a second (the controller's
     sync); the pods already say it. A Succeeded pod of a one-completion Job whose worker recorded
-    its result means success; as many Failed pods as the back-off limit allows plus one means
-    failure."""
+    its result means success. A Failed pod is judged as the Job's podFailurePolicy judges it
+    (jobs.failure_action): one whose command failed ends the job at once, a disrupted one does not
+    count, and as many counted ones as the back-off limit allows plus one mean failure."""
     spec = job.get("spec") or {}
     if int(spec.get("completions") or 1) != 1:
         return None
@@ -184,16 +190,25 @@ def _finished_by_pods(status: dict[str, Any], job: dict[str, Any], pods: list[di
     if done and status.get("result") is not None:
         return Phase.SUCCEEDED, "Completed", SUCCESS_MESSAGE, _container_end(done[0])
     failed = [p for p in pods if (p.get("status") or {}).get("phase") == "Failed"]
+    deadline, start = spec.get("activeDeadlineSeconds"), parse_time((job.get("status") or {}).get("startTime"))
+    if failed and deadline and start:
+        last = max(failed, key=lambda p: _container_end(p) or datetime.min.replace(tzinfo=UTC))
+        end = _container_end(last)
+        if end and (end - start).total_seconds() >= int(deadline):
+            # The Job controller stopped the pod at its deadline; say so rather than "SIGTERM".
+            msg = _failure_message(status, pods, "the worker pod failed")
+            return Phase.FAILED, "DeadlineExceeded", f"timed out after {deadline}s: {msg}", end
+    final = [p for p in failed if failure_action(p) == FAIL_JOB]
+    if final:
+        msg = _failure_message(status, final, "the worker's command failed")
+        reason = FINAL_EXIT_REASONS.get(exit_code(final[0]) or 0, "CommandFailed")
+        return Phase.FAILED, reason, msg, _container_end(final[0])
+    failed = [p for p in failed if failure_action(p) == COUNT]
     limit = spec.get("backoffLimit")
     if failed and len(failed) > (6 if limit is None else int(limit)):  # 6: the Job API's default
         last = max(failed, key=lambda p: _container_end(p) or datetime.min.replace(tzinfo=UTC))
         msg = _failure_message(status, pods, "the worker pod failed")
-        end = _container_end(last)
-        deadline, start = spec.get("activeDeadlineSeconds"), parse_time((job.get("status") or {}).get("startTime"))
-        if deadline and start and end and (end - start).total_seconds() >= int(deadline):
-            # The Job controller stopped the pod at its deadline; say so rather than "SIGTERM".
-            return Phase.FAILED, "DeadlineExceeded", f"timed out after {deadline}s: {msg}", end
-        return Phase.FAILED, "BackoffLimitExceeded", msg, end
+        return Phase.FAILED, "BackoffLimitExceeded", msg, _container_end(last)
     return None
 
 
@@ -243,6 +258,13 @@ def observe(status: dict[str, Any], job: dict[str, Any], pods: list[dict[str, An
             desired.update(phase=Phase.RUNNING.value, reason="Running", message="FFmpeg is running")
         else:
             desired.update(phase=Phase.PENDING.value, reason="Pending", message="waiting for the worker pod")
+            spared = [p for p in pods if (p.get("status") or {}).get("phase") == "Failed"
+                      and failure_action(p) == IGNORE]
+            if spared:
+                last = max(spared, key=lambda p: _pod_time(p) or datetime.min.replace(tzinfo=UTC))
+                why = "disrupted" if disrupted(last) else "terminated from outside (SIGTERM)"
+                desired.update(reason="Disrupted",
+                               message=f"pod {last['metadata']['name']} was {why}; a new pod takes over")
             for pod in live:
                 blocker = _pod_blocker(pod)
                 if blocker is None:

@@ -4,14 +4,22 @@ expired storage directories with their files (storage_layout.py's format, shared
 from __future__ import annotations
 
 import logging
-from datetime import datetime
+from collections.abc import Collection
+from datetime import datetime, timedelta
 from typing import Any
 
 import boto3
 from botocore.config import Config
 from botocore.exceptions import ClientError
 from ffmpegjob_model.settings import S3Settings
-from ffmpegjob_model.storage_layout import DirectoryMeta, dir_prefix, file_key, split_storage_path
+from ffmpegjob_model.storage_layout import (
+    SCRATCH_ROOT,
+    DirectoryMeta,
+    dir_prefix,
+    file_key,
+    scratch_prefix,
+    split_storage_path,
+)
 from pydantic import ValidationError
 
 log = logging.getLogger("ffmpeg_operator.storage")
@@ -72,4 +80,39 @@ def sweep_expired_dirs(client: Any, bucket: str, now: datetime) -> list[str]:
                     client.delete_objects(Bucket=bucket, Delete={"Objects": keys, "Quiet": True})
             client.delete_object(Bucket=bucket, Key=key)
             removed.append(f"{meta.tenant}/{meta.id}")
+    return removed
+
+
+def delete_prefix(client: Any, bucket: str, prefix: str, older_than: datetime | None = None) -> int:
+    """Delete every object under `prefix` (only those last written before `older_than`, if
+    given). Returns how many were deleted."""
+    n = 0
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        keys = [{"Key": o["Key"]} for o in page.get("Contents", [])
+                if older_than is None or o["LastModified"] < older_than]
+        if keys:
+            client.delete_objects(Bucket=bucket, Delete={"Objects": keys, "Quiet": True})
+            n += len(keys)
+    return n
+
+
+def delete_scratch(client: Any, bucket: str, tenant: str, job_uid: str) -> int:
+    """A finished job's scratch objects (checkpoints of a chain's steps): whatever the outcome."""
+    return delete_prefix(client, bucket, scratch_prefix(tenant, job_uid))
+
+
+def sweep_scratch(client: Any, bucket: str, live_uids: Collection[str], now: datetime,
+                  min_age: timedelta = timedelta(minutes=10)) -> list[str]:
+    """Scratch left by jobs that are no longer running (deleted while the store was down, or an
+    operator that died between the terminal status and the clean-up). Objects younger than
+    `min_age` are kept: a job created after `live_uids` was listed may already be writing."""
+    removed: list[str] = []
+    for tpage in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=SCRATCH_ROOT, Delimiter="/"):
+        for tp in tpage.get("CommonPrefixes", []):
+            for upage in client.get_paginator("list_objects_v2").paginate(
+                    Bucket=bucket, Prefix=tp["Prefix"], Delimiter="/"):
+                for up in upage.get("CommonPrefixes", []):
+                    uid = up["Prefix"].rstrip("/").rsplit("/", 1)[-1]
+                    if uid not in live_uids and delete_prefix(client, bucket, up["Prefix"], now - min_age):
+                        removed.append(up["Prefix"])
     return removed

@@ -133,3 +133,22 @@ def test_own_sigv4_signs_exactly_as_boto3(op: str, method: str, params: dict[str
     ours = signer.sigv4.presign(method, "media", key, 900, params, content_type=extra.get("ContentType"), now=when)
     assert urlsplit(ours).path == urlsplit(ref).path
     assert q(ours) == q(ref)
+
+
+def test_a_chain_gets_get_and_put_of_each_checkpoint_object_and_no_delete() -> None:
+    chain = spec(commands=["-i {{a}} {{out.mp4}}", "-i {{out.mp4}} -frames:v 1 {{thumb.jpg}}",
+                           "-i {{out.mp4}} {{out.mp4}}"])
+    signer = LocalSigner()
+    g = job_grants(signer, chain, S3, 600, 4, job_uid="u1")
+    assert set(g.scratch) == {f"steps/{n:03d}/{f}" for n in (1, 2) for f in ("out.mp4", "thumb.jpg", "done.json")}
+    for name, grant in g.scratch.items():
+        assert grant.key == f"scratch/acme/u1/{name}"
+        assert urlsplit(grant.get_url or "").path == urlsplit(grant.put_url or "").path == f"/media/{grant.key}"
+        assert grant.delete_url is None and grant.multipart is None  # the operator deletes scratch
+    assert g.scratch["steps/001/done.json"].content_type == "application/json"
+    assert signer.initiated == ["files/acme/dir_out/out.mp4", "files/acme/dir_out/thumb.jpg"]  # outputs only
+    assert job_grants(signer, spec(), S3, 600, 0, job_uid="u1").scratch == {}  # one command: no checkpoints
+    many = spec(outputs=[{"name": f"o{i}.mp4"} for i in range(60)],
+                commands=[" ".join(f"{{{{o{i}.mp4}}}}" for i in range(60))] * 30)
+    steps = {n.split("/")[1] for n in job_grants(signer, many, S3, 600, 0, job_uid="u1").scratch}
+    assert steps == {"001", "002", "003", "004"}  # bounded: 256 objects of 61 per step

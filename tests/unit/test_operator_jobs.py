@@ -94,3 +94,19 @@ def test_long_names_stay_out_of_label_values() -> None:
     job = build_job(b, spec(), "gpu", POOLS["gpu"], OperatorSettings())
     assert all(len(v) <= 63 for v in job["metadata"]["labels"].values())
     assert owner_name(job) == "n" * 100
+
+
+def test_job_has_the_pod_failure_policy_and_a_re_created_job_the_rest_of_the_budget() -> None:
+    from ffmpeg_operator.jobs import pod_failure_policy
+
+    job = build_job(body(), spec(backoffLimit=2), "gpu", POOLS["gpu"], OperatorSettings())
+    js = job["spec"]
+    assert js["podFailurePolicy"] == pod_failure_policy()
+    assert js["template"]["spec"]["restartPolicy"] == "Never" and js["podReplacementPolicy"] == "Failed"
+    rules = js["podFailurePolicy"]["rules"]
+    assert rules[0] == {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]}
+    fail_job = {"containerName": "worker", "operator": "In", "values": [1, 2]}
+    assert {"action": "FailJob", "onExitCodes": fail_job} in rules
+    again = build_job(body(), spec(backoffLimit=2), "gpu", POOLS["gpu"], OperatorSettings(), restart=1)
+    assert again["metadata"]["name"] == job["metadata"]["name"] + "-r1"
+    assert again["spec"]["backoffLimit"] == 1

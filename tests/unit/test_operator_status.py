@@ -112,11 +112,46 @@ def test_succeeded_pod_without_a_result_waits_for_the_job() -> None:
 def test_failed_pods_beyond_the_backoff_limit_fail_the_job_at_once() -> None:
     j = job(failed=2)
     j["spec"] = {"backoffLimit": 1}
-    pods = [_terminated("Failed", 1, T0), _terminated("Failed", 1, T0 + timedelta(seconds=3))]
-    out = observe({"phase": "Running", "error": "step 1 failed: boom"}, j, pods, T0 + timedelta(seconds=4), 1, 600)
-    assert out.new_phase == "Failed" and out.patch["message"] == "step 1 failed: boom"
+    pods = [_terminated("Failed", 3, T0), _terminated("Failed", 3, T0 + timedelta(seconds=3))]
+    out = observe({"phase": "Running", "error": "storage failed: boom"}, j, pods, T0 + timedelta(seconds=4), 1, 600)
+    assert out.new_phase == "Failed" and out.patch["message"] == "storage failed: boom"
+    assert out.patch["reason"] == "BackoffLimitExceeded"
     one = observe({"phase": "Running"}, j, pods[:1], T0 + timedelta(seconds=4), 1, 600)
     assert one.new_phase != "Failed"  # a retry is still allowed
+
+
+def test_a_failed_command_ends_the_job_at_once_whatever_the_backoff_limit() -> None:
+    j = job(failed=1)
+    j["spec"] = {"backoffLimit": 5}
+    out = observe({"phase": "Running", "error": "step 1 failed: Invalid data"}, j,
+                  [_terminated("Failed", 1, T0)], T0 + timedelta(seconds=1), 1, 600)
+    assert (out.new_phase, out.patch["reason"]) == ("Failed", "CommandFailed")
+    refused = observe({"phase": "Running"}, j, [_terminated("Failed", 2, T0)], T0, 1, 600)
+    assert (refused.new_phase, refused.patch["reason"]) == ("Failed", "ValidationFailed")
+
+
+def test_disrupted_and_sigtermed_pods_do_not_count_against_the_backoff_limit() -> None:
+    j = job(active=1)
+    j["spec"] = {"backoffLimit": 0}
+    evicted = _terminated("Failed", 143, T0)
+    evicted["status"]["conditions"] = [{"type": "DisruptionTarget", "status": "True",
+                                        "reason": "EvictionByEvictionAPI"}]
+    deleted = _terminated("Failed", 143, T0)
+    for p in (evicted, deleted):
+        out = observe({"phase": "Running"}, j, [p], T0 + timedelta(seconds=1), 1, 600)
+        assert (out.new_phase, out.patch["reason"]) == ("Pending", "Disrupted")
+    crashed = _terminated("Failed", 137, T0)
+    crashed["status"]["conditions"] = [{"type": "DisruptionTarget", "status": "True"}]
+    assert observe({"phase": "Running"}, j, [crashed], T0, 1, 600).new_phase == "Pending"
+    oom = _terminated("Failed", 137, T0)
+    assert observe({"phase": "Running"}, j, [oom], T0, 1, 600).new_phase == "Failed"
+
+
+def test_job_failed_by_the_pod_failure_policy_says_which_rule() -> None:
+    j = job(failed=1, conditions=[{"type": "Failed", "status": "True", "reason": "PodFailurePolicy",
+                                   "message": "Container worker for pod p1 failed with exit code 1"}])
+    out = observe({"phase": "Running", "error": "step 2 failed"}, j, [_terminated("Failed", 1, T0)], T0, 1, 600)
+    assert (out.patch["reason"], out.patch["message"]) == ("CommandFailed", "step 2 failed")
 
 
 def test_pods_stopped_at_the_jobs_deadline_fail_it_as_timed_out() -> None:
@@ -128,4 +163,4 @@ def test_pods_stopped_at_the_jobs_deadline_fail_it_as_timed_out() -> None:
     assert (out.new_phase, out.patch["reason"]) == ("Failed", "DeadlineExceeded")
     assert out.patch["message"] == "timed out after 10s: terminated: the worker received SIGTERM"
     early = observe(st, j, [_terminated("Failed", 1, T0 + timedelta(seconds=3))], T0 + timedelta(seconds=4), 1, 600)
-    assert early.patch["reason"] == "BackoffLimitExceeded"
+    assert early.patch["reason"] == "CommandFailed"  # exit 1 before the deadline: the command failed

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, cast
 
+from ffmpegjob_model.lenient import read_ffmpegjob
 from ffmpegjob_model.model import GROUP, PLURAL, VERSION, FFmpegJob
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
@@ -38,7 +39,8 @@ class JobClient:
     @_retry
     def get(self) -> FFmpegJob:
         obj = self.custom.get_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, self.name)
-        return FFmpegJob.model_validate(obj)
+        # Leniently: fields of a newer CRD are logged once and ignored (docs/CONTRACTS.md).
+        return read_ffmpegjob(cast(dict[str, Any], obj))
 
     @_retry
     def patch_status(self, status: dict[str, Any]) -> None:

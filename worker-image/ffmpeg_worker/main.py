@@ -23,6 +23,7 @@ from types import FrameType
 from typing import Any
 
 from ffmpegjob_model.commands import render
+from ffmpegjob_model.exitcodes import EXIT_INVALID, EXIT_IO, EXIT_STEP, EXIT_TERMINATED
 from ffmpegjob_model.grants import Grants
 from ffmpegjob_model.kubeclient import load_client
 from ffmpegjob_model.model import FFmpegJob, Progress, ResultFile, Usage
@@ -31,6 +32,7 @@ from ffmpegjob_model.safety import UnsafeCommand, validate_spec
 from ffmpegjob_model.settings import S3Settings
 from ffmpegjob_model.urls import URLRules
 
+from .checkpoint import CheckpointStore, GrantCheckpoints, Snapshot
 from .fetch import Fetcher, FetchError, local_name
 from .kube import JobClient
 from .run import InputReadFailed, StepFailed, StepProgress, expected_duration, run_ffmpeg
@@ -41,7 +43,7 @@ from .upload import UploadFailed, upload_outputs
 
 log = logging.getLogger("ffmpeg_worker")
 
-EXIT_STEP, EXIT_INVALID, EXIT_IO, EXIT_TERMINATED = 1, 2, 3, 143
+__all__ = ["EXIT_INVALID", "EXIT_IO", "EXIT_STEP", "EXIT_TERMINATED", "main"]
 
 
 class JobFailed(Exception):
@@ -66,6 +68,7 @@ class ProgressReporter:
         # In the background, patches go out in order from one thread, off FFmpeg's critical path.
         self.sender = ThreadPoolExecutor(max_workers=1) if background else None
         self.last: Future[bool] | None = None
+        self.resumed: int | None = None  # the step this attempt began at, after checkpoints
 
     def post(self, status: dict[str, Any]) -> None:
         """Patch (best effort), in the background when so configured; ordered with `update`s."""
@@ -102,7 +105,8 @@ class ProgressReporter:
         assert self.pending is not None
         # An explicit null: a merge patch would otherwise keep the previous step's speed.
         self.last_sent = time.monotonic()
-        self.post({"progress": {"speed": None, **self.pending.to_k8s()}})
+        resumed = {"resumedFromStep": self.resumed} if self.resumed else {}  # else null since the start
+        self.post({"progress": {"speed": None, **resumed, **self.pending.to_k8s()}})
         self.pending = None
 
 
@@ -154,10 +158,15 @@ class Worker:
             raise JobFailed(f"invalid job: {exc}", EXIT_INVALID) from None
         steps = len(commands)
         self.reporter = reporter = ProgressReporter(self.jobs, steps, self.settings.progress_interval, background=True)
-        reporter.post({"progress": Progress(step=0, steps=steps, percent=0).to_k8s(), "error": None})
+        reporter.post({"progress": {"resumedFromStep": None, **Progress(step=0, steps=steps, percent=0).to_k8s()},
+                       "error": None})
 
         shutil.rmtree(workdir, ignore_errors=True)  # a retried pod starts clean
         workdir.mkdir(parents=True)
+        store = self.checkpoints(job, steps)
+        saved = self._restore(store, steps, workdir)
+        if saved:
+            reporter.resumed = saved + 1
         fetcher = Fetcher(
             self.grants, self.s3_settings, self.rules, self.settings.fetch_concurrency, self.settings.max_input_bytes
         )
@@ -175,8 +184,12 @@ class Worker:
 
         ffmpeg_seconds = 0.0
         global_args = shlex.split(self.settings.ffmpeg_global_args)
+        outputs = [o.name for o in spec.outputs]
         for step, args in enumerate(commands, start=1):
+            if step <= saved:
+                continue  # its files were restored from the checkpoint
             reporter.update(step, 0.0, force=True)
+            before = Snapshot.take(workdir, outputs)
             for attempt in (1, 2):
                 redact = {urls[n]: local[n] for n in urls if paths[n] == urls[n]}
                 rendered = _with_stream_options(render(args, paths), redact)
@@ -221,6 +234,8 @@ class Worker:
                 except StepFailed as exc:
                     reporter.flush()
                     raise JobFailed(str(exc), EXIT_STEP) from None
+            if store is not None and step < steps:
+                self._save(store, step, workdir, before.written_since(Snapshot.take(workdir, outputs)))
 
         files = [workdir / o.name for o in spec.outputs]
         missing = [f.name for f in files if not f.is_file()]
@@ -245,13 +260,44 @@ class Worker:
         reporter.drain(drop_pending=True)  # the result patch below carries the final progress
         self.jobs.patch_status(
             {
-                "progress": {"speed": None, **Progress(step=steps, steps=steps, percent=100).to_k8s()},
+                "progress": {"speed": None, "resumedFromStep": reporter.resumed,
+                             **Progress(step=steps, steps=steps, percent=100).to_k8s()},
                 "result": result,
                 "usage": usage.to_k8s(),
                 "error": None,
             }
         )
         log.info("done: %d outputs, usage %s", len(result), usage.to_k8s())
+
+    # ------------------------------------------------------------------------ checkpoints
+    def checkpoints(self, job: FFmpegJob, steps: int) -> CheckpointStore | None:
+        """Where a chain's finished steps are saved (a single command needs none)."""
+        if steps < 2 or not self.grants.scratch:
+            return None
+        return GrantCheckpoints(self.grants.scratch)
+
+    def _restore(self, store: CheckpointStore | None, steps: int, workdir: Path) -> int:
+        """The number of leading steps restored from checkpoints (0: start from the first)."""
+        if store is None:
+            return 0
+        try:
+            saved = store.saved_steps(steps)
+            if saved:
+                names = store.restore(saved, workdir)
+                log.info("resuming at step %d of %d: restored %s", saved + 1, steps, ", ".join(names) or "nothing")
+            return saved
+        except Exception as exc:  # a checkpoint is a shortcut: without it, start over
+            log.warning("cannot restore checkpoints, starting from the first step: %s", exc)
+            shutil.rmtree(workdir, ignore_errors=True)
+            workdir.mkdir(parents=True)
+            return 0
+
+    def _save(self, store: CheckpointStore, step: int, workdir: Path, names: list[str]) -> None:
+        try:
+            store.save(step, [workdir / n for n in names])
+            log.info("checkpoint of step %d saved: %s", step, ", ".join(names) or "no files")
+        except Exception as exc:  # never fail the job for a missed shortcut
+            log.warning("checkpoint of step %d not saved: %s", step, exc)
 
     # ---------------------------------------------------------------------------- helpers
     def _stream_keys(
