@@ -121,6 +121,12 @@ def spec_schema() -> Schema:
             "message": "webhook.url must be an http(s) URL (plain http only where the operator allows it)",
         }
     )
+    props["parallel"].setdefault("x-kubernetes-validations", []).append(
+        {
+            "rule": "(has(self.chunks) ? 1 : 0) + (has(self.chunkSeconds) ? 1 : 0) + (has(self.mode) ? 1 : 0) == 1",
+            "message": "parallel takes exactly one of chunks (2..256), chunkSeconds or mode: auto",
+        }
+    )
     free_form = "has(self.commands) && size(self.commands) > 0"
     schema["x-kubernetes-validations"] = [
         {

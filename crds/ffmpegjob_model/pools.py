@@ -28,6 +28,12 @@ class NodePool(BaseModel):
     ephemeral_storage: str = Field(default="10Gi", description="Size limit of the job's scratch emptyDir.")
     max_timeout_seconds: int = Field(default=6 * 3600, ge=1)
     env: dict[str, str] = Field(default_factory=dict, description="Extra worker environment, e.g. hwaccel.")
+    # Split-and-stitch (spec.parallel): how many chunk pods run at once, and what `mode: auto` does.
+    max_parallel_chunks: int = Field(default=8, ge=1, le=256, description="Chunk pods of one job at a time.")
+    split_threshold_seconds: float = Field(
+        default=600, ge=0, description="`parallel.mode: auto` splits inputs longer than this."
+    )
+    min_chunk_seconds: float = Field(default=30, gt=0, description="`mode: auto` makes no chunk shorter than this.")
 
     @field_validator("resources")
     @classmethod

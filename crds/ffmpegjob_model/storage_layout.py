@@ -2,6 +2,7 @@
 
     files/<tenant>/<dir_id>/<file_name>     a stored file ("dir_id/file_name" to users)
     dirs/<tenant>/<dir_id>.json             a directory's metadata (DirectoryMeta)
+    scratch/<tenant>/<job uid>/seg-NNNNN.ext  a split job's encoded chunks (deleted when it ends)
 
 A directory is a prefix plus its metadata object; it expires `ttl` seconds after `created`,
 and the operator's clean-up deletes expired directories with their files.
@@ -76,3 +77,19 @@ def split_storage_path(path: str) -> tuple[str, str] | None:
     if not sep or not valid_dir_id(dir_id) or not valid_file_name(name):
         return None
     return dir_id, name
+
+
+SCRATCH_ROOT = "scratch/"
+
+
+def scratch_prefix(tenant: str, job_uid: str) -> str:
+    """Where a split job's segments live; the operator deletes the prefix when the job ends."""
+    return f"{SCRATCH_ROOT}{tenant}/{job_uid}/"
+
+
+def segment_name(index: int, ext: str) -> str:
+    return f"seg-{index:05d}{ext}"
+
+
+def segment_key(prefix: str, index: int, ext: str) -> str:
+    return prefix + segment_name(index, ext)

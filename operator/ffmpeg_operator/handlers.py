@@ -25,7 +25,7 @@ from ffmpegjob_model.urls import URLRefused, URLRules, check_url
 from kubernetes.client.rest import ApiException
 from pydantic import ValidationError
 
-from . import jobs, webhooks
+from . import jobs, split, webhooks
 from .context import Context, PoolsUnavailable
 from .status import TERMINAL, iso, observe, parse_time, set_condition, terminal_patch
 from .storage import s3_client, sweep_expired_dirs
@@ -179,6 +179,12 @@ def ensure_job(body: kopf.Body, spec: kopf.Spec, meta: kopf.Meta, patch: kopf.Pa
             fail(c, obj, patch, "UnknownMachine",
                  f"machine {model.machine!r} is not a node pool; known: {', '.join(sorted(pools)) or 'none'}")
             return
+        if model.parallel is not None:  # split-and-stitch: split.py, or one pod with the reason why
+            started = split.start(c, obj, model, pool_name, pools[pool_name], patch, url_rules(c),
+                                  lambda reason, msg: fail(c, obj, patch, reason, msg))
+            if started.handled:
+                return
+            st["conditions"] = started.conditions
         manifest = jobs.build_job(obj, model, pool_name, pools[pool_name], c.settings)
         name = manifest["metadata"]["name"]
         try:
@@ -212,6 +218,7 @@ def cancel_job(c: Context, body: dict[str, Any], patch: kopf.Patch) -> None:
     st = dict(body.get("status") or {})
     jname = st.get("jobName") or jobs.job_name(meta["uid"])
     c.kube.delete_job(meta["namespace"], jname)
+    split.cancel(c, body)
     p = terminal_patch(st, Phase.CANCELLED, "Cancelled", "cancelled by spec.cancel", now(),
                               meta.get("generation"))
     patch.status.update(p)
@@ -260,6 +267,9 @@ def sync(c: Context, namespace: str, name: str | None, job: dict[str, Any] | Non
             return
         meta, st = ffj["metadata"], dict(ffj.get("status") or {})
         if st.get("phase") in TERMINAL or meta.get("deletionTimestamp"):
+            return
+        if split.is_split(ffj):
+            split.sync(c, ffj, record_transition)
             return
         jname = st.get("jobName") or jobs.job_name(meta["uid"])
         if job is None or attempt > 0:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import shlex
 import shutil
 import signal
@@ -346,7 +347,9 @@ def main() -> None:
     starter = ThreadPoolExecutor(max_workers=1)
     s3 = starter.submit(s3_client, s3_settings, max(32, settings.upload_concurrency * 4))
     jobs = JobClient(load_client(), settings.ffmpegjob_namespace, settings.ffmpegjob_name)
-    sys.exit(Worker(settings, jobs, s3_settings, URLRules(), s3=s3).run())
+    from .split import ENV_MODE, worker_class  # split-and-stitch: chunk and stitch pods
+
+    sys.exit(worker_class(os.environ.get(ENV_MODE))(settings, jobs, s3_settings, URLRules(), s3=s3).run())
 
 
 if __name__ == "__main__":
