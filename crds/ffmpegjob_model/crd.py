@@ -63,6 +63,8 @@ def _resolve(node: Any, defs: dict[str, Any], keep_defaults: bool) -> Any:
             out[key] = {k: _resolve(v, defs, keep_defaults) for k, v in value.items()}
         else:
             out[key] = _resolve(value, defs, keep_defaults)
+    if "const" in out:  # Literal["x"]: structural schemas have enum, not const
+        out["enum"] = [out.pop("const")]
     any_of = out.pop("anyOf", None)
     if any_of is not None:
         non_null = [s for s in any_of if s.get("type") != "null"]

@@ -261,11 +261,11 @@ def analyze(spec: FFmpegJobSpec) -> SplitCommand:
             if i + 1 >= len(args):
                 raise NotSplittable("-i without a file")
             inputs.append(args[i + 1])
-            if inputs[-1] != placeholder(in_name) and exact_placeholder(inputs[-1]) != in_name:
-                raise NotSplittable(f"input {args[i + 1]!r} is not the job's media input {{{{{in_name}}}}}")
             for opt, val in pending:
                 in_opts += [opt] + ([val] if val is not None else [])
                 _check_input_option(opt, val)
+            if inputs[-1] != placeholder(in_name) and exact_placeholder(inputs[-1]) != in_name:
+                raise NotSplittable(f"input {args[i + 1]!r} is not the job's media input {{{{{in_name}}}}}")
             pending = []
             i += 2
             continue
