@@ -216,7 +216,8 @@ def run_pair(stack: StackInfo, custom: Any, kube_api: Any, s3: Any, source: str,
 # --------------------------------------------------------------------------------------- tests
 def test_split_output_matches_the_single_pod_encode(stack: StackInfo, custom: Any, kube_api: Any, s3: Any,
                                                     clip: str, workdir: Path) -> None:
-    st, figures = run_pair(stack, custom, kube_api, s3, clip, ENCODE, 4, workdir)
+    _, figures = run_pair(stack, custom, kube_api, s3, clip, ENCODE, 4, workdir)
+    print("split vs single-pod, 20 s 640x360, 4 chunks:", figures)
     assert figures["frames"] == 600
 
 
@@ -227,7 +228,8 @@ def test_issue_spec_60s_1080p_in_4_chunks(stack: StackInfo, custom: Any, kube_ap
     src = workdir / "long.mp4"
     make_clip(src, 60, "1920x1080", preset="ultrafast")
     s3.upload_file(str(src), stack.env["S3_BUCKET"], file_key("default", DIR, "long1080.mp4"))
-    st, figures = run_pair(stack, custom, kube_api, s3, f"{DIR}/long1080.mp4", ENCODE, 4, workdir, timeout=900)
+    _, figures = run_pair(stack, custom, kube_api, s3, f"{DIR}/long1080.mp4", ENCODE, 4, workdir, timeout=900)
+    print("split vs single-pod, 60 s 1920x1080, 4 chunks:", figures)
     assert figures["frames"] == 1800
 
 
@@ -245,8 +247,8 @@ SLOW_ENCODE = "-c:v libx264 -preset slow -threads 1 -c:a aac"
 def test_killed_chunk_pod_is_retried_alone(stack: StackInfo, custom: Any, kube_api: Any, s3: Any,
                                            clip: str, workdir: Path) -> None:
     ns = stack.namespace
-    job = create(custom, ns, manifest(unique("kill"), clip, "killed.mp4", f"-i {{{{in}}}} {SLOW_ENCODE} {{{{killed.mp4}}}}",
-                                      {"chunks": 2}))
+    command = f"-i {{{{in}}}} {SLOW_ENCODE} {{{{killed.mp4}}}}"
+    job = create(custom, ns, manifest(unique("kill"), clip, "killed.mp4", command, {"chunks": 2}))
     uid = job["metadata"]["uid"]
 
     def encoding() -> Any:

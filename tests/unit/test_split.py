@@ -3,13 +3,14 @@ cannot; where the cuts go; what the chunks and the stitch run; the operator's vi
 
 from __future__ import annotations
 
+import itertools
 from datetime import UTC, datetime
 from fractions import Fraction
 from typing import Any
 
 import pytest
-from ffmpeg_operator.split import chunk_job, observe_split
 from ffmpeg_operator.settings import OperatorSettings
+from ffmpeg_operator.split import chunk_job, observe_split
 from ffmpegjob_model.model import FFmpegJobSpec
 from ffmpegjob_model.pools import NodePool
 from ffmpegjob_model.split import (
@@ -151,7 +152,7 @@ def test_plan_cuts_at_keyframes_without_overlap_or_gap() -> None:
         plan = plan_chunks(p, n)
         assert sum(c.frames for c in plan) == 600
         assert plan[0].seek == "0.000000" and plan[-1].length is None
-        for a, b in zip(plan, plan[1:], strict=False):
+        for a, b in itertools.pairwise(plan):
             assert a.end == b.start and Fraction(b.seek) <= Fraction(str(b.start))
             assert Fraction(str(b.start)) * 30 % 60 == 0  # a keyframe
             # -t stops between the chunk's last frame and the next chunk's first frame

@@ -15,7 +15,7 @@ from ffmpegjob_model.storage_layout import DEFAULT_DIR_TTL, valid_dir_id, valid_
 from ffmpegjob_model.urls import URLRefused, URLRules
 from starlette.concurrency import run_in_threadpool
 
-from ..compile import input_placeholder, plan_task
+from ..compile import input_placeholder, parallel_spec, plan_task
 from ..errors import ERROR_RESPONSES, ApiError
 from ..imports import import_input
 from ..jobs import check_webhook, error_of, new_job_name, rest_status, results, usage_of
@@ -104,6 +104,7 @@ def submit_task(svc: Services, who: Caller, req: ProcessRequest) -> str:
         webhook=Webhook(url=req.webhook_url) if req.webhook_url else None,
         timeout_seconds=svc.settings.job_timeout_seconds,
         ttl_seconds_after_finished=svc.settings.job_ttl_seconds_after_finished,
+        parallel=parallel_spec(req.task.parallel),
     )
     svc.jobs.validate(spec)
     svc.jobs.check_quota(tenant, who.quota)

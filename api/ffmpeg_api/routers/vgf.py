@@ -11,7 +11,7 @@ from ffmpegjob_model.storage_layout import DEFAULT_DIR_TTL, valid_file_name
 from ffmpegjob_model.urls import URLRules
 from starlette.concurrency import run_in_threadpool
 
-from ..compile import check_vgf_names
+from ..compile import check_vgf_names, parallel_spec
 from ..errors import ERROR_RESPONSES, ApiError
 from ..imports import own_storage_path
 from ..jobs import check_webhook, error_of, new_job_name, rest_status, results, status_of, usage_of
@@ -81,6 +81,7 @@ def submit(svc: Services, who: Caller, req: VgfJobRequest) -> dict[str, Any]:
         webhook=Webhook(url=req.webhook_url) if req.webhook_url else None,
         timeout_seconds=svc.settings.job_timeout_seconds,
         ttl_seconds_after_finished=svc.settings.job_ttl_seconds_after_finished,
+        parallel=parallel_spec(req.parallel),
     )
     svc.jobs.validate(spec)
     svc.jobs.check_quota(tenant, who.quota)
