@@ -11,7 +11,7 @@ help:
 	@echo "make down   - stop the local stack, leaving no process behind"
 	@echo "make demo   - run a real FFmpeg job end to end on the local stack"
 	@echo "make test   - run the test suite (brings its own stack up if none is running)"
-	@echo "make lint   - ruff and mypy"
+	@echo "make lint   - ruff, mypy and the import contracts (import-linter)"
 	@echo "make bench  - run the benchmarks, results in bench/results/"
 
 setup: $(STAMP)
@@ -45,6 +45,7 @@ test-unit: $(STAMP)
 
 lint: $(STAMP)
 	@$(VENV)/bin/ruff check .
+	@$(VENV)/bin/lint-imports
 	@$(VENV)/bin/mypy crds/ffmpegjob_model api/ffmpeg_api operator/ffmpeg_operator worker-image/ffmpeg_worker hack/devstack bench
 
 crds: $(STAMP)
