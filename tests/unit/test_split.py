@@ -260,3 +260,14 @@ def test_observe_a_retried_chunk_and_the_end() -> None:
     out = observe_split(done, {"status": {}}, {"spec": {"backoffLimit": 1}, "status": {}}, pods, T, 1)
     assert out.patch["phase"] == "Succeeded" and out.cleanup and not out.stop
     assert out.patch["progress"]["percent"] == 100
+
+
+def test_the_example_is_valid_and_splittable() -> None:
+    from pathlib import Path
+
+    import yaml
+
+    doc = yaml.safe_load((Path(__file__).resolve().parents[2] / "examples" / "parallel-job.yaml").read_text())
+    s = FFmpegJobSpec.model_validate(doc["spec"])
+    assert s.parallel is not None and s.parallel.chunks == 8
+    assert splittable(s) is None
