@@ -87,11 +87,11 @@ def run_one(api: client.ApiClient, ns: str, rid: str, source: str, dir_id: str, 
     meter = CpuMeter()
     t0 = time.monotonic()
     custom.create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, body)
-    stitch_at = None
+    stitch_at: float | None = None
     deadline = t0 + timeout
     while True:
-        obj = custom.get_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, name)
-        st = obj.get("status") or {}
+        obj: dict[str, Any] = custom.get_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, name)
+        st: dict[str, Any] = obj.get("status") or {}
         if stitch_at is None and (st.get("split") or {}).get("stage") in ("Stitch", "Done"):
             stitch_at = time.monotonic()
         if st.get("phase") in ("Succeeded", "Failed", "Cancelled"):
