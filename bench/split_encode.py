@@ -17,7 +17,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import yaml
 from ffmpegjob_model.model import GROUP, PLURAL, VERSION
@@ -90,7 +90,7 @@ def run_one(api: client.ApiClient, ns: str, rid: str, source: str, dir_id: str, 
     stitch_at: float | None = None
     deadline = t0 + timeout
     while True:
-        obj: dict[str, Any] = custom.get_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, name)
+        obj = cast(dict[str, Any], custom.get_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, name))
         st: dict[str, Any] = obj.get("status") or {}
         if stitch_at is None and (st.get("split") or {}).get("stage") in ("Stitch", "Done"):
             stitch_at = time.monotonic()
