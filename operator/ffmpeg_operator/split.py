@@ -44,7 +44,7 @@ from kubernetes.client.rest import ApiException
 
 from . import jobs
 from .context import Context
-from .status import TERMINAL, iso, parse_time, set_condition, terminal_patch
+from .status import TERMINAL, _pod_blocker, iso, parse_time, set_condition, terminal_patch
 from .storage import s3_client
 
 log = logging.getLogger("ffmpeg_operator.split")
@@ -54,6 +54,8 @@ ENV_MODE = "FFMPEG_WORKER_MODE"
 ENV_PLAN = "FFMPEG_SPLIT_PLAN"
 LABEL_ROLE = f"{GROUP}/split-role"
 INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
+FAILURE_COUNT = "batch.kubernetes.io/job-index-failure-count"
+IGNORED_FAILURE_COUNT = "batch.kubernetes.io/job-index-ignored-failure-count"
 CONDITION = "Split"
 PROBE_TIMEOUT = 600
 CHUNK_SHARE = 95.0  # of progress; the stitch is the rest
@@ -233,8 +235,10 @@ def chunk_job(body: dict[str, Any], spec: FFmpegJobSpec, pool_name: str, pool: N
         maxFailedIndexes=0,
         podFailurePolicy={"rules": [
             {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
-            # exit 2: the job itself is invalid, a retry cannot help
-            {"action": "FailIndex", "onExitCodes": {"containerName": jobs.CONTAINER, "operator": "In", "values": [2]}},
+            # exit 1: FFmpeg failed on the chunk (a bad option fails every retry the same way);
+            # exit 2: the job itself is invalid. Killed (137/143) or storage trouble (3): retried.
+            {"action": "FailIndex",
+             "onExitCodes": {"containerName": jobs.CONTAINER, "operator": "In", "values": [1, 2]}},
         ]},
     )
     _worker_env(js["template"]["spec"]["containers"][0], "chunk", ranges, plan)
@@ -249,6 +253,10 @@ def stitch_job(body: dict[str, Any], spec: FFmpegJobSpec, pool_name: str, pool: 
     js = m["spec"]
     js["suspend"] = False
     js["backoffLimit"] = max(spec.backoff_limit, 1)
+    created = parse_time((body.get("metadata") or {}).get("creationTimestamp"))
+    if created is not None:  # the whole job's deadline, not a fresh one for the stitch
+        left = int(js["activeDeadlineSeconds"] - (now() - created).total_seconds())
+        js["activeDeadlineSeconds"] = max(60, left)
     js["podFailurePolicy"] = {"rules": [
         {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
         {"action": "FailJob", "onExitCodes": {"containerName": jobs.CONTAINER, "operator": "In", "values": [2]}},
@@ -295,6 +303,18 @@ def _index(pod: dict[str, Any]) -> int | None:
         return int(v) if v is not None else None
     except ValueError:
         return None
+
+
+def _index_failures(pod: dict[str, Any]) -> int:
+    """Earlier attempts of this pod's index: failures plus failures a podFailurePolicy ignored."""
+    ann = (pod.get("metadata") or {}).get("annotations") or {}
+    total = 0
+    for key in (FAILURE_COUNT, IGNORED_FAILURE_COUNT):
+        try:
+            total += int(ann.get(key) or 0)
+        except ValueError:
+            pass
+    return total
 
 
 def _role_of(pod: dict[str, Any]) -> str | None:
@@ -354,8 +374,10 @@ def chunk_states(status: dict[str, Any], pods: list[dict[str, Any]]) -> list[dic
         else:
             phase, percent = "Pending", 0.0
         prev: dict[str, Any] = next((x for x in status.get("chunks") or [] if x.get("index") == i), {})
+        # Deleted pods vanish; the Job controller counts an index's earlier failures on its pods.
+        counted = max((_index_failures(p) + 1 for p in mine), default=0)
         entry: dict[str, Any] = {"index": i, "start": r["start"], "phase": phase, "percent": round(percent, 1),
-                                 "attempts": max(len(mine), int(prev.get("attempts") or 0))}
+                                 "attempts": max(len(mine), counted, int(prev.get("attempts") or 0))}
         if r.get("end") is not None:
             entry["end"] = r["end"]
         if rep.get("timeSec") is not None and phase == "Succeeded":
@@ -379,7 +401,7 @@ def aggregate_progress(status: dict[str, Any], chunks: list[dict[str, Any]], sta
 
 def observe_split(status: dict[str, Any], chunk_job_obj: dict[str, Any] | None,
                   stitch_job_obj: dict[str, Any] | None, pods: list[dict[str, Any]], t: datetime,
-                  generation: int | None) -> SplitOutcome:
+                  generation: int | None, pod_start_timeout: float = 600) -> SplitOutcome:
     """What a split job's status should say, and what must be done, given its Jobs and pods."""
     out = SplitOutcome()
     if status.get("phase") in TERMINAL:
@@ -440,6 +462,16 @@ def observe_split(status: dict[str, Any], chunk_job_obj: dict[str, Any] | None,
             msg = _failure(status, failed_pods, (sfail or {}).get("message") or "the stitch failed")
             return ending(Phase.FAILED, (sfail or {}).get("reason") or "StitchFailed", f"stitch failed: {msg}",
                           _end(failed_pods[-1]) if failed_pods else t)
+    for pod in pods:
+        blocker = _pod_blocker(pod) if _phase(pod) == "Pending" else None
+        if blocker is None:
+            continue
+        ctype, reason, msg = blocker
+        conds = set_condition(conds, ctype, "False", reason, msg, t, generation)
+        created = parse_time((pod.get("metadata") or {}).get("creationTimestamp")) or t
+        if (t - created).total_seconds() >= pod_start_timeout:
+            return ending(Phase.FAILED, reason, f"pod {pod['metadata']['name']} did not start within "
+                          f"{int(pod_start_timeout)}s: {msg}", t)
     running = [p for p in pods if _phase(p) == "Running"]
     if running:
         conds = set_condition(conds, "Running", "True", "PodRunning",
@@ -482,7 +514,8 @@ def sync(c: Context, ffj: dict[str, Any], record: Record) -> None:
         cj = cj if cj is not None and jobs.owned_by(cj, uid) else None
         sj = sj if sj is not None and jobs.owned_by(sj, uid) else None
         pods = c.kube.list_pods(ns, f"{jobs.LABEL_UID}={uid}")
-        out = observe_split(st, cj, sj, pods, now(), meta.get("generation"))
+        out = observe_split(st, cj, sj, pods, now(), meta.get("generation"),
+                            c.settings.pod_start_timeout_seconds)
         if out.create_stitch and sj is None:
             try:
                 spec = FFmpegJobSpec.model_validate(ffj["spec"])

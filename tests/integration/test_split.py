@@ -286,6 +286,20 @@ def test_cancel_mid_run_leaves_no_pod_and_no_scratch(stack: StackInfo, custom: A
     assert not scratch_keys(s3, bucket, uid)
 
 
+def test_a_chunk_that_ffmpeg_refuses_fails_the_job_without_retries(stack: StackInfo, custom: Any, kube_api: Any,
+                                                                   s3: Any, clip: str) -> None:
+    ns, name = stack.namespace, unique("badopt")
+    job = create(custom, ns, manifest(name, clip, "bad.mp4", "-i {{in}} -c:v libx264 -preset nosuchpreset {{bad.mp4}}",
+                                      {"chunks": 2}))
+    st = wait_phase(custom, ns, name, timeout=120)["status"]
+    assert st["phase"] == "Failed", st
+    assert "chunk" in st["message"] and "nosuchpreset" in st["error"], st
+    assert all(c["attempts"] <= 1 for c in st["chunks"]), st["chunks"]  # FFmpeg's refusal is not retried
+    wait_for(lambda: not [p for p in pods_of(kube_api, ns, job["metadata"]["uid"])
+                          if p.status.phase in ("Pending", "Running")], 60, "no pod left running")
+    assert not scratch_keys(s3, stack.env["S3_BUCKET"], job["metadata"]["uid"])
+
+
 @pytest.mark.parametrize(("command", "named"), [
     ("-i {{in}} -vf reverse {{out.mp4}}", "reverse"),
     ("-i {{in}} -ss 5 -c:v libx264 {{out.mp4}}", "-ss"),

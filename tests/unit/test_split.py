@@ -271,3 +271,13 @@ def test_the_example_is_valid_and_splittable() -> None:
     s = FFmpegJobSpec.model_validate(doc["spec"])
     assert s.parallel is not None and s.parallel.chunks == 8
     assert splittable(s) is None
+
+
+def test_observe_a_chunk_pod_that_cannot_start_fails_the_job() -> None:
+    pod = _pod("chunk", "Pending", 0)
+    pod["metadata"]["creationTimestamp"] = "2025-12-31T23:00:00Z"
+    pod["status"]["conditions"] = [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                                    "message": "0/2 nodes are available"}]
+    out = observe_split(_status(), {"status": {}}, None, [pod], T, 1, pod_start_timeout=600)
+    assert out.patch["phase"] == "Failed" and out.patch["reason"] == "Unschedulable" and out.stop
+    assert "did not start within 600s" in out.patch["message"]
