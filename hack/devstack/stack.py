@@ -5,6 +5,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import importlib.util
 import os
 import shlex
@@ -18,8 +20,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .controlplane import ControlPlane, Ports, port_offset
+from .nodeagent.agent import AGENT_MARKER
+from .nodeagent.cgroups import remove_node_cgroups, remove_stack_cgroups
+from .nodeagent.nodes import ADDED_NODE_LABEL, NodeSpec, default_nodes
 from .paths import REPO_ROOT, Binaries, binaries, state_dir
-from .pki import ensure_pki
+from .pki import Pki, ensure_pki
 from .processes import ProcessSet
 from .s3server import S3Config, S3Server
 
@@ -30,6 +35,7 @@ OPERATOR_METRICS_PORT = 18090 + port_offset()
 CRD_FILE = REPO_ROOT / "crds" / "ffmpegjobs.yaml"
 BASE_MANIFESTS = Path(__file__).parent / "manifests" / "base.yaml"
 ENV_MARKER = "DEVSTACK_STATE"
+AGENT_PREFIX = "node-agent-"
 
 
 @dataclass(frozen=True)
@@ -78,13 +84,8 @@ class Stack:
         S3Server(self.state, self._bins(), self.procs, S3_PORT, self.s3cfg).start()
         env = self.base_env(cp)
         self.apply_manifests(env)
-        self.procs.start(
-            "node-agent",
-            [sys.executable, "-m", "devstack.nodeagent.agent", "--kubeconfig", env["KUBECONFIG"],
-             "--pods-root", str(self.state / "pods"), "--ca-crt", str(cp.pki.ca_crt)],
-            env={**env, ENV_MARKER: str(self.state)},
-        )
-        self.wait_nodes_ready(env)
+        self._start_agent("node-agent", env)
+        self.wait_nodes_ready(env, [n.name for n in default_nodes()], "node-agent")
         if with_operator and _has_module("ffmpeg_operator.main"):
             # As in the images: few malloc arenas, or each busy thread keeps its own resident.
             self.procs.start("operator", [_bin("ffmpeg-operator")], env=env | {"MALLOC_ARENA_MAX": "2"})
@@ -127,17 +128,52 @@ class Stack:
         base = string.Template(BASE_MANIFESTS.read_text()).substitute(NAMESPACE=NAMESPACE, **self.s3cfg.env())
         self.kubectl(env, "apply", "-f", "-", stdin=base)
 
-    def wait_nodes_ready(self, env: dict[str, str], timeout: float = 60) -> None:
+    def _start_agent(self, name: str, env: dict[str, str], nodes: list[NodeSpec] | None = None) -> None:
+        argv = [sys.executable, "-m", "devstack.nodeagent.agent", "--kubeconfig", env["KUBECONFIG"],
+                "--pods-root", str(self.state / "pods"), "--ca-crt", str(Pki(self.state / "pki").ca_crt)]
+        for n in nodes or []:
+            argv += ["--node", n.to_json()]
+        self.procs.start(name, argv, env={**env, ENV_MARKER: str(self.state)})
+
+    def wait_nodes_ready(self, env: dict[str, str], nodes: list[str], agent: str, timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout
         while True:
             try:
-                self.kubectl(env, "wait", "--for=condition=Ready", "--timeout=5s",
-                             "node/devstack-cpu", "node/devstack-gpu")
+                self.kubectl(env, "wait", "--for=condition=Ready", "--timeout=5s", *(f"node/{n}" for n in nodes))
                 return
             except RuntimeError:
-                if time.monotonic() > deadline or not self.procs.running("node-agent"):
-                    raise RuntimeError(f"process nodes not Ready; see {self.procs.log('node-agent')}") from None
+                if time.monotonic() > deadline or not self.procs.running(agent):
+                    raise RuntimeError(f"process nodes not Ready; see {self.procs.log(agent)}") from None
                 time.sleep(1)
+
+    # --------------------------------------------------------------------------- extra nodes
+    def add_node(self, spec: NodeSpec) -> None:
+        """Start one more process node (its own agent process, `node-agent-<name>`), as
+        `devstack node add` does; `down` stops it and deletes its Node."""
+        if not self.is_up():
+            raise RuntimeError("the local stack is not up: `make dev` first")
+        if spec.name in {n.name for n in default_nodes()} or self.procs.running(_agent_name(spec.name)):
+            raise RuntimeError(f"node {spec.name} exists already")
+        env = {**self.read_env(), "PATH": _venv_path()}
+        labelled = dataclasses.replace(spec, labels={**spec.labels, ADDED_NODE_LABEL: "true"})
+        self._start_agent(_agent_name(spec.name), env, [labelled])
+        self.wait_nodes_ready(env, [spec.name], _agent_name(spec.name))
+
+    def remove_node(self, name: str) -> None:
+        """Stop a node added by `add_node`: its agent, its pods' processes, then the Node object
+        (the pod garbage collector then deletes the pods bound to it, as on a real cluster)."""
+        agent = _agent_name(name)
+        if agent not in self.procs.names():
+            raise RuntimeError(f"no node {name} was added with `devstack node add`")
+        self.procs.stop(agent)
+        kill_marked_processes(self.state, f"{AGENT_MARKER}={name}")
+        remove_node_cgroups(self.state, name)
+        env = {**self.read_env(), "PATH": _venv_path()}
+        with contextlib.suppress(RuntimeError):
+            self.kubectl(env, "delete", "node", name, "--ignore-not-found", "--wait=false")
+
+    def added_nodes(self) -> list[str]:
+        return [n[len(AGENT_PREFIX):] for n in self.procs.names() if n.startswith(AGENT_PREFIX)]
 
     def _api_key(self, env: dict[str, str]) -> str:
         key_file = self.state / "api-key"
@@ -176,9 +212,16 @@ class Stack:
 
     # --------------------------------------------------------------------------- down
     def down(self) -> None:
-        for name in ("api", "operator", "node-agent"):
+        added = self.added_nodes()
+        for name in ("api", "operator", "node-agent", *map(_agent_name, added)):
             self.procs.stop(name)
+        if added and self.procs.running("kube-apiserver") and self.env_file.exists():
+            # Nodes added with `devstack node add` go with the stack (the defaults come back).
+            with contextlib.suppress(RuntimeError):
+                self.kubectl({**self.read_env(), "PATH": _venv_path()}, "delete", "nodes", "-l",
+                             f"{ADDED_NODE_LABEL}=true", "--wait=false")
         kill_marked_processes(self.state)
+        remove_stack_cgroups(self.state)
         S3Server(self.state, self._bins(), self.procs, S3_PORT, self.s3cfg).stop()
         self._control_plane().stop()
         for name in self.procs.names():
@@ -186,17 +229,30 @@ class Stack:
         self.env_file.unlink(missing_ok=True)
 
 
-def kill_marked_processes(state: Path) -> None:
-    """Pod processes run in their own sessions; find them by the marker in their environment."""
+def kill_marked_processes(state: Path, also: str | None = None) -> None:
+    """Pod processes run in their own sessions; find them by the marker in their environment
+    (and `also`, another `NAME=value` entry there, to find those of one agent)."""
     marker = f"{ENV_MARKER}={state}".encode()
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit() or int(proc.name) == os.getpid():
             continue
         try:
-            if marker in (proc / "environ").read_bytes().split(b"\0"):
+            environ = (proc / "environ").read_bytes().split(b"\0")
+            if marker in environ and (also is None or any(_marks(e, also) for e in environ)):
                 os.kill(int(proc.name), signal.SIGKILL)
         except (OSError, ValueError):
             continue
+
+
+def _marks(entry: bytes, marker: str) -> bool:
+    """`DEVSTACK_NODE_AGENT=a,b` marks the pods of the agent that runs nodes a and b."""
+    key, _, names = entry.decode("utf-8", "replace").partition("=")
+    want_key, _, want = marker.partition("=")
+    return key == want_key and want in names.split(",")
+
+
+def _agent_name(node: str) -> str:
+    return AGENT_PREFIX + node
 
 
 def _has_module(name: str) -> bool:

@@ -16,12 +16,14 @@ from typing import Any
 
 from kubernetes import client, config, watch
 
-from .nodes import CPU_NODE, GPU_NODE, NodeKeeper, NodeSpec
+from .cgroups import NodeCgroups, milli_cpu
+from .nodes import NodeKeeper, NodeSpec, default_nodes
 from .podspec import PodPreparer
 from .runtime import PodRunner
 
 log = logging.getLogger("devstack.agent")
 HEARTBEAT_SECONDS = 10
+AGENT_MARKER = "DEVSTACK_NODE_AGENT"
 
 
 class Agent:
@@ -33,6 +35,10 @@ class Agent:
         self.pods_root = pods_root
         self.preparer = PodPreparer(self.core, self.api.configuration.host, ca_crt)
         self.runners: dict[str, PodRunner] = {}
+        state = Path(os.environ.get("DEVSTACK_STATE", pods_root.parent))
+        self.cgroups = {n.name: NodeCgroups(state, n.name, milli_cpu(n.capacity.get("cpu", "1"))) for n in nodes}
+        for name, cg in self.cgroups.items():
+            (log.info if cg.available else log.warning)("%s: %s", name, cg.describe())
         self.lock = threading.Lock()
         # Containers find the tools installed beside the agent (the project's virtualenv).
         self.base_env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(pods_root),
@@ -40,6 +46,8 @@ class Agent:
         # `make down` finds pod processes by this marker, since each runs in its own session.
         if "DEVSTACK_STATE" in os.environ:
             self.base_env["DEVSTACK_STATE"] = os.environ["DEVSTACK_STATE"]
+        # ... and `devstack node remove` finds those of one agent by this one.
+        self.base_env[AGENT_MARKER] = ",".join(n.name for n in nodes)
 
     def run(self) -> None:
         keepers = [NodeKeeper(self.core, self.coord, n) for n in self.nodes]
@@ -97,13 +105,19 @@ class Agent:
                 return
             if phase == "Running" and startup:
                 # Its process belonged to an earlier agent and is gone with it: like a node
-                # reboot, the pod fails rather than silently running twice.
+                # reboot, the pod fails rather than silently running twice. The node, not the
+                # pod's command, ended it: DisruptionTarget, and exit 137 as for a lost container.
+                cgroups = self.cgroups.get(pod["spec"].get("nodeName", ""))
+                if cgroups is not None:
+                    cgroups.remove_pod(uid)  # what the earlier agent left running in it
                 runner = PodRunner(self.core, self.preparer, pod, self.pods_root, self.base_env)
                 runner.finished.set()
                 self.runners[uid] = runner
-                runner._report_failed("NodeAgentRestarted", "the process node agent restarted while the pod ran")
+                runner._report_failed("NodeAgentRestarted", "the process node agent restarted while the pod ran",
+                                      disruption=True, exit_code=137)
                 return
-            runner = PodRunner(self.core, self.preparer, pod, self.pods_root, self.base_env)
+            runner = PodRunner(self.core, self.preparer, pod, self.pods_root, self.base_env,
+                               self.cgroups.get(pod["spec"].get("nodeName", "")))
             self.runners[uid] = runner
         runner.start()
 
@@ -117,11 +131,14 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--kubeconfig", required=True)
     ap.add_argument("--pods-root", required=True, type=Path)
     ap.add_argument("--ca-crt", required=True, type=Path)
+    ap.add_argument("--node", action="append", default=[], metavar="JSON",
+                    help="a node to run (NodeSpec as JSON; repeatable); default: devstack-cpu and devstack-gpu")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     config.load_kube_config(args.kubeconfig)
     args.pods_root.mkdir(parents=True, exist_ok=True)
-    Agent([CPU_NODE, GPU_NODE], args.pods_root, args.ca_crt).run()
+    nodes = [NodeSpec.from_json(n) for n in args.node] or default_nodes()
+    Agent(nodes, args.pods_root, args.ca_crt).run()
 
 
 if __name__ == "__main__":

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 import os
 import platform
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from kubernetes import client
@@ -18,6 +19,11 @@ LEASE_NAMESPACE = "kube-node-lease"
 LEASE_SECONDS = 40
 
 
+# Nodes started with `devstack node add` carry this label, so `devstack down` removes them.
+ADDED_NODE_LABEL = "devstack.kubeffmpeg.io/added"
+POOL_LABEL = "kubeffmpeg.io/pool"
+
+
 @dataclass(frozen=True)
 class NodeSpec:
     name: str
@@ -25,31 +31,58 @@ class NodeSpec:
     taints: list[dict[str, str]] = field(default_factory=list)
     capacity: dict[str, str] = field(default_factory=dict)
 
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
 
-# The two pools of the local stack. The GPU node carries what real GPU pools carry: the
-# nvidia.com/gpu extended resource, the NVIDIA labels and the NoSchedule taint.
-CPU_NODE = NodeSpec(
-    name="devstack-cpu",
-    labels={"kubeffmpeg.io/pool": "cpu", "node.kubernetes.io/instance-type": "process-node"},
-    capacity={"cpu": "8", "memory": "16Gi", "pods": "110", "ephemeral-storage": "100Gi"},
-)
-GPU_NODE = NodeSpec(
-    name="devstack-gpu",
-    labels={
-        "kubeffmpeg.io/pool": "gpu",
-        "nvidia.com/gpu.present": "true",
-        "nvidia.com/gpu.product": "process-node-gpu",
-        "node.kubernetes.io/instance-type": "process-node-gpu",
-    },
-    taints=[{"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"}],
-    capacity={
-        "cpu": "8",
-        "memory": "16Gi",
-        "pods": "110",
-        "ephemeral-storage": "100Gi",
-        "nvidia.com/gpu": "2",
-    },
-)
+    @classmethod
+    def from_json(cls, text: str) -> NodeSpec:
+        d = json.loads(text)
+        return cls(name=d["name"], labels=d.get("labels", {}), taints=d.get("taints", []),
+                   capacity=d.get("capacity", {}))
+
+
+def node_cpu() -> str:
+    """CPUs a process node reports (capacity = allocatable): DEVSTACK_NODE_CPU, default 8 (the
+    nodes share the host's cores: CFS quotas bound each pod, requests only place them)."""
+    return os.environ.get("DEVSTACK_NODE_CPU", "8")
+
+
+def capacity(cpu: str | None = None, memory: str = "16Gi", gpus: int = 0) -> dict[str, str]:
+    cap = {"cpu": cpu or node_cpu(), "memory": memory, "pods": "110", "ephemeral-storage": "100Gi"}
+    if gpus:
+        cap["nvidia.com/gpu"] = str(gpus)
+    return cap
+
+
+def default_nodes() -> list[NodeSpec]:
+    """The two pools of the local stack. The GPU node carries what real GPU pools carry: the
+    nvidia.com/gpu extended resource, the NVIDIA labels and the NoSchedule taint."""
+    cpu = NodeSpec(
+        name="devstack-cpu",
+        labels={POOL_LABEL: "cpu", "node.kubernetes.io/instance-type": "process-node"},
+        capacity=capacity(),
+    )
+    gpu = NodeSpec(
+        name="devstack-gpu",
+        labels={
+            POOL_LABEL: "gpu",
+            "nvidia.com/gpu.present": "true",
+            "nvidia.com/gpu.product": "process-node-gpu",
+            "node.kubernetes.io/instance-type": "process-node-gpu",
+        },
+        taints=[{"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"}],
+        capacity=capacity(gpus=2),
+    )
+    return [cpu, gpu]
+
+
+def parse_taint(text: str) -> dict[str, str]:
+    """`key=value:Effect` or `key:Effect`, as `kubectl taint` writes them."""
+    kv, sep, effect = text.rpartition(":")
+    if not sep or effect not in ("NoSchedule", "PreferNoSchedule", "NoExecute"):
+        raise ValueError(f"taint {text!r}: expected key[=value]:NoSchedule|PreferNoSchedule|NoExecute")
+    key, _, value = kv.partition("=")
+    return {"key": key, "value": value, "effect": effect} if value else {"key": key, "effect": effect}
 
 
 def _now() -> dt.datetime:
@@ -94,7 +127,14 @@ class NodeKeeper:
         except ApiException as e:
             if e.status != 409:
                 raise
-            self.core.patch_node(self.spec.name, {"metadata": {"labels": self._labels()}, "spec": body["spec"]})
+            # Keep the taints others put there (a cordon's node.kubernetes.io/unschedulable).
+            node = self.core.read_node(self.spec.name)
+            taints = [t.to_dict() for t in (node.spec.taints or [])] if node.spec else []
+            have = {(t["key"], t["effect"]) for t in taints}
+            taints += [t for t in self.spec.taints if (t["key"], t["effect"]) not in have]
+            taints = [{k: v for k, v in t.items() if v is not None and k != "time_added"} for t in taints]
+            self.core.patch_node(self.spec.name, {"metadata": {"labels": self._labels()},
+                                                  "spec": {"taints": taints}})
         self.post_status()
         self.renew_lease()
 

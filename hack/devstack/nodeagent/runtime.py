@@ -16,12 +16,19 @@ from typing import Any
 
 from kubernetes import client
 
+from .cgroups import ContainerCgroup, NodeCgroups, milli_cpu
 from .podspec import ConfigError, PodPreparer, PreparedContainer
 
 log = logging.getLogger("devstack.runtime")
 TERMINATION_MESSAGE_MAX = 4096
 SCRATCH_CHECK_SECONDS = 1.0
 MAX_BACKOFF_SECONDS = 60
+
+# The pod condition a kubelet adds to a pod it terminates for reasons of the node's, not the
+# pod's (eviction, node shutdown); Jobs' podFailurePolicy matches it (`onPodConditions`).
+# The API server adds the same condition, reason EvictionByEvictionAPI, on an Eviction.
+DISRUPTION_TARGET = "DisruptionTarget"
+TERMINATION_BY_KUBELET = "TerminationByKubelet"
 
 
 def _now() -> str:
@@ -40,8 +47,10 @@ class PodRunner(threading.Thread):
     """One pod: prepare, run init containers then containers, report, honour deletion."""
 
     def __init__(self, core: client.CoreV1Api, preparer: PodPreparer, pod: dict[str, Any], root: Path,
-                 base_env: dict[str, str]) -> None:
+                 base_env: dict[str, str], cgroups: NodeCgroups | None = None) -> None:
         meta = pod["metadata"]
+        self.cgroups = cgroups
+        self._cgroups: dict[str, ContainerCgroup | None] = {}
         super().__init__(name=f"pod-{meta['namespace']}/{meta['name']}", daemon=True)
         self.core, self.preparer, self.pod, self.base_env = core, preparer, pod, base_env
         self.ns, self.pod_name, self.uid = meta["namespace"], meta["name"], meta["uid"]
@@ -52,6 +61,7 @@ class PodRunner(threading.Thread):
         self.finished = threading.Event()
         self.statuses: dict[str, dict[str, Any]] = {}
         self._evicted: str | None = None
+        self._terminal_reported = False
         self.restart_counts: dict[str, int] = {}
         self.last_states: dict[str, dict[str, Any]] = {}
         self.started_at = _now()
@@ -78,9 +88,16 @@ class PodRunner(threading.Thread):
             procs = list(self._procs.values())
         for p in procs:
             _signal(p, signal.SIGKILL)
+        for cg in list(self._cgroups.values()):
+            if cg is not None:
+                cg.kill_all()
 
     def _finalise_delete(self) -> None:
         self.finished.wait(timeout=600)
+        if not self._terminal_reported:
+            # As a kubelet: a deleted pod reaches a terminal phase before its final delete, so
+            # that controllers (a Job's podFailurePolicy) see how it ended.
+            self._report_deleted_before_start()
         try:
             self.core.delete_namespaced_pod(
                 self.pod_name, self.ns, grace_period_seconds=0,
@@ -97,8 +114,10 @@ class PodRunner(threading.Thread):
             self._run()
         except Exception as e:
             log.exception("pod %s/%s crashed the runtime", self.ns, self.pod_name)
-            self._report_failed("RuntimeError", str(e))
+            self._report_failed("RuntimeError", str(e), exit_code=128)
         finally:
+            if self.cgroups is not None:
+                self.cgroups.remove_pod(self.uid)
             self.finished.set()
             if self._deleting.is_set():
                 self._finalise_delete()
@@ -120,6 +139,7 @@ class PodRunner(threading.Thread):
             if self._deleting.is_set():
                 return
             code = self._wait(self._start(c))
+            self._kill_leftovers(c)
             if code != 0:
                 self._report_terminal(init_failed=(c, code))
                 return
@@ -145,6 +165,7 @@ class PodRunner(threading.Thread):
             with self._lock:
                 proc = self._procs[c.name]
             code = self._wait(proc)
+            self._kill_leftovers(c)
             term = self._terminated(c, code)
             self.statuses[c.name] = term
             again = policy == "Always" or (policy == "OnFailure" and code != 0)
@@ -159,11 +180,40 @@ class PodRunner(threading.Thread):
             self._start(c)
             self._report_running()
 
+    def _spec_of(self, name: str) -> dict[str, Any]:
+        spec = self.pod["spec"]
+        return next(x for x in spec["containers"] + (spec.get("initContainers") or []) if x["name"] == name)
+
+    def _cgroup(self, c: PreparedContainer) -> ContainerCgroup | None:
+        """The container's cgroup, with its CPU limit as a CFS quota (made once, kept over restarts)."""
+        if self.cgroups is None:
+            return None
+        if c.name not in self._cgroups:
+            res = self._spec_of(c.name).get("resources") or {}
+            limit = (res.get("limits") or {}).get("cpu")
+            request = (res.get("requests") or {}).get("cpu") or limit
+            if limit and not self.cgroups.available:
+                log.warning("pod %s/%s: container %s has a CPU limit of %s that is NOT enforced: %s",
+                            self.ns, self.pod_name, c.name, limit, self.cgroups.reason)
+            self._cgroups[c.name] = self.cgroups.container(
+                self.uid, c.name, milli_cpu(limit) if limit else None, milli_cpu(request) if request else None)
+        return self._cgroups[c.name]
+
+    def _kill_leftovers(self, c: PreparedContainer) -> None:
+        """A container ends with its first process: what it left running goes too."""
+        cg = self._cgroups.get(c.name)
+        if cg is not None:
+            cg.kill_all()
+
     def _start(self, c: PreparedContainer) -> subprocess.Popen[bytes]:
         log.info("pod %s/%s: starting %s: %s", self.ns, self.pod_name, c.name, c.argv)
         with open(c.log, "ab") as out:
             try:
-                proc = subprocess.Popen(c.argv, env=c.env, cwd=c.workdir, stdout=out, stderr=subprocess.STDOUT,
+                if not _runnable(c.argv[0], c.env.get("PATH", ""), c.workdir):
+                    raise FileNotFoundError(2, "executable file not found", c.argv[0])
+                cg = self._cgroup(c)
+                proc = subprocess.Popen(cg.wrap(c.argv) if cg else c.argv, env=c.env, cwd=c.workdir,
+                                        stdout=out, stderr=subprocess.STDOUT,
                                         stdin=subprocess.DEVNULL, start_new_session=True)
             except OSError as e:
                 out.write(f"failed to start {c.argv[0]}: {e}\n".encode())
@@ -226,22 +276,32 @@ class PodRunner(threading.Thread):
             **({"lastState": self.last_states[c["name"]]} if c["name"] in self.last_states else {}),
         }
 
-    def _conditions(self, ready: bool, initialized: bool = True) -> list[dict[str, Any]]:
+    def _conditions(self, ready: bool, initialized: bool = True,
+                    disruption: str | None = None) -> list[dict[str, Any]]:
+        """The pod's conditions; `disruption` (a message) adds DisruptionTarget, as a kubelet
+        does for a pod it evicts. A condition the API server added (an Eviction's) is kept:
+        status patches are strategic merges keyed by the condition's type."""
         now = _now()
         def cond(t: str, ok: bool, reason: str | None = None) -> dict[str, Any]:
             d: dict[str, Any] = {"type": t, "status": "True" if ok else "False", "lastTransitionTime": now}
             if reason:
                 d["reason"] = reason
             return d
-        return [
+        conds = [
             cond("PodReadyToStartContainers", True),
             cond("Initialized", initialized),
             cond("ContainersReady", ready, None if ready else "PodCompleted"),
             cond("Ready", ready, None if ready else "PodCompleted"),
             cond("PodScheduled", True),
         ]
+        if disruption is not None:
+            conds.append({"type": DISRUPTION_TARGET, "status": "True", "lastTransitionTime": now,
+                          "reason": TERMINATION_BY_KUBELET, "message": disruption})
+        return conds
 
     def _patch(self, status: dict[str, Any]) -> None:
+        if status.get("phase") in ("Succeeded", "Failed"):
+            self._terminal_reported = True
         base = {"hostIP": "127.0.0.1", "hostIPs": [{"ip": "127.0.0.1"}], "podIP": "127.0.0.1",
                 "podIPs": [{"ip": "127.0.0.1"}], "startTime": self.started_at}
         try:
@@ -256,12 +316,34 @@ class PodRunner(threading.Thread):
         self._patch({"phase": "Pending", "conditions": self._conditions(False), "containerStatuses": cs,
                      "message": message, "reason": reason})
 
-    def _report_failed(self, reason: str, message: str) -> None:
-        state = {"terminated": {"exitCode": 1, "reason": reason, "message": message[:TERMINATION_MESSAGE_MAX],
+    def _report_failed(self, reason: str, message: str, disruption: bool = False, exit_code: int = 1) -> None:
+        """The pod failed for a reason of the node's; `disruption` adds DisruptionTarget (the
+        pod's own command did not fail: the node lost or stopped it)."""
+        state = {"terminated": {"exitCode": exit_code, "reason": reason,
+                                "message": message[:TERMINATION_MESSAGE_MAX],
                                 "startedAt": self.started_at, "finishedAt": _now()}}
         cs = [self._container_status(c, state, False) for c in self.pod["spec"]["containers"]]
-        self._patch({"phase": "Failed", "conditions": self._conditions(False), "containerStatuses": cs,
+        conds = self._conditions(False, disruption=message if disruption else None)
+        self._patch({"phase": "Failed", "conditions": conds, "containerStatuses": cs,
                      "reason": reason, "message": message[:TERMINATION_MESSAGE_MAX]})
+
+    def _report_deleted_before_start(self) -> None:
+        """A pod deleted before (or without) its containers running here: a kubelet reports
+        the containers it never ran or can no longer find as terminated, exit 137."""
+        phase = (self.pod.get("status") or {}).get("phase")
+        if phase in ("Succeeded", "Failed"):
+            return
+        now = _now()
+        term = {"exitCode": 137, "reason": "ContainerStatusUnknown",
+                "message": "The container could not be located when the pod was terminated",
+                "startedAt": self.started_at, "finishedAt": now}
+        def last(name: str) -> dict[str, Any]:
+            if "exitCode" in self.statuses.get(name, {}):
+                return self.statuses[name]
+            return dict(self.last_states.get(name, {}).get("terminated") or term)
+
+        cs = [self._container_status(c, {"terminated": last(c["name"])}, False) for c in self.pod["spec"]["containers"]]
+        self._patch({"phase": "Failed", "conditions": self._conditions(False), "containerStatuses": cs})
 
     def _state(self, name: str) -> dict[str, Any]:
         st = self.statuses.get(name, {})
@@ -296,11 +378,15 @@ class PodRunner(threading.Thread):
             self._patch({"phase": "Failed", "conditions": self._conditions(False, False),
                          "initContainerStatuses": ics, "containerStatuses": cs})
             return
+        if any(c["name"] not in self.statuses or "exitCode" not in self.statuses[c["name"]]
+               for c in spec["containers"]):
+            return  # deleted before every container ran: _finalise_delete reports it
         cs = [self._container_status(c, {"terminated": self.statuses[c["name"]]}, False) for c in spec["containers"]]
         ok = all(self.statuses[c["name"]]["exitCode"] == 0 for c in spec["containers"])
         extra = {"reason": "Evicted", "message": self._evicted} if self._evicted else {}
         self._patch({"phase": "Succeeded" if ok and not self._evicted else "Failed",
-                     "conditions": self._conditions(False), "containerStatuses": cs, **extra})
+                     "conditions": self._conditions(False, disruption=self._evicted), "containerStatuses": cs,
+                     **extra})
 
 
 _UNITS = {"": 1, "k": 1000, "K": 1000, "M": 1000**2, "G": 1000**3, "T": 1000**4,
@@ -322,6 +408,13 @@ def folder_size(folder: Path) -> int:
             with contextlib.suppress(OSError):
                 total += os.lstat(os.path.join(root, f)).st_size
     return total
+
+
+def _runnable(exe: str, path: str, cwd: Path) -> bool:
+    """Whether exec would find `exe` (checked here, since a cgroup wrapper execs it)."""
+    if "/" in exe:
+        return os.access(cwd / exe, os.X_OK)
+    return shutil.which(exe, path=path) is not None
 
 
 def _signal(proc: subprocess.Popen[bytes], sig: int) -> None:
