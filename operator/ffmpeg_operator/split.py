@@ -310,10 +310,8 @@ def _index_failures(pod: dict[str, Any]) -> int:
     ann = (pod.get("metadata") or {}).get("annotations") or {}
     total = 0
     for key in (FAILURE_COUNT, IGNORED_FAILURE_COUNT):
-        try:
+        with contextlib.suppress(ValueError):
             total += int(ann.get(key) or 0)
-        except ValueError:
-            pass
     return total
 
 
