@@ -32,12 +32,12 @@ POOLS_CM = "kubeffmpeg-pools"
 ENCODE = "-c:v libx264 -preset medium -crf 23 -c:a aac -b:a 128k"
 
 
-def long_clip() -> Path:
+def long_clip(seconds: int = 120) -> Path:
     """2 minutes of moving 1920x1080 30 fps with a tone, a keyframe every 2 s (x264 ultrafast)."""
-    out = CACHE / "long-1080p-120s.mp4"
+    out = CACHE / f"long-1080p-{seconds}s.mp4"
     if not out.exists():
-        media._make(out, ["-f", "lavfi", "-i", "testsrc2=size=1920x1080:rate=30:duration=120",
-                          "-f", "lavfi", "-i", "sine=frequency=440:beep_factor=4:duration=120",
+        media._make(out, ["-f", "lavfi", "-i", f"testsrc2=size=1920x1080:rate=30:duration={seconds}",
+                          "-f", "lavfi", "-i", f"sine=frequency=440:beep_factor=4:duration={seconds}",
                           "-c:v", "libx264", "-preset", "ultrafast", "-g", "60", "-pix_fmt", "yuv420p",
                           "-c:a", "aac", "-shortest"])
     return out
@@ -143,7 +143,8 @@ def frames(path: Path) -> int:
     return int(out.stdout.strip())
 
 
-def run(chunk_counts: tuple[int, ...] = (2, 4), threads1: bool = False, timeout: float = 1800) -> dict[str, Any]:
+def run(chunk_counts: tuple[int, ...] = (2, 4), threads1: bool = False, timeout: float = 1800,
+        seconds: int = 120) -> dict[str, Any]:
     started = machine()
     env = stack_env()
     ns, bucket = env["FFMPEG_NAMESPACE"], env["S3_BUCKET"]
@@ -152,7 +153,7 @@ def run(chunk_counts: tuple[int, ...] = (2, 4), threads1: bool = False, timeout:
     s3 = media.s3_client(env)
     rid = run_id()
     dir_id = f"bench_split_{rid}"
-    clip = long_clip()
+    clip = long_clip(seconds)
     source = media.upload(s3, bucket, clip, dir_id)
     threads = "-threads 1 " if threads1 else ""
     command = f"{threads}-i {{{{in.mp4}}}} {ENCODE} {threads}{{{{out.mp4}}}}"
@@ -192,7 +193,7 @@ def run(chunk_counts: tuple[int, ...] = (2, 4), threads1: bool = False, timeout:
         media.delete_prefix(s3, bucket, dir_id)
     eff2 = runs.get("2_chunks", {}).get("efficiency")
     figures = {
-        "input": {"file": clip.name, "seconds": 120, "size": "1920x1080", "fps": 30,
+        "input": {"file": clip.name, "seconds": seconds, "size": "1920x1080", "fps": 30,
                   "mb": round(clip.stat().st_size / 1e6, 1)},
         "encode": ENCODE, "threads1": threads1, "pod_cpu_limit": "1", **runs,
         "targets": {"efficiency_2_chunks": {"target": "speed-up / chunks >= 0.8 at 2 chunks", "value": eff2,
@@ -206,8 +207,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--chunks", type=int, nargs="*", default=[2, 4])
     p.add_argument("--threads1", action="store_true", help="-threads 1 (nodes that do not enforce CPU limits)")
     p.add_argument("--timeout", type=float, default=1800)
+    p.add_argument("--seconds", type=int, default=120, help="input length (120: the issue's figure)")
     a = p.parse_args(argv)
-    run(tuple(a.chunks), a.threads1, a.timeout)
+    run(tuple(a.chunks), a.threads1, a.timeout, a.seconds)
 
 
 if __name__ == "__main__":

@@ -328,6 +328,46 @@ def test_auto_mode_runs_single_pod_and_says_why(stack: StackInfo, custom: Any, c
         assert "split" not in st
 
 
+@pytest.fixture
+def auto_pool(stack: StackInfo, kube_api: Any) -> Iterator[str]:
+    """A pool like cpu whose `mode: auto` splits anything longer than 5 s, at most 3 chunks."""
+    import yaml
+
+    core = client.CoreV1Api(kube_api)
+    name = "splitauto"
+
+    def set_pool(present: bool) -> None:
+        cm = core.read_namespaced_config_map("kubeffmpeg-pools", stack.namespace)
+        pools = yaml.safe_load(cm.data["pools.yaml"])
+        if present:
+            pools[name] = {**pools["cpu"], "splitThresholdSeconds": 5, "maxParallelChunks": 3, "minChunkSeconds": 4}
+        else:
+            pools.pop(name, None)
+        core.patch_namespaced_config_map("kubeffmpeg-pools", stack.namespace,
+                                         {"data": {"pools.yaml": yaml.safe_dump(pools)}})
+
+    set_pool(True)
+    time.sleep(6)  # the operator re-reads the pools every 5 s
+    yield name
+    set_pool(False)
+
+
+def test_auto_mode_and_chunk_seconds_size_the_split(stack: StackInfo, custom: Any, clip: str,
+                                                    auto_pool: str) -> None:
+    ns = stack.namespace
+    auto, by_length = unique("autolong"), unique("chunksecs")
+    create(custom, ns, manifest(auto, clip, "autolong.mp4", f"-i {{{{in}}}} {ENCODE} {{{{autolong.mp4}}}}",
+                                {"mode": "auto"}, machine=auto_pool))
+    create(custom, ns, manifest(by_length, clip, "chunksecs.mp4", f"-i {{{{in}}}} {ENCODE} {{{{chunksecs.mp4}}}}",
+                                {"chunkSeconds": 8}))
+    st = wait_phase(custom, ns, auto)["status"]
+    assert st["phase"] == "Succeeded", st
+    assert st["split"]["chunks"] == 3 and st["split"]["parallelism"] == 3  # the pool's maxParallelChunks
+    st = wait_phase(custom, ns, by_length)["status"]
+    assert st["phase"] == "Succeeded", st
+    assert st["split"]["chunks"] == 3  # ceil(20 s / 8 s), cut at the 2 s keyframes
+
+
 def test_crd_refuses_a_malformed_parallel_section(stack: StackInfo, custom: Any, clip: str) -> None:
     for bad in ({"chunks": 1}, {"chunks": 300}, {"chunks": 4, "mode": "auto"}, {}):
         with pytest.raises(client.ApiException) as err:
