@@ -237,7 +237,9 @@ class ChunkRange(_Wire):
     start: float = Field(ge=0, description="First frame's time (a keyframe), seconds from the input's start.")
     end: float | None = Field(default=None, description="Time of the next chunk's first frame; none for the last.")
     frames: int = Field(ge=0, description="Video frames of the input in this range.")
-    seek: str = Field(description="FFmpeg's input `-ss` for this range (at or just before `start`).")
+    seek: str | None = Field(
+        default=None, description="FFmpeg's input `-ss` for this range (at or just before `start`); none for the first."
+    )
     length: str | None = Field(default=None, description="FFmpeg's input `-t` (ends half a frame before `end`).")
 
 

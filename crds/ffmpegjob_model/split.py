@@ -149,23 +149,35 @@ class SplitCommand:
 
     def chunk_args(self, chunk: ChunkRange, segment: str) -> list[str]:
         """One chunk: the range of the input (with its `{{input}}` placeholder), video only."""
-        cut = ["-ss", chunk.seek] + (["-t", chunk.length] if chunk.length is not None else [])
-        return [
+        # The first chunk reads from the start like a single encode would (same timestamps, so the
+        # same frame-rate handling at the start); the others seek to their keyframe.
+        cut = (["-ss", chunk.seek] if chunk.seek is not None else []) + (
+            ["-t", chunk.length] if chunk.length is not None else [])
+        args = [
             *self.input_options, *cut, "-i", placeholder(self.input_name),
             *self.video_options, "-an", "-sn", "-dn", "-map_metadata", "-1", segment,
         ]
+        if chunk.seek is None and "-an" not in self.stitch_options:
+            # FFmpeg's frame-rate logic at the start of a single encode depends on the audio being
+            # read too (a video starting after its audio gets its first frame doubled in a CFR
+            # output): read it here as well, into nothing, so that the first chunk starts the same.
+            args += ["-map", "0:a?", "-c:a", "copy", "-f", "null", "-"]
+        return args
 
-    def stitch_args(self, segment_list: str = SEGMENT_LIST) -> list[str]:
+    def stitch_args(self, segment_list: str = SEGMENT_LIST, video_offset: float = 0.0) -> list[str]:
         """The segments (input 1) joined as they are, the rest of the original input (input 0)
-        encoded once with the user's options, into the declared output's placeholder."""
+        encoded once with the user's options, into the declared output's placeholder.
+        `video_offset`: the first segment's video start time (the concat demuxer starts the joined
+        video at 0): where a single encode would have started it, for the same A/V sync."""
         if self.stitch_maps is None:
             first = ["-vn", "-i", placeholder(self.input_name)]  # -vn as an input option: video from input 1
             maps: list[str] = []
         else:
             first = ["-i", placeholder(self.input_name)]
             maps = self.stitch_maps
+        offset = ["-itsoffset", f"{video_offset:.6f}"] if video_offset > 0 else []
         return [
-            *first, "-f", "concat", "-i", segment_list, *maps,
+            *first, *offset, "-f", "concat", "-i", segment_list, *maps,
             *self.stitch_options, "-c:v", "copy", placeholder(self.output_name),
         ]
 
@@ -489,10 +501,10 @@ def plan_chunks(probe: Probe, n: int) -> list[ChunkRange]:
         end = bounds[i + 1] if i + 1 < len(bounds) else None
         count = sum(1 for t in frames if t >= start and (end is None or t < end))
         # -ss is relative to the file's start time; floor so the seek target is never after the keyframe.
-        seek = 0 if i == 0 else max(0, _us(start) - probe.start_us)
+        seek = None if i == 0 else _secs(max(0, _us(start) - probe.start_us))
         # The trim of `-t` counts from the first frame kept (the keyframe itself).
         length = None if end is None else _secs(_us(end - half - start))
         out.append(ChunkRange(index=i, start=float(start - Fraction(probe.start_us, 10**6)),
                               end=None if end is None else float(end - Fraction(probe.start_us, 10**6)),
-                              frames=count, seek=_secs(seek), length=length))
+                              frames=count, seek=seek, length=length))
     return out

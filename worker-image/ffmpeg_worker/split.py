@@ -142,6 +142,17 @@ class SplitWorker(Worker):
         return Fetcher(self.s3, self.s3_settings, self.rules, self.settings.fetch_concurrency,
                        self.settings.max_input_bytes)
 
+    def video_start(self, path: Path) -> float:
+        """A segment's video start time (the first segment's is where the joined video starts)."""
+        try:
+            out = subprocess.run(
+                [self.settings.ffprobe_bin, "-v", "error", "-select_streams", "v:0", "-show_entries",
+                 "stream=start_time", "-of", "csv=p=0", str(path)],
+                capture_output=True, text=True, timeout=60, check=True)
+            return max(0.0, float(out.stdout.strip().splitlines()[0]))
+        except (OSError, ValueError, IndexError, subprocess.SubprocessError):
+            return 0.0
+
     def count_frames(self, path: Path) -> int | None:
         try:
             out = subprocess.run(
@@ -207,8 +218,9 @@ class StitchWorker(SplitWorker):
         (workdir / SEGMENT_LIST).write_text(segment_list(names))
         out_name = spec.outputs[0].name
         expected = job.status.split.duration if job.status.split else None
-        seconds, input_bytes = self.run_step(job, workdir, self.fetcher(), cmd.stitch_args(), out_name,
-                                             expected, report)
+        offset = self.video_start(workdir / names[0])
+        seconds, input_bytes = self.run_step(job, workdir, self.fetcher(), cmd.stitch_args(video_offset=offset),
+                                             out_name, expected, report)
         out = workdir / out_name
         if not out.is_file():
             raise JobFailed(f"stitch: FFmpeg did not write {out_name}", EXIT_STEP)
