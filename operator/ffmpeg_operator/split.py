@@ -448,6 +448,8 @@ def observe_split(status: dict[str, Any], chunk_job_obj: dict[str, Any] | None,
         conds = set_condition(conds, CONDITION, "True", "Stitching",
                               f"all {len(chunks)} chunks encoded; joining them", t, generation)
     # stitch
+    if stage == "Stitch" and stitch_job_obj is None and not out.create_stitch:
+        out.create_stitch = True  # its Job is gone (deleted by hand, or not created before a restart)
     if stage == "Stitch":
         stitch_pods = [p for p in pods if _role_of(p) == "stitch"]
         done = [p for p in stitch_pods if _phase(p) == "Succeeded"]
