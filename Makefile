@@ -4,7 +4,7 @@ VENV  := .venv
 PY    := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: help setup dev down status demo test test-unit lint crds openapi bench clean
+.PHONY: help setup dev down status demo test test-unit lint crds openapi generate bench clean
 
 help:
 	@echo "make dev    - bring up the local stack (Kubernetes control plane, process nodes, MinIO, operator, API)"
@@ -13,6 +13,7 @@ help:
 	@echo "make test   - run the test suite (brings its own stack up if none is running)"
 	@echo "make lint   - ruff, mypy and the import contracts (import-linter)"
 	@echo "make bench  - run the benchmarks, results in bench/results/"
+	@echo "make generate - regenerate the CRD and api/openapi.json from the code"
 
 setup: $(STAMP)
 	@bash hack/install-system-deps.sh
@@ -50,6 +51,12 @@ lint: $(STAMP)
 
 crds: $(STAMP)
 	@$(PY) -m ffmpegjob_model.crd
+
+openapi: $(STAMP)
+	@$(PY) -m ffmpeg_api.openapi
+
+# Everything that is generated from the code: the CRD (repo and chart copies) and the OpenAPI document.
+generate: crds openapi
 
 bench: dev
 	@$(PY) -m bench.run

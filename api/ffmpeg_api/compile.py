@@ -135,3 +135,46 @@ def parallel_spec(req: ParallelRequest | None) -> Parallel | None:
     if req is None:
         return None
     return Parallel(chunks=req.chunks, chunk_seconds=req.chunk_seconds, mode=req.mode)
+
+
+# "Very Good FFmpeg" commands may name files as the service's workers lay them out:
+# `inputs/<input_files key>` and `outputs/<output_files entry>`. Each becomes the placeholder of that
+# name; a path that is part of a longer one (`/inputs/x`, `a/inputs/x`, `inputs/x/y`) is left alone,
+# so the argument-safety rules still refuse it.
+_VGF_PATH = re.compile(r"(?<![A-Za-z0-9_./{<-])(inputs|outputs)/([A-Za-z0-9_][A-Za-z0-9_.-]*)(?![A-Za-z0-9_./-])")
+
+
+def vgf_commands(commands: list[str], input_keys: list[str], output_names: list[str]) -> list[str]:
+    """`inputs/<key>` and `outputs/<name>` in commands as `{{key}}` / `{{name}}`."""
+    known = {"inputs": set(input_keys), "outputs": set(output_names)}
+    field_of = {"inputs": "input_files", "outputs": "output_files"}
+
+    def translated(step: int, command: str) -> str:
+        def sub(m: re.Match[str]) -> str:
+            kind, name = m.group(1), m.group(2)
+            if name not in known[kind]:
+                listed = ", ".join(sorted(known[kind])) or "none"
+                raise ApiError(400, f"ffmpeg_commands[{step}]: {kind}/{name} names no entry of "
+                                    f"{field_of[kind]} (declared: {listed})")
+            return "{{" + name + "}}"
+
+        return _VGF_PATH.sub(sub, command)
+
+    return [translated(i, c) for i, c in enumerate(commands)]
+
+
+# "FFmpeg API" options may refer to an input file by name: `subtitles=@{subs.srt}`.
+_FILE_REF = re.compile(r"@\{([^{}]*)\}")
+
+
+def resolve_file_refs(text: str, placeholders: dict[str, str], where: str) -> str:
+    """`@{file.ext}` as the placeholder of the task's input of that file name."""
+
+    def sub(m: re.Match[str]) -> str:
+        name = m.group(1).strip()
+        if name not in placeholders:
+            listed = ", ".join(sorted(placeholders)) or "none"
+            raise task_error(f"{where}: @{{{name}}} names no input file (inputs: {listed})")
+        return "{{" + placeholders[name] + "}}"
+
+    return _FILE_REF.sub(sub, text)

@@ -9,13 +9,14 @@ import secrets
 from collections.abc import Callable
 from typing import Any
 
-from ffmpegjob_model.model import API_VERSION, FINISHED_LABEL, KIND, FFmpegJobSpec, FFmpegJobStatus, Phase
+from ffmpegjob_model import payloads
+from ffmpegjob_model.model import API_VERSION, FINISHED_LABEL, KIND, FFmpegJobSpec, Phase
 from ffmpegjob_model.pools import NodePool, canonical_machine
 from ffmpegjob_model.safety import UnsafeCommand, validate_spec
 from ffmpegjob_model.settings import S3Settings
 from ffmpegjob_model.split import splittable
 from ffmpegjob_model.storage_layout import split_storage_path
-from ffmpegjob_model.urls import URLRefused, URLRules, check_url
+from ffmpegjob_model.urls import URLRefused, URLRules, URLUnresolvable, check_url
 from kubernetes.client.rest import ApiException
 
 from .errors import ApiError
@@ -40,11 +41,14 @@ def job_tenant(obj: dict[str, Any]) -> str:
     return str((obj.get("spec") or {}).get("tenant", "default"))
 
 
-def check_webhook(url: str | None, rules: URLRules) -> None:
+def check_webhook(url: str | None, rules: URLRules, unresolvable_ok: bool = False) -> None:
     if url is None:
         return
     try:
         check_url(url, rules)
+    except URLUnresolvable as e:
+        if not unresolvable_ok:
+            raise ApiError(400, f"webhook_url refused: {e}") from None
     except URLRefused as e:
         raise ApiError(400, f"webhook_url refused: {e}") from None
 
@@ -65,9 +69,12 @@ class Jobs:
             raise ApiError(400, f"Unknown machine {requested!r}; available: {known}")
         return name
 
-    def validate(self, spec: FFmpegJobSpec) -> None:
+    def validate(self, spec: FFmpegJobSpec, unresolvable_ok: bool = False) -> None:
+        """Refuse an unsafe spec with a 400. `unresolvable_ok`: a URL input whose host does not
+        resolve is accepted (the job fails when the worker fetches it), as the "Very Good FFmpeg"
+        service does; forbidden addresses are refused either way."""
         try:
-            validate_spec(spec, url_rules=self.url_rules(), s3=self.s3)
+            validate_spec(spec, url_rules=self.url_rules(), s3=self.s3, unresolvable_ok=unresolvable_ok)
         except UnsafeCommand as e:
             raise ApiError(400, f"Invalid command: {e}") from None
         if spec.parallel is not None and spec.parallel.mode is None:  # `auto` falls back to one pod
@@ -91,15 +98,19 @@ class Jobs:
             if used >= max_gb_sec:
                 raise ApiError(403, f"Quota exceeded: {used:g} gb_sec used (limit {max_gb_sec:g})")
 
-    def create(self, name: str, spec: FFmpegJobSpec, surface: str) -> dict[str, Any]:
+    def create(self, name: str, spec: FFmpegJobSpec, surface: str,
+               annotations: dict[str, str] | None = None) -> dict[str, Any]:
+        metadata: dict[str, Any] = {
+            "name": name,
+            "namespace": self.kube.namespace,
+            "labels": {TENANT_LABEL: spec.tenant, SURFACE_LABEL: surface},
+        }
+        if annotations:
+            metadata["annotations"] = annotations
         body = {
             "apiVersion": API_VERSION,
             "kind": KIND,
-            "metadata": {
-                "name": name,
-                "namespace": self.kube.namespace,
-                "labels": {TENANT_LABEL: spec.tenant, SURFACE_LABEL: surface},
-            },
+            "metadata": metadata,
             "spec": spec.to_k8s(),
         }
         try:
@@ -151,11 +162,7 @@ def _k8s_message(e: ApiException) -> str:
         return str(e.reason)
 
 
-def status_of(obj: dict[str, Any]) -> FFmpegJobStatus:
-    try:
-        return FFmpegJobStatus.model_validate(obj.get("status") or {})
-    except ValueError:
-        return FFmpegJobStatus()
+status_of = payloads.status_of
 
 
 def results(obj: dict[str, Any], presign: Callable[[str, str, str], str]) -> list[ResultFileOut]:
@@ -171,17 +178,14 @@ def results(obj: dict[str, Any], presign: Callable[[str, str, str], str]) -> lis
     return out
 
 
-def usage_of(obj: dict[str, Any]) -> UsageOut | None:
-    u = status_of(obj).usage
-    return UsageOut(**u.model_dump()) if u else None
+def usage_of(obj: dict[str, Any]) -> UsageOut:
+    """A finished job's usage; never null (see `payloads.usage_or_estimate`)."""
+    return UsageOut(**payloads.usage_dict(payloads.usage_or_estimate(obj)))
 
 
 def error_of(obj: dict[str, Any]) -> str:
-    st = status_of(obj)
-    if st.phase == Phase.CANCELLED:
-        return "Job was cancelled"
-    detail = st.error or st.message or "unknown error"
-    return f"FFmpeg processing failed: {detail}"
+    """The "FFmpeg API" failure text, `FFmpeg processing error: <detail>` (as its webhooks say)."""
+    return payloads.ffmpeg_api_error(obj)
 
 
 def totals(jobs: list[dict[str, Any]]) -> UsageTotals:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
+from ffmpegjob_model.payloads import VGF_DEFAULT_TIMEOUT_SECONDS, VGF_MAX_TIMEOUT_SECONDS
 from ffmpegjob_model.probe import ProbeOptions
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -200,12 +201,17 @@ class DirectoryFilesResponse(BaseModel):
 
 # ----------------------------------------------------------------------- "Very Good FFmpeg" (000)
 class VgfJobRequest(_Req):
-    input_files: dict[str, str] = Field(default_factory=dict, description="placeholder name -> URL")
+    input_files: dict[str, str] = Field(default_factory=dict, description="input key -> URL")
     output_files: list[str] = Field(min_length=1, max_length=64)
-    ffmpeg_commands: list[str] = Field(min_length=1, max_length=32)
+    ffmpeg_commands: list[str] = Field(
+        min_length=1, max_length=32,
+        description="FFmpeg arguments; files as `{{key}}`, `<<key>>`, `inputs/<key>` or `outputs/<name>`")
     webhook_url: str | None = Field(default=None, max_length=2048)
     machine: str = Field(default="cpu", max_length=63, description="cpu, gpu (alias nvidia) or another pool")
     parallel: ParallelRequest | None = Field(default=None, description="Extension: split-and-stitch.")
+    timeout_seconds: int | None = Field(
+        default=None, ge=1, le=VGF_MAX_TIMEOUT_SECONDS,
+        description=f"Whole-job limit (default {VGF_DEFAULT_TIMEOUT_SECONDS} s, at most 6 h); past it the job fails")
 
 
 class VgfProgress(BaseModel):
@@ -215,29 +221,47 @@ class VgfProgress(BaseModel):
     speed: str | None = None
 
 
+VgfStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+
+
 class VgfJob(BaseModel):
+    """The service's job object, every key present; then this system's extensions."""
+
     id: str
-    status: JobStatus
-    machine: str
-    created_at: str | None = None
-    started_at: str | None = None
-    completed_at: str | None = None
-    progress: VgfProgress | None = None
-    result: list[ResultFileOut] | None = None
-    usage: UsageOut | None = None
-    error: str | None = None
-    webhook_url: str | None = None
+    status: VgfStatus
+    queued_at: str
+    created_at: str
+    updated_at: str
+    started_at: str | None
+    finished_at: str | None
+    error_message: str = Field(description='"" unless the job failed or was cancelled')
+    ffmpeg_commands: list[str]
+    input_files: dict[str, str]
+    output_files: dict[str, str] = Field(description="output name -> download URL (7 days); {} until succeeded")
+    webhook_url: str | None
+    timeout_seconds: int | None
+    total_input_bytes: int | None
+    total_output_bytes: int | None
+    machine: str = Field(description="Extension: the node pool")
+    progress: VgfProgress | None = Field(description="Extension: step k of n, percent, speed")
+    usage: UsageOut | None = Field(description="Extension: the FFmpeg API's usage figures, once finished")
+    result: list[ResultFileOut] = Field(description="Extension: outputs with sizes and media metadata")
 
 
 class VgfJobResponse(BaseModel):
     data: VgfJob
 
 
-class VgfJobList(BaseModel):
-    data: list[VgfJob]
-    total: int
+class PagingParams(BaseModel):
     limit: int
     offset: int
+    total: int
+    hasMore: bool  # the service's camelCase name
+
+
+class VgfJobList(BaseModel):
+    data: list[VgfJob]
+    pagingParams: PagingParams  # the service's camelCase name
 
 
 class TmpFileRequest(_Req):

@@ -9,7 +9,7 @@ from fastapi import Depends, Header, Request
 from ffmpegjob_model.pools import NodePool
 from ffmpegjob_model.settings import S3Settings
 
-from .errors import ApiError
+from .errors import VGF_PREFIX, ApiError
 from .jobs import Jobs
 from .keystore import KeyIndex, Quota, decode_secret
 from .kube import Kube, TTLCache, load_api_client
@@ -55,10 +55,16 @@ def services(request: Request) -> Services:
 UNAUTHORIZED = ApiError(401, "Invalid API key", headers={"WWW-Authenticate": 'Basic realm="kubeffmpeg"'})
 
 
+MISSING = ApiError(400, "Missing Authorization header")
+
+
 def caller(
+    request: Request,
     svc: Annotated[Services, Depends(services)],
     authorization: Annotated[str | None, Header(description="`Basic <key>` or `Bearer <key>`")] = None,
 ) -> Caller:
+    if not (authorization or "").strip() and not request.url.path.startswith(VGF_PREFIX):
+        raise MISSING  # the "FFmpeg API" service answers a request without the header so
     index = svc.keys.get()
     tenant = index.lookup(authorization)
     if tenant is None:

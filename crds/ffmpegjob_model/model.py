@@ -204,6 +204,8 @@ class Usage(_Wire):
     input_size_gb: float = Field(ge=0)
     output_size_gb: float = Field(ge=0)
     gb_sec: float = Field(ge=0)
+    input_bytes: int | None = Field(default=None, ge=0, description="Exact input size (the GB figures are rounded).")
+    output_bytes: int | None = Field(default=None, ge=0, description="Exact output size.")
 
     @classmethod
     def compute(cls, time_sec: float, input_bytes: int, output_bytes: int) -> Usage:
@@ -214,6 +216,8 @@ class Usage(_Wire):
             input_size_gb=round(in_gb, 6),
             output_size_gb=round(out_gb, 6),
             gb_sec=round(time_sec * (in_gb + out_gb), 6),
+            input_bytes=input_bytes,
+            output_bytes=output_bytes,
         )
 
 

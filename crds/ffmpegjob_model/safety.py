@@ -24,7 +24,15 @@ from .commands import (
 from .model import FFmpegJobSpec
 from .settings import S3Settings
 from .storage_layout import split_storage_path
-from .urls import Resolver, URLRefused, URLRules, check_url, default_resolver, storage_key_for_url
+from .urls import (
+    Resolver,
+    URLRefused,
+    URLRules,
+    URLUnresolvable,
+    check_url,
+    default_resolver,
+    storage_key_for_url,
+)
 
 
 class UnsafeCommand(ValueError):
@@ -435,10 +443,14 @@ def validate_args(args: list[str], step: int, inputs: Iterable[str], outputs: It
         i += 2
 
 
-def _check_input_source(source: str, name: str, rules: URLRules | None, resolve: Resolver | None) -> None:
+def _check_input_source(source: str, name: str, rules: URLRules | None, resolve: Resolver | None,
+                        unresolvable_ok: bool = False) -> None:
     if "://" in source:
         try:
             check_url(source, rules, resolve)
+        except URLUnresolvable as exc:
+            if not unresolvable_ok:
+                raise UnsafeCommand(f"input {name!r}: {exc}") from None
         except URLRefused as exc:
             raise UnsafeCommand(f"input {name!r}: {exc}") from None
     elif split_storage_path(source) is None:
@@ -454,16 +466,19 @@ def validate_spec(
     url_rules: URLRules | None = None,
     resolve: Resolver = default_resolver,
     s3: S3Settings | None = None,
+    unresolvable_ok: bool = False,
 ) -> list[list[str]]:
     """Refuse an unsafe job with `UnsafeCommand`; return its effective argument lists.
 
     `check_urls=False` skips DNS resolution of URL inputs (the worker checks again when it
     connects); storage paths and URL syntax are still checked. With `s3`, URLs into our own
-    bucket (presigned, temp files) pass: they are read from storage, not fetched."""
+    bucket (presigned, temp files) pass: they are read from storage, not fetched.
+    `unresolvable_ok` accepts a URL whose host does not resolve (the job fails when it is fetched);
+    forbidden addresses are refused either way."""
     for inp in spec.inputs:
         if s3 is not None and storage_key_for_url(inp.source, s3) is not None:
             continue
-        _check_input_source(inp.source, inp.name, url_rules, resolve if check_urls else None)
+        _check_input_source(inp.source, inp.name, url_rules, resolve if check_urls else None, unresolvable_ok)
     try:
         commands = effective_commands(spec)
     except CommandSyntaxError as exc:

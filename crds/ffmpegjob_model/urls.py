@@ -39,6 +39,12 @@ class URLRefused(ValueError):
     """A URL that the rules refuse; the message says why."""
 
 
+class URLUnresolvable(URLRefused):
+    """A host name that does not resolve (now): not a security refusal. A surface that accepts
+    unreachable inputs (the "Very Good FFmpeg" one) lets the job fail when it is fetched; the
+    fetcher checks the addresses again when it connects."""
+
+
 class URLRules(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="URL_", extra="ignore")
 
@@ -63,7 +69,7 @@ def default_resolver(host: str, port: int) -> list[str]:
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except socket.gaierror as exc:
-        raise URLRefused(f"cannot resolve host {host!r}: {exc.strerror}") from None
+        raise URLUnresolvable(f"cannot resolve host {host!r}: {exc.strerror}") from None
     return sorted({str(info[4][0]) for info in infos})
 
 
@@ -140,7 +146,7 @@ def check_url(url: str, rules: URLRules | None = None, resolve: Resolver | None 
     else:
         addresses = resolve(host, port or (443 if scheme == "https" else 80))
     if not addresses:
-        raise URLRefused(f"host {host!r} resolves to no address")
+        raise URLUnresolvable(f"host {host!r} resolves to no address")
     if host in hosts:
         for a in addresses:  # an allowed name still may not reach the metadata service
             if _unmapped(ipaddress.ip_address(a.split("%", 1)[0])) in METADATA_ADDRESSES:

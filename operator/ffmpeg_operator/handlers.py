@@ -18,6 +18,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 import kopf
+from ffmpegjob_model import payloads
 from ffmpegjob_model.model import GROUP, PLURAL, VERSION, FFmpegJobSpec, Phase
 from ffmpegjob_model.pools import canonical_machine
 from ffmpegjob_model.safety import validate_spec
@@ -369,7 +370,8 @@ async def webhook_daemon(body: kopf.Body, spec: kopf.Spec, meta: kopf.Meta, memo
     tenant = str(spec.get("tenant", "default"))
     job_id = str((meta.get("annotations") or {}).get(f"{GROUP}/job-id") or name)
     try:
-        body_bytes = webhooks.encode(webhooks.payload(job_id, st, lambda p: c.presigner.url(tenant, p)))
+        body_bytes = webhooks.encode(payloads.webhook_body(
+            obj, job_id, lambda p, exp: c.presigner.url(tenant, p, exp), c.settings.presign_expiry_seconds))
     except ValueError as e:
         await give_up("WebhookPayloadFailed", f"cannot build the payload: {e}")
         return

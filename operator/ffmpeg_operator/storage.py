@@ -36,13 +36,13 @@ class Presigner:
         self.bucket, self.expires = s3.bucket, expires
         self.client = s3_client(s3, public=True)
 
-    def url(self, tenant: str, storage_path: str) -> str:
+    def url(self, tenant: str, storage_path: str, expires: int | None = None) -> str:
         parts = split_storage_path(storage_path)
         if parts is None:
             raise ValueError(f"not a storage path: {storage_path!r}")
         key = file_key(tenant, *parts)
         return str(self.client.generate_presigned_url(
-            "get_object", Params={"Bucket": self.bucket, "Key": key}, ExpiresIn=self.expires
+            "get_object", Params={"Bucket": self.bucket, "Key": key}, ExpiresIn=expires or self.expires
         ))
 
 

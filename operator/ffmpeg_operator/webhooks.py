@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import httpx
-from ffmpegjob_model.model import FFmpegJobStatus, Phase
+from ffmpegjob_model import payloads
 from tenacity import AsyncRetrying, retry_if_result, stop_after_attempt, wait_exponential_jitter
 
 SIGNATURE_HEADER = "X-Webhook-Signature"
@@ -29,21 +29,9 @@ ERROR_MAX = 500
 
 # ------------------------------------------------------------------------------------- payloads
 def payload(job_id: str, status: dict[str, Any], download_url: Callable[[str], str]) -> dict[str, Any]:
-    """The seed's success/failure bodies; `download_url(storage_path)` presigns one result."""
-    st = FFmpegJobStatus.model_validate(status)
-    if st.phase == Phase.SUCCEEDED:
-        return {
-            "job_id": job_id,
-            "status": "completed",
-            "result": [
-                {"file_name": r.file_name, "size_bytes": r.size_bytes, "download_url": download_url(r.storage_path)}
-                for r in st.result or []
-            ],
-            "usage": st.usage.model_dump(mode="json") if st.usage else None,
-        }
-    phase = Phase(st.phase) if st.phase else Phase.FAILED
-    error = st.error or st.message or ("the job was cancelled" if phase == Phase.CANCELLED else "the job failed")
-    return {"job_id": job_id, "status": phase.rest_status, "error": error}
+    """The "FFmpeg API" seed's success/failure bodies; `download_url(storage_path)` presigns one
+    result. (The operator picks the body by surface: `ffmpegjob_model.payloads.webhook_body`.)"""
+    return payloads.ffmpeg_api_webhook(job_id, {"status": status}, download_url)
 
 
 def encode(body: dict[str, Any]) -> bytes:

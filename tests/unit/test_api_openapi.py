@@ -22,7 +22,8 @@ def test_spec_lists_every_seed_endpoint_with_the_error_shape() -> None:
         ("/file/download/{dirId}/{fileName}", "get"), ("/directory", "post"), ("/directory", "get"),
         ("/directory/{dirId}", "get"), ("/api/ffmpeg", "post"), ("/api/ffmpeg", "get"),
         ("/api/ffmpeg/{job_id}", "get"), ("/api/ffmpeg/{job_id}", "delete"), ("/api/ffmpeg/{job_id}/cancel", "post"),
-        ("/api/tmp-file", "post"),
+        ("/api/tmp-file", "post"), ("/api/jobs", "get"), ("/api/jobs/{job_id}", "get"),
+        ("/api/jobs/{job_id}/cancel", "post"),
     }
     assert {(p, m) for p, ops in paths.items() for m in ops} >= expected
     err = paths["/ffmpeg/process"]["post"]["responses"]["400"]["content"]["application/json"]["schema"]

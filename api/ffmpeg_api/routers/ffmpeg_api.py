@@ -10,15 +10,16 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Path
 from fastapi.responses import JSONResponse
 from ffmpegjob_model.model import FFmpegJobSpec, InputFile, OutputFile, OutputLocation, Usage, Webhook
+from ffmpegjob_model.payloads import SURFACE_FFMPEG_API, failure_detail
 from ffmpegjob_model.probe import ProbeFailed, ProbeOptionsError, probe
 from ffmpegjob_model.storage_layout import DEFAULT_DIR_TTL, valid_dir_id, valid_file_name
 from ffmpegjob_model.urls import URLRefused, URLRules
 from starlette.concurrency import run_in_threadpool
 
-from ..compile import input_placeholder, parallel_spec, plan_task
+from ..compile import input_placeholder, parallel_spec, plan_task, resolve_file_refs
 from ..errors import ERROR_RESPONSES, ApiError
 from ..imports import import_input
-from ..jobs import check_webhook, error_of, new_job_name, rest_status, results, usage_of
+from ..jobs import check_webhook, error_of, new_job_name, rest_status, results, status_of, usage_of
 from ..schemas import (
     AnalyzeRequest,
     AnalyzeResponse,
@@ -93,12 +94,21 @@ def submit_task(svc: Services, who: Caller, req: ProcessRequest) -> str:
     for p in plan.inputs:
         if p.url is not None:
             p.dir_id = import_dir
+    # `@{file.ext}` in options and the filter graph: the input of that file name.
+    refs = {p.file_name or "": input_placeholder(p.index) for p in plan.inputs}
+    refs.update({p.storage_path: input_placeholder(p.index) for p in plan.inputs if p.url is None})
+
+    def resolved(opts: list[str] | None, where: str) -> list[str] | None:
+        return None if opts is None else [resolve_file_refs(o, refs, where) for o in opts]
+
     spec = FFmpegJobSpec(
         tenant=tenant,
-        inputs=[InputFile(name=input_placeholder(p.index), source=p.storage_path, options=p.options)
-                for p in plan.inputs],
-        outputs=[OutputFile(name=o.file, options=o.options, maps=o.maps) for o in req.task.outputs],
-        filter_complex=req.task.filter_complex,
+        inputs=[InputFile(name=input_placeholder(p.index), source=p.storage_path,
+                          options=resolved(p.options, f"inputs[{p.index}].options")) for p in plan.inputs],
+        outputs=[OutputFile(name=o.file, options=resolved(o.options, f"outputs[{j}].options"),
+                            maps=o.maps) for j, o in enumerate(req.task.outputs)],
+        filter_complex=resolve_file_refs(req.task.filter_complex, refs, "filter_complex")
+        if req.task.filter_complex else None,
         machine=machine,
         output=OutputLocation(dir_id=output_dir),
         webhook=Webhook(url=req.webhook_url) if req.webhook_url else None,
@@ -113,7 +123,7 @@ def submit_task(svc: Services, who: Caller, req: ProcessRequest) -> str:
             import_input(svc.storage, tenant, p.url, import_dir, p.file_name or "", rules,
                          svc.settings.import_max_bytes, svc.settings.import_timeout_seconds)
     name = new_job_name()
-    svc.jobs.create(name, spec, "ffmpeg-api")
+    svc.jobs.create(name, spec, SURFACE_FFMPEG_API)
     return name
 
 
@@ -133,7 +143,8 @@ async def process(req: ProcessRequest, who: Auth, svc: Svc) -> Any:
         raise ApiError(503, f"Job {name} is still {status} after {svc.settings.sync_wait_seconds:g}s; "
                             f"poll GET /job/{name} for its result")
     if status != "completed":
-        return JSONResponse({"ok": False, "job_id": name, "error": error_of(obj)}, status_code=500)
+        error = f"FFmpeg processing failed: {failure_detail(status_of(obj))}" if status == "failed" else error_of(obj)
+        return JSONResponse({"ok": False, "job_id": name, "error": error}, status_code=500)
     return ProcessResponse(job_id=name, result=results(obj, presigner(svc)), usage=usage_of(obj))
 
 

@@ -1,22 +1,28 @@
-"""The "Very Good FFmpeg" surface (seed 000): jobs with named URL inputs and chained commands,
-temporary files. Bodies are wrapped in `{"data": ...}` as the seed's tmp-file answer is."""
+"""The "Very Good FFmpeg" surface, as the service's own SDKs call it (Python `very-good-ffmpeg`,
+the TypeScript SDK of its n8n node): `POST /api/ffmpeg` (`?wait=true`), `GET /api/jobs/{id}`,
+`GET /api/jobs?limit&offset`, `POST /api/jobs/{id}/cancel`, `POST /api/tmp-file`. Bodies are
+wrapped in `{"data": ...}`; the job object is built by `ffmpegjob_model.payloads.vgf_job`, which
+the operator also sends as the webhook body. `/api/ffmpeg/{id}` (GET, DELETE, POST .../cancel)
+and `GET /api/ffmpeg` are kept as aliases."""
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Path, Query
+from ffmpegjob_model import payloads
 from ffmpegjob_model.model import FFmpegJobSpec, InputFile, OutputFile, OutputLocation, Webhook
-from ffmpegjob_model.storage_layout import DEFAULT_DIR_TTL, valid_file_name
+from ffmpegjob_model.storage_layout import split_storage_path, valid_file_name
 from ffmpegjob_model.urls import URLRules
 from starlette.concurrency import run_in_threadpool
 
-from ..compile import check_vgf_names, parallel_spec
+from ..compile import check_vgf_names, parallel_spec, vgf_commands
 from ..errors import ERROR_RESPONSES, ApiError
 from ..imports import own_storage_path
-from ..jobs import check_webhook, error_of, new_job_name, rest_status, results, status_of, usage_of
+from ..jobs import check_webhook, job_tenant, new_job_name
 from ..schemas import (
-    JobStatus,
+    PagingParams,
     TmpFileRequest,
     TmpFileResponse,
     TmpFileUrls,
@@ -24,45 +30,39 @@ from ..schemas import (
     VgfJobList,
     VgfJobRequest,
     VgfJobResponse,
-    VgfProgress,
 )
 from ..services import Auth, Caller, Services, Svc
 
 router = APIRouter(prefix="/api", responses=ERROR_RESPONSES)
 JobId = Annotated[str, Path(description="The job's id", min_length=1, max_length=253)]
-
-
-def _time(value: Any) -> str | None:
-    if value is None:
-        return None
-    return value if isinstance(value, str) else value.isoformat().replace("+00:00", "Z")
+TAG = "Very Good FFmpeg"
+# The service's docs: `?wait=true` holds the request at most 5 minutes, then answers the job as it is.
+WAIT_MAX_SECONDS = 300.0
+# An annotation holds the original request unless it is this large (the spec has it too).
+ANNOTATION_MAX = 64 * 1024
+# Earlier status words of this surface, still accepted by the list filter.
+LEGACY_STATUS = {"pending": "queued", "processing": "running", "completed": "succeeded"}
 
 
 def view(svc: Services, obj: dict[str, Any]) -> VgfJob:
-    st, spec = status_of(obj), obj.get("spec") or {}
-    status = rest_status(obj)
-    return VgfJob(
-        id=obj["metadata"]["name"],
-        status=status,
-        machine=str(spec.get("machine", "cpu")),
-        created_at=_time(obj["metadata"].get("creationTimestamp")),
-        started_at=_time(st.start_time),
-        completed_at=_time(st.completion_time),
-        progress=VgfProgress(**st.progress.model_dump()) if st.progress else None,
-        result=results(obj, lambda t, d, f: svc.storage.presign_get(t, d, f, svc.settings.result_url_seconds))
-        if status == "completed" else None,
-        usage=usage_of(obj),
-        error=error_of(obj) if status in ("failed", "cancelled") else None,
-        webhook_url=(spec.get("webhook") or {}).get("url"),
-    )
+    tenant = job_tenant(obj)
+
+    def presign(storage_path: str, expires: int) -> str:
+        parts = split_storage_path(storage_path)
+        if parts is None:
+            raise ValueError(f"not a storage path: {storage_path!r}")
+        return svc.storage.presign_get(tenant, parts[0], parts[1], expires)
+
+    return VgfJob.model_validate(payloads.vgf_job(obj, presign))
 
 
 def submit(svc: Services, who: Caller, req: VgfJobRequest) -> dict[str, Any]:
     """Create the FFmpegJob; returns it as the API server stored it."""
     check_vgf_names(req.input_files, req.output_files)
+    commands = vgf_commands(req.ffmpeg_commands, list(req.input_files), req.output_files)
     tenant, rules = who.tenant, URLRules()
     machine = svc.jobs.machine(req.machine)
-    check_webhook(req.webhook_url, rules)
+    check_webhook(req.webhook_url, rules, unresolvable_ok=True)
     inputs: list[InputFile] = []
     for name, url in req.input_files.items():
         url = url.strip()
@@ -75,73 +75,122 @@ def submit(svc: Services, who: Caller, req: VgfJobRequest) -> dict[str, Any]:
         tenant=tenant,
         inputs=inputs,
         outputs=[OutputFile(name=n) for n in req.output_files],
-        commands=req.ffmpeg_commands,
+        commands=commands,
         machine=machine,
         output=OutputLocation(dir_id="pending"),
         webhook=Webhook(url=req.webhook_url) if req.webhook_url else None,
-        timeout_seconds=svc.settings.job_timeout_seconds,
+        timeout_seconds=req.timeout_seconds or payloads.VGF_DEFAULT_TIMEOUT_SECONDS,
         ttl_seconds_after_finished=svc.settings.job_ttl_seconds_after_finished,
         parallel=parallel_spec(req.parallel),
     )
-    svc.jobs.validate(spec)
+    # An input or webhook host that does not resolve is accepted: the job fails when it is
+    # fetched, with an error_message, as on the service. Forbidden addresses stay a 400.
+    svc.jobs.validate(spec, unresolvable_ok=True)
     svc.jobs.check_quota(tenant, who.quota)
-    spec.output = OutputLocation(dir_id=svc.storage.create_dir(tenant, DEFAULT_DIR_TTL, temporary=True).id)
-    return svc.jobs.create(new_job_name(), spec, "vgf")
+    # Outputs are kept as long as their download links are valid (7 days after the job ends).
+    keep = payloads.VGF_OUTPUT_URL_SECONDS + spec.timeout_seconds
+    spec.output = OutputLocation(dir_id=svc.storage.create_dir(tenant, keep, temporary=True).id)
+    original = json.dumps({"input_files": req.input_files, "ffmpeg_commands": req.ffmpeg_commands},
+                          separators=(",", ":"))
+    annotations = {payloads.VGF_REQUEST_ANNOTATION: original} if len(original) <= ANNOTATION_MAX else None
+    return svc.jobs.create(new_job_name(), spec, payloads.SURFACE_VGF, annotations)
 
 
-@router.post("/ffmpeg", response_model=VgfJobResponse, response_model_exclude_none=True, tags=["Very Good FFmpeg"],
-             summary="Submit a job; with ?wait=true the answer carries its result")
+@router.post("/ffmpeg", response_model=VgfJobResponse, tags=[TAG],
+             summary="Submit a job; with ?wait=true the answer comes when it finished (at most 5 minutes)")
 async def create_job(req: VgfJobRequest, who: Auth, svc: Svc,
                      wait: Annotated[bool, Query(description="Wait for the job to finish")] = False) -> VgfJobResponse:
     obj: dict[str, Any] | None = await run_in_threadpool(submit, svc, who, req)
     if wait and obj is not None:
         # The object create returned doubles as the answer: no second read when not waiting.
-        obj = await svc.watcher.wait(obj["metadata"]["name"], svc.settings.sync_wait_seconds)
+        obj = await svc.watcher.wait(obj["metadata"]["name"], min(svc.settings.sync_wait_seconds, WAIT_MAX_SECONDS))
     if obj is None or not obj.get("spec"):
         raise ApiError(404, "Job not found (it was deleted)")
     return VgfJobResponse(data=await run_in_threadpool(view, svc, obj))
 
 
-@router.get("/ffmpeg/{job_id}", response_model=VgfJobResponse, response_model_exclude_none=True,
-            tags=["Very Good FFmpeg"])
-def get_job(who: Auth, svc: Svc, job_id: JobId) -> VgfJobResponse:
+def _get(who: Caller, svc: Services, job_id: str) -> VgfJobResponse:
     return VgfJobResponse(data=view(svc, svc.jobs.get(who.tenant, job_id)))
 
 
-@router.get("/ffmpeg", response_model=VgfJobList, response_model_exclude_none=True, tags=["Very Good FFmpeg"],
-            summary="List your jobs, newest first")
-def list_jobs(who: Auth, svc: Svc,
-              status: Annotated[JobStatus | None, Query()] = None,
-              limit: Annotated[int, Query(ge=1, le=100)] = 20,
-              offset: Annotated[int, Query(ge=0)] = 0) -> VgfJobList:
-    objs = [o for o in svc.jobs.list(who.tenant) if status is None or rest_status(o) == status]
+@router.get("/jobs/{job_id}", response_model=VgfJobResponse, tags=[TAG], summary="One job")
+def get_job(who: Auth, svc: Svc, job_id: JobId) -> VgfJobResponse:
+    return _get(who, svc, job_id)
+
+
+@router.get("/ffmpeg/{job_id}", response_model=VgfJobResponse, tags=[TAG], summary="One job (alias)")
+def get_job_alias(who: Auth, svc: Svc, job_id: JobId) -> VgfJobResponse:
+    return _get(who, svc, job_id)
+
+
+def _list(who: Caller, svc: Services, status: str | None, limit: int, offset: int) -> VgfJobList:
+    want = LEGACY_STATUS.get(status, status) if status else None
+    if want is not None and want not in payloads.VGF_STATUSES:
+        raise ApiError(400, f"status must be one of {', '.join(payloads.VGF_STATUSES)}")
+    objs = [o for o in svc.jobs.list(who.tenant)
+            if want is None or payloads.VGF_STATUS[payloads.phase_of(o)] == want]
     objs.sort(key=lambda o: (o["metadata"].get("creationTimestamp", ""), o["metadata"]["name"]), reverse=True)
     page = objs[offset : offset + limit]
-    return VgfJobList(data=[view(svc, o) for o in page], total=len(objs), limit=limit, offset=offset)
+    return VgfJobList(data=[view(svc, o) for o in page],
+                      pagingParams=PagingParams(limit=limit, offset=offset, total=len(objs),
+                                                hasMore=offset + len(page) < len(objs)))
+
+
+Limit = Annotated[int, Query(ge=1, le=1000, description="Jobs per page")]
+Offset = Annotated[int, Query(ge=0, description="Jobs to skip")]
+StatusFilter = Annotated[str | None, Query(description="Extension: only jobs in this status", max_length=16)]
+
+
+@router.get("/jobs", response_model=VgfJobList, tags=[TAG], summary="Your jobs, newest first")
+def list_jobs(who: Auth, svc: Svc, status: StatusFilter = None, limit: Limit = 50, offset: Offset = 0) -> VgfJobList:
+    return _list(who, svc, status, limit, offset)
+
+
+@router.get("/ffmpeg", response_model=VgfJobList, tags=[TAG], summary="Your jobs, newest first (alias)")
+def list_jobs_alias(who: Auth, svc: Svc, status: StatusFilter = None, limit: Limit = 50,
+                    offset: Offset = 0) -> VgfJobList:
+    return _list(who, svc, status, limit, offset)
 
 
 def _cancel(svc: Services, who: Caller, job_id: str) -> VgfJobResponse:
-    svc.jobs.cancel(who.tenant, job_id, ("pending", "processing"))
-    obj = svc.jobs.get(who.tenant, job_id)
-    job = view(svc, obj)
-    if job.status in ("pending", "processing"):
-        job.status = "cancelled"  # the operator records it in a moment; the request is accepted
+    try:
+        svc.jobs.cancel(who.tenant, job_id, ("pending", "processing"))
+    except ApiError as e:
+        if e.status != 409:
+            raise
+        word = payloads.VGF_STATUS[payloads.phase_of(svc.jobs.get(who.tenant, job_id))]
+        raise ApiError(409, f"Cannot cancel job in '{word}' status. Only queued or running jobs can be "
+                            "cancelled.") from None
+    job = view(svc, svc.jobs.get(who.tenant, job_id))
+    if job.status in ("queued", "running"):
+        # The operator records it in a moment; the request is accepted and cannot be undone.
+        job.status = "cancelled"
+        job.error_message = payloads.CANCELLED_MESSAGE
     return VgfJobResponse(data=job)
 
 
-@router.delete("/ffmpeg/{job_id}", response_model=VgfJobResponse, response_model_exclude_none=True,
-               tags=["Very Good FFmpeg"], responses={409: {"description": "The job already finished"}})
-def delete_job(who: Auth, svc: Svc, job_id: JobId) -> VgfJobResponse:
-    return _cancel(svc, who, job_id)
+CONFLICT: dict[int | str, dict[str, Any]] = {409: {"description": "The job already finished"}}
 
 
-@router.post("/ffmpeg/{job_id}/cancel", response_model=VgfJobResponse, response_model_exclude_none=True,
-             tags=["Very Good FFmpeg"], responses={409: {"description": "The job already finished"}})
+@router.post("/jobs/{job_id}/cancel", response_model=VgfJobResponse, tags=[TAG], responses=CONFLICT,
+             summary="Cancel a queued or running job")
 def cancel_job(who: Auth, svc: Svc, job_id: JobId) -> VgfJobResponse:
     return _cancel(svc, who, job_id)
 
 
-@router.post("/tmp-file", response_model=TmpFileResponse, tags=["Very Good FFmpeg"],
+@router.post("/ffmpeg/{job_id}/cancel", response_model=VgfJobResponse, tags=[TAG], responses=CONFLICT,
+             summary="Cancel (alias)")
+def cancel_job_alias(who: Auth, svc: Svc, job_id: JobId) -> VgfJobResponse:
+    return _cancel(svc, who, job_id)
+
+
+@router.delete("/ffmpeg/{job_id}", response_model=VgfJobResponse, tags=[TAG], responses=CONFLICT,
+               summary="Cancel (alias)")
+def delete_job(who: Auth, svc: Svc, job_id: JobId) -> VgfJobResponse:
+    return _cancel(svc, who, job_id)
+
+
+@router.post("/tmp-file", response_model=TmpFileResponse, tags=[TAG],
              summary="Presigned PUT upload and GET download URLs for one file, valid for one hour")
 def tmp_file(who: Auth, svc: Svc, req: Annotated[TmpFileRequest | None, Body()] = None) -> TmpFileResponse:
     name = (req.file_name if req else None) or "input"
@@ -154,5 +203,3 @@ def tmp_file(who: Auth, svc: Svc, req: Annotated[TmpFileRequest | None, Body()] 
         download_url=svc.storage.presign_get(who.tenant, d.id, name, ttl),
         expires_in_seconds=ttl,
     ))
-
-
