@@ -4,7 +4,7 @@ VENV  := .venv
 PY    := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: help setup dev down status demo test test-unit lint crds openapi generate bench clean
+.PHONY: help setup dev down status demo test test-unit lint crds openapi generate bench clean images base-image test-images
 
 help:
 	@echo "make dev    - bring up the local stack (Kubernetes control plane, process nodes, MinIO, operator, API)"
@@ -14,6 +14,8 @@ help:
 	@echo "make lint   - ruff, mypy and the import contracts (import-linter)"
 	@echo "make bench  - run the benchmarks, results in bench/results/"
 	@echo "make generate - regenerate the CRD and api/openapi.json from the code"
+	@echo "make images - build the worker, worker-gpu, api and operator images (docker, buildah or podman)"
+	@echo "make test-images - run each built image under runc against the local stack"
 
 setup: $(STAMP)
 	@bash hack/install-system-deps.sh
@@ -38,8 +40,9 @@ status:
 demo: dev
 	@$(PY) hack/demo.py
 
+# The images' tests (marker `images`) run in `make test-images`, after `make images`.
 test: setup
-	@$(VENV)/bin/pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+	@$(VENV)/bin/pytest -q -p no:cacheprovider -m "not images" $(PYTEST_ARGS)
 
 test-unit: $(STAMP)
 	@$(VENV)/bin/pytest -q -p no:cacheprovider tests/unit $(PYTEST_ARGS)
@@ -57,6 +60,20 @@ openapi: $(STAMP)
 
 # Everything that is generated from the code: the CRD (repo and chart copies) and the OpenAPI document.
 generate: crds openapi
+
+# Images (docs/install.md, "Images"). BASE_IMAGE, IMAGE_PREFIX, IMAGE_TAG, IMAGE_TOOL and
+# CA_BUNDLE are read from the environment (hack/images.sh says what each does).
+images:
+	@bash hack/install-system-deps.sh images
+	@bash hack/images.sh
+
+# A Debian bookworm base from Debian's packages (mmdebstrap), for machines without a registry.
+base-image:
+	@bash hack/install-system-deps.sh images
+	@bash hack/base-image.sh
+
+test-images: setup images
+	@$(VENV)/bin/pytest -q -p no:cacheprovider -m images tests/integration/test_images.py $(PYTEST_ARGS)
 
 bench: dev
 	@$(PY) -m bench.run

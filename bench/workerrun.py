@@ -4,6 +4,7 @@ Also runs the same FFmpeg command on local files, for comparison."""
 
 from __future__ import annotations
 
+import base64
 import json
 import shutil
 import subprocess
@@ -14,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ffmpegjob_model.grants import GRANTS_FILE, GRANTS_FILE_ENV, grants_secret_name
 from ffmpegjob_model.model import GROUP, PLURAL, VERSION
 from kubernetes import client
 
@@ -59,11 +61,15 @@ def run_worker(api: client.ApiClient, ns: str, rid: str, name: str, source: str,
     watcher.start()
     watcher.ready.wait(10)
     body = ffmpegjob(name, rid, source=source, command=command, dir_id=dir_id, suspend=True)
-    custom.create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, body)
+    created: Any = custom.create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, body)
     time.sleep(0.5)
+    grants = operator_grants(api, ns, created["metadata"]["uid"])
     with tempfile.TemporaryDirectory(prefix="bench-worker-") as tmp:
         timing = Path(tmp) / "timing.jsonl"
-        env = {**process_env(), "FFMPEGJOB_NAME": name, "FFMPEGJOB_NAMESPACE": ns,
+        (Path(tmp) / GRANTS_FILE).write_text(grants)
+        # As in a pod: no storage credentials, the grants the operator presigned for the job.
+        env = {k: v for k, v in process_env().items() if not k.startswith("AWS_")}
+        env |= {GRANTS_FILE_ENV: f"{tmp}/{GRANTS_FILE}", "FFMPEGJOB_NAME": name, "FFMPEGJOB_NAMESPACE": ns,
                "FFMPEG_WORKDIR": f"{tmp}/scratch", "TERMINATION_LOG_PATH": f"{tmp}/termination-log",
                "FFMPEG_BIN": str(timer_bin()), "BENCH_REAL_FFMPEG": shutil.which("ffmpeg") or "ffmpeg",
                "BENCH_TIMING_FILE": str(timing)}
@@ -79,6 +85,20 @@ def run_worker(api: client.ApiClient, ns: str, rid: str, name: str, source: str,
     obj: Any = custom.get_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, name)
     status = dict(obj.get("status") or {})
     return WorkerRun(proc.returncode, start, end, records, seen.get("result"), proc.stderr[-3000:], status)
+
+
+def operator_grants(api: client.ApiClient, ns: str, uid: str, timeout: float = 30) -> str:
+    """The grants file the operator made for the (suspended) FFmpegJob's pod."""
+    core = client.CoreV1Api(api)
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            secret = core.read_namespaced_secret(grants_secret_name(f"ffj-{uid}"), ns)
+            return base64.b64decode((secret.data or {})[GRANTS_FILE]).decode()
+        except client.ApiException as e:
+            if e.status != 404 or time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
 
 
 def run_local(input_path: Path, command: str, workdir: Path) -> float:

@@ -135,6 +135,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         (401, "Invalid API key"),
         (403, "Quota exceeded"),
         (404, "Not found"),
+        (429, "Too many requests: the key's rate limit (see Retry-After)"),
         (500, "Processing failed"),
         (503, "Service unavailable"),
     )

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 import secrets
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -133,7 +134,9 @@ class Jobs:
     def cancel(self, tenant: str, name: str, allowed: tuple[str, ...]) -> dict[str, Any]:
         """Set spec.cancel (the operator stops the Job); refused unless the REST status is allowed.
         The patch carries the resourceVersion read, so a job that starts meanwhile is not cancelled."""
-        for _ in range(3):
+        for attempt in range(10):  # a new job's status is written several times in its first second
+            if attempt:
+                time.sleep(0.05 * attempt)
             obj = self.get(tenant, name)
             status = rest_status(obj)
             if status not in allowed:

@@ -1,7 +1,8 @@
 """API keys, stored hashed in one Kubernetes Secret (`API_KEYS_SECRET`).
 
 Each data entry is one tenant: key `<tenant>`, value either the sha256 hex of one key or JSON
-`{"keys": ["<sha256 hex>", ...], "quota": {"max_active_jobs": 10, "max_gb_sec": 5000}}`.
+`{"keys": ["<sha256 hex>", ...], "quota": {"max_active_jobs": 10, "max_gb_sec": 5000},
+ "rate_limit": {"requests_per_second": 10, "burst": 20}}`.
 Keys themselves are never stored; a leaked Secret does not leak usable keys."""
 
 from __future__ import annotations
@@ -27,9 +28,17 @@ class Quota(BaseModel):
     max_gb_sec: float | None = Field(default=None, ge=0, description="gb_sec summed over the tenant's jobs.")
 
 
+class RateLimit(BaseModel):
+    """Per API key of the tenant; unset fields take the API's defaults, 0 means unlimited."""
+
+    requests_per_second: float | None = Field(default=None, ge=0)
+    burst: int | None = Field(default=None, ge=0, description="Requests allowed at once above the rate.")
+
+
 class TenantEntry(BaseModel):
     keys: list[str] = Field(default_factory=list)
     quota: Quota = Field(default_factory=Quota)
+    rate_limit: RateLimit = Field(default_factory=RateLimit)
 
 
 def hash_key(key: str) -> str:
@@ -105,8 +114,14 @@ class KeyIndex:
         self.by_hash = {h: t for t, e in tenants.items() for h in e.keys}
 
     def lookup(self, authorization: str | None) -> str | None:
+        found = self.match(authorization)
+        return found[0] if found else None
+
+    def match(self, authorization: str | None) -> tuple[str, str] | None:
+        """(tenant, hash of the key presented) or None."""
         for key in candidate_keys(authorization):
-            tenant = self.by_hash.get(hash_key(key))
+            h = hash_key(key)
+            tenant = self.by_hash.get(h)
             if tenant is not None:
-                return tenant
+                return tenant, h
         return None

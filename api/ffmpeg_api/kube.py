@@ -33,6 +33,7 @@ class TTLCache(Generic[T]):
         self._lock = threading.Lock()
         self._value: T | None = None
         self._at = -float("inf")
+        self._forced_at = -float("inf")
 
     def get(self) -> T:
         with self._lock:
@@ -46,11 +47,14 @@ class TTLCache(Generic[T]):
             self._value = None
 
     def refresh(self, min_age: float) -> T:
-        """Re-read now unless the value is younger than `min_age` (bounds re-reads that callers
-        can trigger, e.g. by presenting unknown keys)."""
+        """Re-read now unless a forced re-read happened less than `min_age` ago (bounds re-reads
+        that callers can trigger, e.g. by presenting unknown keys). A scheduled re-read does not
+        count: it may predate what the caller is looking for, such as a key created a moment ago."""
         with self._lock:
-            if time.monotonic() - self._at >= min_age:
+            now = time.monotonic()
+            if now - self._forced_at >= min_age and now - self._at > 0.05:
                 self._value = None
+                self._forced_at = now
         return self.get()
 
 

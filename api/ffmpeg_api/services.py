@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated
 
 from fastapi import Depends, Header, Request
@@ -11,8 +11,9 @@ from ffmpegjob_model.settings import S3Settings
 
 from .errors import VGF_PREFIX, ApiError
 from .jobs import Jobs
-from .keystore import KeyIndex, Quota, decode_secret
+from .keystore import KeyIndex, Quota, RateLimit, decode_secret
 from .kube import Kube, TTLCache, load_api_client
+from .ratelimit import ConcurrencyGate, RateLimiter
 from .settings import ApiSettings
 from .storage import Storage
 from .watcher import JobWatcher
@@ -26,6 +27,13 @@ class Services:
     jobs: Jobs
     watcher: JobWatcher
     keys: TTLCache[KeyIndex]
+    limiter: RateLimiter = field(default_factory=RateLimiter)
+    probe_gate: ConcurrencyGate = field(init=False)
+
+    def __post_init__(self) -> None:
+        s = self.settings
+        self.probe_gate = ConcurrencyGate(s.ffprobe_max_concurrent, s.ffprobe_max_queue,
+                                          s.ffprobe_queue_timeout_seconds)
 
     @classmethod
     def build(cls, settings: ApiSettings) -> Services:
@@ -66,13 +74,23 @@ def caller(
     if not (authorization or "").strip() and not request.url.path.startswith(VGF_PREFIX):
         raise MISSING  # the "FFmpeg API" service answers a request without the header so
     index = svc.keys.get()
-    tenant = index.lookup(authorization)
-    if tenant is None:
+    found = index.match(authorization)
+    if found is None:
         index = svc.keys.refresh(min_age=1.0)  # a key created a moment ago works without waiting
-        tenant = index.lookup(authorization)
-    if tenant is None:
+        found = index.match(authorization)
+    if found is None:
         raise UNAUTHORIZED
+    tenant, key_hash = found
+    admit(svc, key_hash, index.tenants[tenant].rate_limit)
     return Caller(tenant, index.tenants[tenant].quota)
+
+
+def admit(svc: Services, key_hash: str, limit: RateLimit) -> None:
+    """The key's token bucket (429 with Retry-After when it is empty)."""
+    rate = limit.requests_per_second
+    burst = limit.burst
+    svc.limiter.admit(key_hash, svc.settings.rate_limit_requests_per_second if rate is None else rate,
+                      svc.settings.rate_limit_burst if burst is None else burst)
 
 
 Svc = Annotated[Services, Depends(services)]

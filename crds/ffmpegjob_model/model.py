@@ -223,15 +223,29 @@ class Usage(_Wire):
 
 class WebhookAttempt(_Wire):
     time: datetime
+    delivery_id: str | None = Field(default=None, max_length=64, description="`X-Webhook-Id` of the try.")
+    attempt: int | None = Field(default=None, ge=1, description="`X-Webhook-Attempt`: 1, 2, ... per delivery.")
     status_code: int | None = None
     error: str | None = None
 
 
 class WebhookStatus(_Wire):
+    """The delivery record the operator keeps (and resumes from after a restart)."""
+
     delivered: bool = False
     delivered_at: datetime | None = None
     gave_up: bool = Field(default=False, description="No more attempts: retries spent or a final answer.")
-    attempts: list[WebhookAttempt] = Field(default_factory=list)
+    delivery_id: str | None = Field(default=None, max_length=64, description="The current delivery's id.")
+    attempt_count: int | None = Field(default=None, ge=0, description="Attempts of the current delivery.")
+    next_attempt_at: datetime | None = Field(
+        default=None, description="When the next attempt of the current delivery is due (retry schedule)."
+    )
+    redelivery: str | None = Field(
+        default=None, max_length=256, description="The redelivery request the current delivery answers."
+    )
+    attempts: list[WebhookAttempt] = Field(
+        default_factory=list, description="The latest attempts over all deliveries, oldest first (bounded)."
+    )
 
 
 class ChunkRange(_Wire):

@@ -28,6 +28,9 @@ class NodePool(BaseModel):
     ephemeral_storage: str = Field(default="10Gi", description="Size limit of the job's scratch emptyDir.")
     max_timeout_seconds: int = Field(default=6 * 3600, ge=1)
     env: dict[str, str] = Field(default_factory=dict, description="Extra worker environment, e.g. hwaccel.")
+    runtime_class_name: str | None = Field(
+        default=None,
+        description="RuntimeClass of the worker pods, e.g. gVisor (`gvisor`) or Kata: a sandbox around FFmpeg.")
     # Split-and-stitch (spec.parallel): how many chunk pods run at once, and what `mode: auto` does.
     max_parallel_chunks: int = Field(default=8, ge=1, le=256, description="Chunk pods of one job at a time.")
     split_threshold_seconds: float = Field(

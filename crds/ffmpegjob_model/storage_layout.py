@@ -2,7 +2,8 @@
 
     files/<tenant>/<dir_id>/<file_name>     a stored file ("dir_id/file_name" to users)
     dirs/<tenant>/<dir_id>.json             a directory's metadata (DirectoryMeta)
-    scratch/<tenant>/<job uid>/seg-NNNNN.ext  a split job's encoded chunks (deleted when it ends)
+    scratch/<tenant>/<job uid>/...          a job's own intermediate objects (scratch_prefix):
+                                            split segments seg-NNNNN.ext, checkpoints
 
 A directory is a prefix plus its metadata object; it expires `ttl` seconds after `created`,
 and the operator's clean-up deletes expired directories with their files.
@@ -83,7 +84,8 @@ SCRATCH_ROOT = "scratch/"
 
 
 def scratch_prefix(tenant: str, job_uid: str) -> str:
-    """Where a split job's segments live; the operator deletes the prefix when the job ends."""
+    """`scratch/<tenant>/<job uid>/`: a job's own intermediate objects (split chunks,
+    checkpoints), never shown to users; pods get presigned URLs for the keys under it."""
     return f"{SCRATCH_ROOT}{tenant}/{job_uid}/"
 
 

@@ -92,6 +92,7 @@ class Stack:
         if with_api and _has_module("ffmpeg_api.main"):
             env["API_URL"] = f"http://127.0.0.1:{API_PORT}"
             env["API_KEY"] = self._api_key(env)
+            env["WEBHOOK_SECRET"] = self._webhook_secret(env)
             self.procs.start("api", [_bin("ffmpeg-api")], env=env | {"MALLOC_ARENA_MAX": "2"})
             _wait_http(f"{env['API_URL']}/healthz", self.procs, "api")
         self.write_env(env)
@@ -105,6 +106,8 @@ class Stack:
             # The stack's webhook receivers and inputs live on loopback: allow it here only.
             "URL_ALLOW_HOSTS": "127.0.0.1,localhost",
             "URL_ALLOW_HTTP": "true",
+            # Webhook retries on a short schedule (2 s, 4 s, 8 s, ...): tests and demos see them.
+            "WEBHOOK_BACKOFF_INITIAL": "2",
             "METRICS_PORT": str(OPERATOR_METRICS_PORT),
             "LIVENESS_PORT": str(OPERATOR_METRICS_PORT + 1),
             "API_PORT": str(API_PORT),
@@ -185,6 +188,19 @@ class Stack:
         ).stdout.strip().splitlines()[-1]
         key_file.write_text(out)
         key_file.chmod(0o600)
+        return out
+
+    def _webhook_secret(self, env: dict[str, str]) -> str:
+        """The signing secret of tenant `default`'s webhooks (set once, kept in the state dir)."""
+        path = self.state / "webhook-secret"
+        if path.exists():
+            return path.read_text().strip()
+        out = subprocess.run(
+            [sys.executable, "-m", "ffmpeg_api.keys", "rotate-signing-secret", "--tenant", "default"],
+            capture_output=True, text=True, env={**os.environ, **env}, check=True,
+        ).stdout.strip().splitlines()[-1]
+        path.write_text(out)
+        path.chmod(0o600)
         return out
 
     def write_env(self, env: dict[str, str]) -> None:

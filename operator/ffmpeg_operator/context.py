@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -11,6 +12,7 @@ from ffmpegjob_model.pools import POOLS_KEY, NodePool, parse_pools
 from ffmpegjob_model.settings import S3Settings
 from kubernetes.client.rest import ApiException
 
+from .grants import Signer
 from .kube import Kube, load_config
 from .metrics import Metrics
 from .settings import OperatorSettings
@@ -74,3 +76,18 @@ class Context:
     @cached_property
     def presigner(self) -> Presigner:
         return Presigner(self.s3, self.settings.presign_expiry_seconds)
+
+    @cached_property
+    def signer(self) -> Signer:
+        """Presigns the storage grants of worker pods (for the endpoint pods reach)."""
+        return Signer(self.s3)
+
+    @cached_property
+    def io(self) -> ThreadPoolExecutor:
+        """Requests a handler overlaps (a job's identity objects); its tasks never wait on each other."""
+        return ThreadPoolExecutor(max_workers=16, thread_name_prefix="io")
+
+    @cached_property
+    def background(self) -> ThreadPoolExecutor:
+        """Work no handler waits for: releasing a finished job's identity."""
+        return ThreadPoolExecutor(max_workers=2, thread_name_prefix="release")

@@ -18,22 +18,21 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 import kopf
-from ffmpegjob_model import payloads
 from ffmpegjob_model.model import GROUP, PLURAL, VERSION, FFmpegJobSpec, Phase
 from ffmpegjob_model.pools import canonical_machine
 from ffmpegjob_model.safety import validate_spec
-from ffmpegjob_model.urls import URLRefused, URLRules, check_url
+from ffmpegjob_model.urls import URLRules
 from kubernetes.client.rest import ApiException
 from pydantic import ValidationError
 
-from . import jobs, split, webhooks
+from . import identity, jobs, split
 from .context import Context, PoolsUnavailable
-from .status import TERMINAL, iso, observe, parse_time, set_condition, terminal_patch
+from .grants import abort_unfinished, job_grants
+from .status import TERMINAL, observe, parse_time, set_condition, terminal_patch
 from .storage import s3_client, sweep_expired_dirs
 
 FFJ = (GROUP, VERSION, PLURAL)
 CHILDREN = {jobs.LABEL_MANAGED_BY: jobs.MANAGED_BY}
-ATTEMPTS_KEPT = 20
 CONFLICT_RETRIES = 5
 log = logging.getLogger("ffmpeg_operator")
 
@@ -119,6 +118,8 @@ def record_transition(c: Context, body: dict[str, Any], old: str | None, patch: 
     c.metrics.transitions.labels(new, reason).inc()
     if new in TERMINAL:
         meta = body.get("metadata") or {}
+        if (body.get("status") or {}).get("jobName") or patch.get("jobName"):
+            c.background.submit(release_identity, c, meta["namespace"], jobs.job_name(meta["uid"]))
         try:
             c.kube.label_finished(meta["namespace"], meta["name"])
         except ApiException as e:  # the status already says it; the label only speeds up clients
@@ -186,8 +187,10 @@ def ensure_job(body: kopf.Body, spec: kopf.Spec, meta: kopf.Meta, patch: kopf.Pa
             if started.handled:
                 return
             st["conditions"] = started.conditions
-        manifest = jobs.build_job(obj, model, pool_name, pools[pool_name], c.settings)
+        manifest = jobs.build_job(obj, model, pool_name, pools[pool_name], c.settings, c.s3)
         name = manifest["metadata"]["name"]
+        if not st.get("jobName"):  # else the Job exists, and the identity was made before it
+            grant_identity(c, obj, model, manifest)
         try:
             c.kube.batch.create_namespaced_job(meta["namespace"], cast(Any, manifest))
             logger.info("created Job %s", name)
@@ -211,6 +214,37 @@ def ensure_job(body: kopf.Body, spec: kopf.Spec, meta: kopf.Meta, patch: kopf.Pa
                            message=f"Job {name} created on pool {pool_name}")
         patch.status.update({k: v for k, v in desired.items() if st.get(k) != v})
         record_transition(c, obj, st.get("phase"), desired)
+
+
+def grant_identity(c: Context, body: dict[str, Any], spec: FFmpegJobSpec, manifest: dict[str, Any]) -> None:
+    """The pod's ServiceAccount, Role, RoleBinding and storage grants (identity.py), before the
+    Job. URLs expire with the job: its deadline, the time a pod may take to start and, for a Job
+    created suspended (a queue admits it later), the time it may wait."""
+    meta, job = body["metadata"], manifest["spec"]
+    queued = job.get("suspend") or any(k in manifest["metadata"]["labels"] for k in jobs.PASSTHROUGH_LABELS)
+    expires = (job["activeDeadlineSeconds"] + c.settings.pod_start_timeout_seconds + 300
+               + (c.settings.grant_queue_seconds if queued else 0))
+    name, labels, owner = manifest["metadata"]["name"], manifest["metadata"]["labels"], jobs.owner_reference(meta)
+    # Presigning initiates the outputs' multipart uploads (storage round trips): meanwhile the
+    # ServiceAccount and Role are created.
+    grants = c.io.submit(job_grants, c.signer, spec, c.s3, expires, c.settings.grant_multipart_parts)
+    objects: dict[str, Any] = identity.manifests(name, meta["name"], meta["namespace"], labels, owner, None)
+    objects["Secret"] = c.io.submit(lambda: identity.secret_manifest(name, meta["namespace"], labels, owner,
+                                                                     grants.result()))
+    if not identity.ensure(c.kube, objects, c.io):
+        abort_unfinished(c.signer, grants.result())  # the Secret from an earlier run stays the pod's
+
+
+def release_identity(c: Context, namespace: str, name: str) -> None:
+    """A finished job's pods need nothing any more: abort the uploads they left open, then
+    delete the identity and the grants (the FFmpegJob's ownerReference would, later)."""
+    try:
+        grants = identity.read_grants(c.kube, namespace, name)
+        if grants is not None:
+            abort_unfinished(c.signer, grants)
+        identity.delete(c.kube, namespace, name)
+    except Exception as e:  # the garbage collector takes them with the FFmpegJob anyway
+        log.warning("could not release the identity of %s/%s: %s", namespace, name, e)
 
 
 # ---------------------------------------------------------------------------- cancel / suspend
@@ -327,77 +361,7 @@ def track_phase(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) ->
 
 
 # -------------------------------------------------------------------------------------- webhooks
-def needs_webhook(spec: kopf.Spec, status: kopf.Status, **_: Any) -> bool:
-    hook = status.get("webhook") or {}
-    return (bool(spec.get("webhook")) and status.get("phase") in TERMINAL
-            and not hook.get("delivered") and not hook.get("gaveUp"))
-
-
-@kopf.daemon(*FFJ, when=needs_webhook, cancellation_timeout=5, backoff=10)
-async def webhook_daemon(body: kopf.Body, spec: kopf.Spec, meta: kopf.Meta, memo: kopf.Memo,
-                         logger: kopf.Logger, **_: Any) -> None:
-    """Deliver the terminal-phase webhook. The attempts so far live in status, so a restarted
-    operator resumes the count instead of starting over, and stops once delivered."""
-    c = ctx(memo)
-    ns, name = meta["namespace"], meta["name"]
-    obj = dict(body)
-    st = dict(obj.get("status") or {})
-    record = dict(st.get("webhook") or {})
-    attempts: list[dict[str, Any]] = list(record.get("attempts") or [])
-    hook = dict(spec["webhook"])
-
-    async def write(extra: dict[str, Any]) -> None:
-        record.update(extra, attempts=attempts[-ATTEMPTS_KEPT:])
-        await asyncio.to_thread(c.kube.patch_status, ns, name, {"webhook": record})
-
-    async def give_up(reason: str, message: str) -> None:
-        attempts.append(webhooks.Attempt(now(), error=message).record())
-        c.metrics.webhooks.labels("gave_up").inc()
-        post(obj, "Warning", reason, message)
-        await write({"delivered": False, "gaveUp": True})
-
-    try:
-        await asyncio.to_thread(check_url, hook["url"], url_rules(c))
-    except URLRefused as e:
-        await give_up("WebhookRefused", str(e))
-        return
-    secret: bytes | None = None
-    ref = hook.get("secretRef")
-    if ref:
-        secret = await asyncio.to_thread(c.kube.read_secret_key, ns, ref["name"], ref.get("key", "secret"))
-        if secret is None:
-            raise kopf.TemporaryError(f"webhook secret {ref['name']}/{ref.get('key', 'secret')} not found", delay=30)
-    tenant = str(spec.get("tenant", "default"))
-    job_id = str((meta.get("annotations") or {}).get(f"{GROUP}/job-id") or name)
-    try:
-        body_bytes = webhooks.encode(payloads.webhook_body(
-            obj, job_id, lambda p, exp: c.presigner.url(tenant, p, exp), c.settings.presign_expiry_seconds))
-    except ValueError as e:
-        await give_up("WebhookPayloadFailed", f"cannot build the payload: {e}")
-        return
-
-    async def on_attempt(a: webhooks.Attempt) -> None:
-        attempts.append(a.record())
-        outcome = "delivered" if a.ok else ("retry" if a.retry else "rejected")
-        c.metrics.webhooks.labels(outcome).inc()
-        if not a.ok:
-            logger.warning("webhook attempt %d to %s: %s", len(attempts), hook["url"], a.error)
-            await write({})
-
-    left = c.settings.webhook_max_attempts - len(attempts)
-    last = await webhooks.deliver(
-        hook["url"], body_bytes, secret, attempts_left=left, timeout=c.settings.webhook_timeout_seconds,
-        backoff_initial=c.settings.webhook_backoff_initial, backoff_max=c.settings.webhook_backoff_max,
-        on_attempt=on_attempt,
-    )
-    if last is not None and last.ok:
-        await write({"delivered": True, "deliveredAt": iso(last.time)})
-        post(obj, "Normal", "WebhookDelivered", f"webhook delivered to {hook['url']} (HTTP {last.status_code})")
-        return
-    c.metrics.webhooks.labels("gave_up").inc()
-    message = f"webhook not delivered after {len(attempts)} attempts: {last.error if last else 'no attempts left'}"
-    post(obj, "Warning", "WebhookFailed", message)
-    await write({"delivered": False, "gaveUp": True})
+# Delivered by the daemon in delivery.py (signing, retry schedule, redeliveries).
 
 
 # --------------------------------------------------------------------------------------- clean-up

@@ -5,8 +5,10 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from ffmpegjob_model.grants import GRANTS_FILE, GRANTS_FILE_ENV, GRANTS_MOUNT, grants_secret_name
 from ffmpegjob_model.model import API_VERSION, GROUP, KIND, FFmpegJobSpec
 from ffmpegjob_model.pools import NodePool
+from ffmpegjob_model.settings import S3Settings
 
 from .settings import OperatorSettings
 
@@ -24,7 +26,8 @@ PASSTHROUGH_LABELS = ("kueue.x-k8s.io/queue-name", "kueue.x-k8s.io/priority-clas
 
 SCRATCH = "/scratch"
 CONTAINER = "worker"
-# Any non-root id works; 65532 is the distroless "nonroot" user the worker image uses.
+# Any non-root id works; 65532 (distroless' "nonroot") is the USER of every image and the
+# chart's securityContext too: tests/unit/test_packaging.py keeps them equal to this one.
 NONROOT_UID = 65532
 _LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 
@@ -62,8 +65,24 @@ def owner_reference(meta: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def worker_env(meta: dict[str, Any], pool: NodePool, settings: OperatorSettings) -> list[dict[str, Any]]:
+def storage_env(s3: S3Settings | None) -> dict[str, str]:
+    """Where storage is, never how to sign for it: the worker recognises URLs of our own bucket
+    by these; it reads and writes only through the presigned URLs of its grants file."""
+    if s3 is None:
+        return {}
+    env = {"S3_BUCKET": s3.bucket, "S3_REGION": s3.region}
+    if s3.endpoint_url:
+        env["S3_ENDPOINT_URL"] = s3.endpoint_url
+    if s3.public_endpoint_url:
+        env["S3_PUBLIC_ENDPOINT_URL"] = s3.public_endpoint_url
+    return env
+
+
+def worker_env(meta: dict[str, Any], pool: NodePool, settings: OperatorSettings,
+               s3: S3Settings | None = None) -> list[dict[str, Any]]:
     env = {
+        **storage_env(s3),
+        GRANTS_FILE_ENV: f"{GRANTS_MOUNT}/{GRANTS_FILE}",
         "FFMPEGJOB_NAME": meta["name"],
         "FFMPEGJOB_NAMESPACE": meta["namespace"],
         "FFMPEG_WORKDIR": SCRATCH,
@@ -78,10 +97,14 @@ def worker_env(meta: dict[str, Any], pool: NodePool, settings: OperatorSettings)
 
 
 def build_job(body: dict[str, Any], spec: FFmpegJobSpec, pool_name: str, pool: NodePool,
-              settings: OperatorSettings) -> dict[str, Any]:
+              settings: OperatorSettings, s3: S3Settings | None = None) -> dict[str, Any]:
     """The Job manifest. Scheduling fields come only from the pool; a queueing system may later
-    change suspend/nodeSelector/tolerations on the live Job and the operator leaves them be."""
+    change suspend/nodeSelector/tolerations on the live Job and the operator leaves them be.
+
+    Its pods run as the job's own ServiceAccount and read their storage grants from the job's
+    Secret (identity.py): both are named after the Job and exist before it."""
     meta = body["metadata"]
+    identity = job_name(meta["uid"])
     labels = child_labels(meta, spec, pool_name)
     annotations = {ANNOTATION_NAME: meta["name"]}
     deadline = min(spec.timeout_seconds, pool.max_timeout_seconds)
@@ -95,7 +118,7 @@ def build_job(body: dict[str, Any], spec: FFmpegJobSpec, pool_name: str, pool: N
             "metadata": {"labels": labels, "annotations": annotations},
             "spec": {
                 "restartPolicy": "Never",
-                "serviceAccountName": settings.worker_service_account,
+                "serviceAccountName": identity,
                 "automountServiceAccountToken": True,
                 "enableServiceLinks": False,
                 "nodeSelector": dict(pool.node_selector),
@@ -113,8 +136,7 @@ def build_job(body: dict[str, Any], spec: FFmpegJobSpec, pool_name: str, pool: N
                         "image": pool.image,
                         "imagePullPolicy": pool.image_pull_policy,
                         "command": list(settings.worker_command),
-                        "env": worker_env(meta, pool, settings),
-                        "envFrom": [{"secretRef": {"name": settings.s3_secret_name}}],
+                        "env": worker_env(meta, pool, settings, s3),
                         "resources": pool.resources,
                         "securityContext": {
                             "allowPrivilegeEscalation": False,
@@ -122,14 +144,20 @@ def build_job(body: dict[str, Any], spec: FFmpegJobSpec, pool_name: str, pool: N
                             "runAsNonRoot": True,
                             "capabilities": {"drop": ["ALL"]},
                         },
-                        "volumeMounts": [{"name": "scratch", "mountPath": SCRATCH}],
+                        "volumeMounts": [{"name": "scratch", "mountPath": SCRATCH},
+                                         {"name": "grants", "mountPath": GRANTS_MOUNT, "readOnly": True}],
                         "terminationMessagePolicy": "FallbackToLogsOnError",
                     }
                 ],
-                "volumes": [{"name": "scratch", "emptyDir": {"sizeLimit": pool.ephemeral_storage}}],
+                "volumes": [
+                    {"name": "scratch", "emptyDir": {"sizeLimit": pool.ephemeral_storage}},
+                    {"name": "grants", "secret": {"secretName": grants_secret_name(identity), "defaultMode": 0o440}},
+                ],
             },
         },
     }
+    if pool.runtime_class_name:
+        job_spec["template"]["spec"]["runtimeClassName"] = pool.runtime_class_name
     if spec.ttl_seconds_after_finished is not None:
         job_spec["ttlSecondsAfterFinished"] = spec.ttl_seconds_after_finished
     return {

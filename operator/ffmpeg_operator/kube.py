@@ -37,6 +37,10 @@ class Kube:
     def custom(self) -> client.CustomObjectsApi:
         return client.CustomObjectsApi(self.api)
 
+    @property
+    def rbac(self) -> client.RbacAuthorizationV1Api:
+        return client.RbacAuthorizationV1Api(self.api)
+
     def get_ffmpegjob(self, namespace: str, name: str) -> dict[str, Any] | None:
         try:
             raw = self.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)

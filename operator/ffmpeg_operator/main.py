@@ -10,17 +10,18 @@ import signal
 import socket
 import sys
 import tracemalloc
+from typing import Any, cast
 
 import kopf
 from kubernetes import client
 
-from . import handlers  # registers the handlers with kopf
+from . import delivery, handlers  # registers the handlers with kopf
 from .context import Context
 from .leader import LeaseLock
 from .settings import OperatorSettings
 from .standby import StandbyHealth
 
-__all__ = ["handlers", "main"]
+__all__ = ["delivery", "handlers", "main"]
 
 
 def dump_allocations(*_: object) -> None:
@@ -40,8 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     ctx = Context.from_env(settings)
     namespace = settings.watched_namespace()
     lock: LeaseLock | None = None
+    identity = os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}"
     if settings.leader_election:
-        identity = os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}"
         lock = LeaseLock(client.CoordinationV1Api(ctx.kube.api), settings.home_namespace(),
                          settings.leader_lease_name, identity, settings.leader_lease_seconds)
         if settings.liveness_port:
@@ -57,6 +58,8 @@ def main(argv: list[str] | None = None) -> int:
             clusterwide=namespace == "*",
             namespaces=[] if namespace == "*" else [namespace],
             standalone=True,  # exclusivity comes from the Lease above, not from kopf's peering
+            # Else kopf derives one from the user name, and an image's non-root uid has none.
+            identity=cast(Any, identity),
             liveness_endpoint=liveness,
             memo=kopf.Memo(ctx=ctx),
         ))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ffmpegjob_model.webhooks import DEFAULT_SECRETS_SECRET
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -19,9 +20,12 @@ class OperatorSettings(BaseSettings):
     pod_namespace: str = Field(default="", description="Downward API: the operator pod's namespace.")
     pools_configmap: str = "kubeffmpeg-pools"
     pools_cache_seconds: float = Field(default=5.0, ge=0, description="How long a read pools map is reused.")
-    worker_service_account: str = "ffmpeg-worker"
     worker_command: list[str] = Field(default_factory=lambda: ["ffmpeg-worker"])
-    s3_secret_name: str = "kubeffmpeg-s3"
+    # Storage grants of worker pods (grants.py): part URLs of each output's multipart upload
+    # (0: single PUTs only, at most 5 GiB an output), and how long a Job created suspended (a
+    # queue holds it) may wait before it runs: its URLs must outlive the wait and the run.
+    grant_multipart_parts: int = Field(default=16, ge=0, le=1000)
+    grant_queue_seconds: int = Field(default=24 * 3600, ge=0)
     # Dev allow-list of the URL rules, passed on to the worker and applied to webhooks.
     url_allow_hosts: str = ""
     url_allow_http: bool = False
@@ -31,10 +35,17 @@ class OperatorSettings(BaseSettings):
     pod_start_timeout_seconds: int = Field(default=600, ge=1)
     resync_seconds: float = Field(default=15.0, gt=0, description="Housekeeping: TTLs, re-check of running jobs.")
 
+    # Webhook deliveries (docs/webhooks.md publishes the schedule these defaults make: 16
+    # attempts over 24 h 15 min). The wait after attempt k is min(initial x factor^(k-1), max),
+    # stretched by up to `jitter` (a fraction).
     webhook_timeout_seconds: float = Field(default=10.0, gt=0)
-    webhook_max_attempts: int = Field(default=8, ge=1, le=50)
-    webhook_backoff_initial: float = Field(default=1.0, gt=0)
-    webhook_backoff_max: float = Field(default=60.0, gt=0)
+    webhook_max_attempts: int = Field(default=16, ge=1, le=50)
+    webhook_backoff_initial: float = Field(default=15.0, gt=0)
+    webhook_backoff_factor: float = Field(default=2.0, ge=1)
+    webhook_backoff_max: float = Field(default=4 * 3600.0, gt=0)
+    webhook_backoff_jitter: float = Field(default=0.1, ge=0, le=1)
+    # Signing secrets per tenant (data key = tenant), for jobs whose webhook names no secretRef.
+    webhook_secrets_secret: str = DEFAULT_SECRETS_SECRET
     presign_expiry_seconds: int = Field(default=24 * 3600, ge=60, le=7 * 24 * 3600)
 
     cleanup_interval_seconds: float = Field(default=60.0, gt=0)

@@ -38,12 +38,20 @@ from ffmpegjob_model.split import (
     plan_chunks,
     probe_args,
 )
-from ffmpegjob_model.storage_layout import SCRATCH_ROOT, file_key, scratch_prefix, split_storage_path
+from ffmpegjob_model.storage_layout import (
+    SCRATCH_ROOT,
+    file_key,
+    scratch_prefix,
+    segment_key,
+    segment_name,
+    split_storage_path,
+)
 from ffmpegjob_model.urls import URLRefused, URLRules, check_url, storage_key_for_url
 from kubernetes.client.rest import ApiException
 
-from . import jobs
+from . import identity, jobs
 from .context import Context
+from .grants import Write, abort_unfinished, job_grants, presign_grants
 from .status import TERMINAL, _pod_blocker, iso, parse_time, set_condition, terminal_patch
 from .storage import s3_client
 
@@ -185,6 +193,7 @@ def start(c: Context, body: dict[str, Any], spec: FFmpegJobSpec, pool_name: str,
         "probeSeconds": round(probe_seconds, 3),
     }
     range_dicts = [r.to_k8s() for r in ranges]
+    grant_split_identity(c, body, spec, pool_name, pool, str(plan["scratchPrefix"]), len(ranges), command.segment_ext)
     name = ensure_chunk_job(c, body, spec, pool_name, pool, range_dicts, plan)
     msg = (f"{len(ranges)} chunks of about {duration / len(ranges):.1f}s, {plan['parallelism']} at a time "
            f"(Job {name}); the stitch joins them and encodes the audio once")
@@ -206,6 +215,39 @@ def start(c: Context, body: dict[str, Any], spec: FFmpegJobSpec, pool_name: str,
     return Started(True)
 
 
+def split_grants_expiry(c: Context, spec: FFmpegJobSpec, pool: NodePool) -> int:
+    """The grants last the whole graph: chunks and stitch share the job's deadline (the stitch
+    gets what is left of it), plus the time each Job's pods may take to start."""
+    deadline = min(spec.timeout_seconds, pool.max_timeout_seconds)
+    queued = c.settings.grant_queue_seconds if spec.suspend else 0
+    return deadline + 2 * c.settings.pod_start_timeout_seconds + 300 + queued
+
+
+def grant_split_identity(c: Context, body: dict[str, Any], spec: FFmpegJobSpec, pool_name: str, pool: NodePool,
+                         prefix: str, chunks: int, segment_ext: str) -> None:
+    """The job's identity (identity.py) and one grants Secret for the whole graph, before the
+    chunk Job: the chunk pods and the stitch pod run as the same ServiceAccount and mount the same
+    Secret (`jobs.build_job` names both after the chunk Job). Besides a single-pod job's grants
+    (GET of the input, PUT/multipart of the declared output, for the stitch) it holds, under
+    `scratch`, a GET and a PUT of every segment `seg-NNNNN.ext` of the job's scratch prefix: chunk
+    i writes its own, the stitch reads them all. Released (uploads aborted, Secret and identity
+    deleted) by the operator when the graph ends, like any job's."""
+    meta = body["metadata"]
+    name = jobs.job_name(meta["uid"])
+    expires = split_grants_expiry(c, spec, pool)
+    grants = job_grants(c.signer, spec, c.s3, expires, c.settings.grant_multipart_parts)
+    names = [segment_name(i, segment_ext) for i in range(chunks)]
+    grants.scratch = presign_grants(
+        c.signer, {n: segment_key(prefix, i, segment_ext) for i, n in enumerate(names)},
+        {n: Write(key=segment_key(prefix, i, segment_ext), content_type="application/octet-stream", delete=False)
+         for i, n in enumerate(names)}, expires)
+    labels = jobs.child_labels(meta, spec, pool_name)
+    owner = jobs.owner_reference(meta)
+    objects: dict[str, Any] = identity.manifests(name, meta["name"], meta["namespace"], labels, owner, grants)
+    if not identity.ensure(c.kube, objects, c.io):
+        abort_unfinished(c.signer, grants)  # the Secret from an earlier run stays the pods'
+
+
 def _worker_env(container: dict[str, Any], mode: str, ranges: list[dict[str, Any]], plan: dict[str, Any]) -> None:
     env = [e for e in container.get("env") or [] if e["name"] not in (ENV_MODE, ENV_PLAN)]
     payload = {"ranges": ranges, "scratchPrefix": plan["scratchPrefix"], "chunks": plan["chunks"]}
@@ -220,10 +262,10 @@ def _role(manifest: dict[str, Any], role: str) -> None:
 
 
 def chunk_job(body: dict[str, Any], spec: FFmpegJobSpec, pool_name: str, pool: NodePool, settings: Any,
-              ranges: list[dict[str, Any]], plan: dict[str, Any]) -> dict[str, Any]:
+              ranges: list[dict[str, Any]], plan: dict[str, Any], s3: Any = None) -> dict[str, Any]:
     """The Indexed Job: one completion per chunk, `parallelism` from the pool, each index retried
     alone (`backoffLimitPerIndex`); a disruption (preemption, eviction, drain) is not a failure."""
-    m = jobs.build_job(body, spec, pool_name, pool, settings)
+    m = jobs.build_job(body, spec, pool_name, pool, settings, s3)
     _role(m, "chunk")
     js = m["spec"]
     js.pop("backoffLimit", None)
@@ -246,8 +288,9 @@ def chunk_job(body: dict[str, Any], spec: FFmpegJobSpec, pool_name: str, pool: N
 
 
 def stitch_job(body: dict[str, Any], spec: FFmpegJobSpec, pool_name: str, pool: NodePool, settings: Any,
-               ranges: list[dict[str, Any]], plan: dict[str, Any]) -> dict[str, Any]:
-    m = jobs.build_job(body, spec, pool_name, pool, settings)
+               ranges: list[dict[str, Any]], plan: dict[str, Any], s3: Any = None) -> dict[str, Any]:
+    """The stitch Job: its pod runs as the chunk Job's identity and mounts the same grants."""
+    m = jobs.build_job(body, spec, pool_name, pool, settings, s3)
     _role(m, "stitch")
     m["metadata"]["name"] = stitch_job_name(body["metadata"]["uid"])
     js = m["spec"]
@@ -281,7 +324,7 @@ def _create(c: Context, namespace: str, uid: str, manifest: dict[str, Any]) -> N
 def ensure_chunk_job(c: Context, body: dict[str, Any], spec: FFmpegJobSpec, pool_name: str, pool: NodePool,
                      ranges: list[dict[str, Any]], plan: dict[str, Any]) -> str:
     meta = body["metadata"]
-    m = chunk_job(body, spec, pool_name, pool, c.settings, ranges, plan)
+    m = chunk_job(body, spec, pool_name, pool, c.settings, ranges, plan, c.s3)
     if plan.get("stage", "Chunks") == "Chunks":
         _create(c, meta["namespace"], meta["uid"], m)
     return str(m["metadata"]["name"])
@@ -522,7 +565,7 @@ def sync(c: Context, ffj: dict[str, Any], record: Record) -> None:
                 pool_name = ((cj or {}).get("metadata") or {}).get("labels", {}).get(jobs.LABEL_POOL) or spec.machine
                 pool = c.pools.get()[pool_name]
                 manifest = stitch_job(ffj, spec, pool_name, pool, c.settings, st.get("chunkRanges") or [],
-                                      st["split"])
+                                      st["split"], c.s3)
                 _create(c, ns, uid, manifest)
             except Exception as e:  # the next event retries
                 log.warning("%s/%s: cannot create the stitch Job yet: %s", ns, meta["name"], e)

@@ -188,7 +188,12 @@ def _finished_by_pods(status: dict[str, Any], job: dict[str, Any], pods: list[di
     if failed and len(failed) > (6 if limit is None else int(limit)):  # 6: the Job API's default
         last = max(failed, key=lambda p: _container_end(p) or datetime.min.replace(tzinfo=UTC))
         msg = _failure_message(status, pods, "the worker pod failed")
-        return Phase.FAILED, "BackoffLimitExceeded", msg, _container_end(last)
+        end = _container_end(last)
+        deadline, start = spec.get("activeDeadlineSeconds"), parse_time((job.get("status") or {}).get("startTime"))
+        if deadline and start and end and (end - start).total_seconds() >= int(deadline):
+            # The Job controller stopped the pod at its deadline; say so rather than "SIGTERM".
+            return Phase.FAILED, "DeadlineExceeded", f"timed out after {deadline}s: {msg}", end
+        return Phase.FAILED, "BackoffLimitExceeded", msg, end
     return None
 
 

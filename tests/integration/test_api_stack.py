@@ -72,7 +72,7 @@ def api_url(stack: StackInfo, stack_env: dict[str, str]) -> Iterator[str]:
     log = tempfile.NamedTemporaryFile(prefix="api-test-", suffix=".log", delete=False)  # noqa: SIM115
     proc = subprocess.Popen([sys.executable, "-m", "ffmpeg_api.main"], env=env, stdout=log, stderr=log)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 120  # a loaded machine (several stacks) starts it slowly
     while True:
         try:
             if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:

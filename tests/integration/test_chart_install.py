@@ -102,7 +102,9 @@ def test_install_creates_a_working_operator(stack_env: dict[str, str], release: 
     lease = wait_for(lambda: _lease_holder(stack_env, ns), 60, "the operator to take its Lease")
     assert lease.startswith(f"{RELEASE}-kubeffmpeg-operator-")
 
-    # A real FFmpegJob through the chart's operator, pools ConfigMap, S3 Secret and worker RBAC.
+    # A real FFmpegJob through the chart's operator, pools ConfigMap and S3 Secret: with only the
+    # chart's RBAC, the operator makes the job's own identity and grants, and the worker pod
+    # succeeds with them (no S3 credentials, no rights but on its own FFmpegJob).
     src = tmp_path / "in.mp4"
     subprocess.run(["ffmpeg", "-loglevel", "error", "-y", "-f", "lavfi", "-i", "testsrc=size=320x240:rate=25",
                     "-t", "2", "-c:v", "libx264", str(src)], check=True, timeout=60)
@@ -122,6 +124,9 @@ def test_install_creates_a_working_operator(stack_env: dict[str, str], release: 
     assert status["phase"] == "Succeeded", status
     head = s3.head_object(Bucket=stack.env["S3_BUCKET"], Key=f"files/default/{dir_id}/thumb.jpg")
     assert head["ContentLength"] > 0
+    pod = kubectl_json(stack_env, "-n", ns, "get", "pods", "-l", "kubeffmpeg.io/ffmpegjob=chart-smoke")["items"][0]
+    assert pod["spec"]["serviceAccountName"].startswith("ffj-")
+    assert "envFrom" not in pod["spec"]["containers"][0]
 
 
 def _lease_holder(env: dict[str, str], ns: str) -> str | None:

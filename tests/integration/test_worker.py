@@ -1,8 +1,9 @@
 """The worker on the local stack: a real FFmpegJob in the API server, real MinIO, real FFmpeg.
 
 The FFmpegJobs are created suspended so that the operator does not start a pod of its own; the
-worker runs as a subprocess with the environment a Job's pod gets (and, in the last test, as a
-real Job's pod on a process node)."""
+worker runs as a subprocess with the environment a Job's pod gets: no storage credentials, only
+the grants file the operator presigns for the job (and, in one test, as a real Job's pod on a
+process node, with the identity and Secret the operator makes)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from ffmpegjob_model.model import GROUP, PLURAL, VERSION
+from ffmpeg_operator.grants import Signer, job_grants
+from ffmpegjob_model.grants import GRANTS_FILE, GRANTS_FILE_ENV, GRANTS_MOUNT, grants_secret_name
+from ffmpegjob_model.model import GROUP, PLURAL, VERSION, FFmpegJobSpec
+from ffmpegjob_model.settings import S3Settings
 from kubernetes import client, watch
 
 pytestmark = pytest.mark.stack
@@ -72,16 +76,40 @@ def jobs(kube_api: client.ApiClient, stack: Any) -> Iterator[Jobs]:
             j.custom.delete_namespaced_custom_object(GROUP, VERSION, j.ns, PLURAL, name)
 
 
-def run_worker(stack_env: dict[str, str], namespace: str, name: str, tmp: Path) -> tuple[int, str, str]:
-    """Run `ffmpeg-worker` as a pod would; return (exit code, termination log, stderr)."""
-    term = tmp / "termination-log"
-    env = {
-        **stack_env,
+def grants_file(stack_env: dict[str, str], namespace: str, name: str, tmp: Path, parts: int = 4) -> Path:
+    """The job's storage grants, as the operator presigns them, in a file."""
+    obj: Any = client.CustomObjectsApi(_api(stack_env)).get_namespaced_custom_object(
+        GROUP, VERSION, namespace, PLURAL, name)
+    s3 = S3Settings.model_validate({**{k[3:].lower(): v for k, v in stack_env.items() if k.startswith("S3_")},
+                                    **{k: v for k, v in stack_env.items() if k.startswith("AWS_")}})
+    grants = job_grants(Signer(s3), FFmpegJobSpec.model_validate(obj["spec"]), s3, 3600, parts)
+    path = tmp / "grants.json"
+    path.write_text(grants.dump())
+    return path
+
+
+def _api(stack_env: dict[str, str]) -> client.ApiClient:
+    from kubernetes import config
+
+    return config.new_client_from_config(config_file=stack_env["KUBECONFIG"])
+
+
+def worker_env(stack_env: dict[str, str], namespace: str, name: str, tmp: Path) -> dict[str, str]:
+    """A pod's environment: where storage is, never a credential; the grants file."""
+    return {
+        **{k: v for k, v in stack_env.items() if not k.startswith("AWS_")},
         "FFMPEGJOB_NAME": name,
         "FFMPEGJOB_NAMESPACE": namespace,
         "FFMPEG_WORKDIR": str(tmp / "scratch"),
-        "TERMINATION_LOG_PATH": str(term),
+        "TERMINATION_LOG_PATH": str(tmp / "termination-log"),
+        GRANTS_FILE_ENV: str(grants_file(stack_env, namespace, name, tmp)),
     }
+
+
+def run_worker(stack_env: dict[str, str], namespace: str, name: str, tmp: Path) -> tuple[int, str, str]:
+    """Run `ffmpeg-worker` as a pod would; return (exit code, termination log, stderr)."""
+    term = tmp / "termination-log"
+    env = worker_env(stack_env, namespace, name, tmp)
     proc = subprocess.run(
         [sys.executable, "-m", "ffmpeg_worker.main"], env=env, capture_output=True, text=True, timeout=300
     )
@@ -296,6 +324,20 @@ def test_worker_runs_as_a_jobs_pod_on_a_process_node(
     )
     batch = client.BatchV1Api(kube_api)
     job_name = f"{name}-pod"
+    # The identity and grants the operator made for this (suspended) FFmpegJob: its own
+    # ServiceAccount and Secret, named after the Job it would have created.
+    uid = client.CustomObjectsApi(kube_api).get_namespaced_custom_object(
+        GROUP, VERSION, stack.namespace, PLURAL, name)["metadata"]["uid"]  # type: ignore[index]
+    ident = f"ffj-{uid}"
+    core, deadline = client.CoreV1Api(kube_api), time.monotonic() + 60
+    while True:  # made before the operator's own (suspended) Job; the pod must not come first
+        try:
+            core.read_namespaced_secret(grants_secret_name(ident), stack.namespace)
+            break
+        except client.ApiException:
+            assert time.monotonic() < deadline, "the operator made no grants Secret"
+            time.sleep(0.2)
+    s3_env = [{"name": k, "value": stack.env[k]} for k in ("S3_ENDPOINT_URL", "S3_BUCKET", "S3_REGION")]
     job: dict[str, Any] = {
         "apiVersion": "batch/v1",
         "kind": "Job",
@@ -305,23 +347,26 @@ def test_worker_runs_as_a_jobs_pod_on_a_process_node(
             "template": {
                 "spec": {
                     "restartPolicy": "Never",
-                    "serviceAccountName": "ffmpeg-worker",
+                    "serviceAccountName": ident,
                     "nodeSelector": {"kubeffmpeg.io/pool": "cpu"},
                     "containers": [
                         {
                             "name": "worker",
                             "image": "ghcr.io/kubeffmpeg/worker:0.1.0",
                             "command": [os.path.join(os.path.dirname(sys.executable), "ffmpeg-worker")],
-                            "envFrom": [{"secretRef": {"name": "kubeffmpeg-s3"}}],
                             "env": [
                                 {"name": "FFMPEGJOB_NAME", "value": name},
                                 {"name": "FFMPEGJOB_NAMESPACE", "value": stack.namespace},
                                 {"name": "FFMPEG_WORKDIR", "value": "/scratch"},
+                                {"name": GRANTS_FILE_ENV, "value": f"{GRANTS_MOUNT}/{GRANTS_FILE}"},
+                                *s3_env,
                             ],
-                            "volumeMounts": [{"name": "scratch", "mountPath": "/scratch"}],
+                            "volumeMounts": [{"name": "scratch", "mountPath": "/scratch"},
+                                             {"name": "grants", "mountPath": GRANTS_MOUNT, "readOnly": True}],
                         }
                     ],
-                    "volumes": [{"name": "scratch", "emptyDir": {"sizeLimit": "1Gi"}}],
+                    "volumes": [{"name": "scratch", "emptyDir": {"sizeLimit": "1Gi"}},
+                                {"name": "grants", "secret": {"secretName": grants_secret_name(ident)}}],
                 }
             },
         },
@@ -355,13 +400,7 @@ def test_sigterm_kills_ffmpeg_and_uploads_nothing(
             "output": {"dirId": out_dir},
         }
     )
-    env = {
-        **stack_env,
-        "FFMPEGJOB_NAME": name,
-        "FFMPEGJOB_NAMESPACE": stack.namespace,
-        "FFMPEG_WORKDIR": str(tmp_path / "scratch"),
-        "TERMINATION_LOG_PATH": str(tmp_path / "term"),
-    }
+    env = worker_env(stack_env, stack.namespace, name, tmp_path)
     proc = subprocess.Popen([sys.executable, "-m", "ffmpeg_worker.main"], env=env, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 30
     while "progress" not in jobs.status(name) or jobs.status(name)["progress"]["step"] < 1:
@@ -372,3 +411,74 @@ def test_sigterm_kills_ffmpeg_and_uploads_nothing(
     assert jobs.status(name)["error"].startswith("terminated")
     assert objects(s3, stack.env["S3_BUCKET"], out_dir) == {}
     assert not (tmp_path / "scratch" / name).exists()  # the working folder is cleaned up
+
+
+def test_a_large_output_goes_up_in_parts_of_the_granted_multipart_upload(
+    jobs: Jobs, s3: Any, stack: Any, stack_env: dict[str, str], tmp_path: Path
+) -> None:
+    """Above 16 MiB an output is uploaded through the part URLs of the upload the operator
+    initiated (the worker holds no credentials to initiate one)."""
+    out_dir = new_dir()
+    name = jobs.create(
+        {
+            "outputs": [{"name": "big.mkv"}],
+            "commands": ["-f lavfi -i testsrc=size=640x360:rate=25 -t 4 -c:v rawvideo -pix_fmt yuv420p {{big.mkv}}"],
+            "output": {"dirId": out_dir},
+        }
+    )
+    code, _, stderr = run_worker(stack_env, stack.namespace, name, tmp_path)
+    assert code == 0, stderr
+    key = f"files/{TENANT}/{out_dir}/big.mkv"
+    head = s3.head_object(Bucket=stack.env["S3_BUCKET"], Key=key)
+    assert head["ContentLength"] > 32 * 1024 * 1024
+    assert head["ETag"].strip('"').endswith("-3")  # three parts: 16 MiB, 16 MiB and the rest
+    assert head["ContentType"] == "video/x-matroska"
+    result = jobs.status(name)["result"][0]
+    assert result["sizeBytes"] == head["ContentLength"]
+    assert result["media"]["width"] == 640
+
+
+def _stack_s3(stack_env: dict[str, str]) -> S3Settings:
+    return S3Settings.model_validate({**{k[3:].lower(): v for k, v in stack_env.items() if k.startswith("S3_")},
+                                      **{k: v for k, v in stack_env.items() if k.startswith("AWS_")}})
+
+
+def test_a_prefix_grant_writes_under_its_prefix_and_nowhere_else(
+    s3: Any, stack: Any, stack_env: dict[str, str], tmp_path: Path
+) -> None:
+    """The POST policy for names not known in advance (scratch objects, chunk segments)."""
+    from ffmpeg_worker import storage
+
+    prefix = f"scratch/{TENANT}/{uuid.uuid4().hex}/"
+    grant = Signer(_stack_s3(stack_env)).post_policy(prefix, 600, max_bytes=1 << 20)
+    seg = tmp_path / "seg-0.ts"
+    seg.write_bytes(os.urandom(100_000))
+    key = storage.upload_under_prefix(grant, "seg-0.ts", seg)
+    assert key == prefix + "seg-0.ts"
+    assert s3.get_object(Bucket=stack.env["S3_BUCKET"], Key=key)["Body"].read() == seg.read_bytes()
+    outside = grant.model_copy(update={"prefix": f"files/{TENANT}/"})
+    with pytest.raises(storage.StorageError) as refused:
+        storage.upload_under_prefix(outside, "evil.mp4", seg)
+    assert refused.value.status == 403
+    big = grant.model_copy(update={"max_bytes": 10 << 20})
+    seg.write_bytes(os.urandom(2 << 20))  # over the signed content-length-range
+    with pytest.raises(storage.StorageError):
+        storage.upload_under_prefix(big, "seg-1.ts", seg)
+
+
+def test_an_upload_whose_multipart_upload_is_gone_falls_back_to_one_put(
+    s3: Any, stack: Any, stack_env: dict[str, str], tmp_path: Path
+) -> None:
+    """A retried pod finds the upload its predecessor left aborted: one PUT (<= 5 GiB) instead."""
+    from ffmpeg_operator.grants import Write, presign_grants
+    from ffmpeg_worker import storage
+
+    signer = Signer(_stack_s3(stack_env))
+    key = f"files/{TENANT}/{new_dir()}/big.bin"
+    grant = presign_grants(signer, {}, {"big.bin": Write(key, parts=2)}, 600)["big.bin"]
+    assert grant.multipart is not None and signer.abort(key, grant.multipart.upload_id)
+    path = tmp_path / "big.bin"
+    path.write_bytes(os.urandom(17 << 20))
+    assert storage.upload(grant, path) == 17 << 20
+    head = s3.head_object(Bucket=stack.env["S3_BUCKET"], Key=key)
+    assert head["ContentLength"] == 17 << 20 and "-" not in head["ETag"]

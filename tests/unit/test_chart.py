@@ -5,6 +5,7 @@ under the names the operator reads."""
 from __future__ import annotations
 
 import base64
+import ipaddress
 import json
 import subprocess
 from pathlib import Path
@@ -15,8 +16,10 @@ import yaml
 from devstack.paths import REPO_ROOT, binaries
 from ffmpeg_api.keystore import KeyIndex, decode_secret, hash_key
 from ffmpeg_api.settings import ApiSettings
+from ffmpeg_operator.identity import manifests as identity_manifests
 from ffmpeg_operator.jobs import child_labels
 from ffmpeg_operator.settings import OperatorSettings
+from ffmpegjob_model.grants import Grants
 from ffmpegjob_model.model import FFmpegJobSpec
 from ffmpegjob_model.pools import POOLS_KEY, parse_pools
 from ffmpegjob_model.settings import S3Settings
@@ -101,8 +104,10 @@ def test_chart_crd_is_the_generated_crd() -> None:
 def test_default_render_has_the_whole_install(helm: str, tmp_path: Path) -> None:
     docs = render(helm, tmp_path)
     assert {"Deployment", "Service", "ConfigMap", "Secret", "ServiceAccount", "Role", "RoleBinding"} <= kinds(docs)
-    # Off unless asked for.
-    assert not kinds(docs) & {"NetworkPolicy", "PodDisruptionBudget", "ServiceMonitor", "Ingress"}
+    # Off unless asked for; the NetworkPolicies are on by default.
+    assert not kinds(docs) & {"PodDisruptionBudget", "ServiceMonitor", "Ingress"}
+    assert {d["metadata"]["name"] for d in docs if d["kind"] == "NetworkPolicy"} == {
+        "rel-kubeffmpeg-worker", "rel-kubeffmpeg-api", "rel-kubeffmpeg-operator"}
     cluster_scoped = [d for d in docs if d["kind"] in ("ClusterRole", "ClusterRoleBinding")]
     assert all(d["metadata"].get("namespace") == "media" for d in docs if d not in cluster_scoped)
     # The only cluster-wide right is kopf's read-only discovery of CRDs and namespaces.
@@ -147,8 +152,17 @@ def test_default_pools_are_cpu_and_gpu_and_parse_as_the_operator_does(helm: str,
     assert cpu.node_selector == {"kubeffmpeg.io/pool": "cpu"} and "nvidia.com/gpu" not in str(cpu.resources)
     assert cpu.image == "ghcr.io/kubeffmpeg/worker:9.9.9"
     assert gpu.image == "ghcr.io/kubeffmpeg/worker-gpu:9.9.9"
-    # Workers get the non-secret S3 settings from their pool (credentials from the Secret).
+    # Workers get the non-secret S3 settings from their pool, and never credentials.
     assert cpu.env["S3_ENDPOINT_URL"] == "http://minio.minio:9000" and cpu.env["S3_BUCKET"] == "ffmpeg"
+    assert not [k for p in pools.values() for k in p.env if k.startswith("AWS_")]
+    assert cpu.runtime_class_name is None  # the cluster's default runtime unless asked
+
+
+def test_runtime_class_for_a_sandbox_around_ffmpeg(helm: str, tmp_path: Path) -> None:
+    docs = render(helm, tmp_path, {"worker": {"runtimeClassName": "gvisor"},
+                                   "pools": {"gpu": {"runtimeClassName": "kata"}}})
+    pools = parse_pools(one(docs, "ConfigMap", "rel-kubeffmpeg-pools")["data"][POOLS_KEY])
+    assert pools["cpu"].runtime_class_name == "gvisor" and pools["gpu"].runtime_class_name == "kata"
 
 
 def test_adding_a_pool_is_values_only(helm: str, tmp_path: Path) -> None:
@@ -201,10 +215,7 @@ def test_operator_reads_the_chart_objects_by_their_rendered_names(
     })
     s, s3 = operator_settings(docs, monkeypatch)
     one(docs, "ConfigMap", s.pools_configmap)
-    one(docs, "Secret", s.s3_secret_name)
-    one(docs, "ServiceAccount", s.worker_service_account)
-    worker_binding = one(docs, "RoleBinding", s.worker_service_account)
-    assert worker_binding["subjects"][0]["name"] == s.worker_service_account
+    assert (s.grant_multipart_parts, s.grant_queue_seconds) == (16, 86400)
     assert s.watched_namespace() == "media" and s.leader_election is True
     assert s.allow_hosts() == ["hooks.internal", "10.1.2.3"] and s.url_allow_http is True
     assert s.metrics_port == 9100
@@ -229,9 +240,20 @@ def roles(docs: list[Doc]) -> dict[str, dict[tuple[str, str], set[str]]]:
     return {d["metadata"]["name"]: rules(d) for d in docs if d["kind"] == "Role"}
 
 
-def test_worker_may_only_read_its_job_and_write_status(helm: str, tmp_path: Path) -> None:
-    r = roles(render(helm, tmp_path))["rel-kubeffmpeg-worker"]
-    assert r == {("kubeffmpeg.io", "ffmpegjobs"): {"get"}, ("kubeffmpeg.io", "ffmpegjobs/status"): {"get", "patch"}}
+def test_workers_get_no_rights_from_the_chart_and_the_operator_can_grant_each_job_its_own(
+        helm: str, tmp_path: Path) -> None:
+    docs = render(helm, tmp_path)
+    assert set(roles(docs)) == {"rel-kubeffmpeg-operator", "rel-kubeffmpeg-api"}
+    assert {d["metadata"]["name"] for d in docs if d["kind"] == "ServiceAccount"} == {
+        "rel-kubeffmpeg-operator", "rel-kubeffmpeg-api"}
+    # RBAC escalation: a Role may grant only what its creator holds. The per-job Role's rules
+    # are a subset of the operator's (no escalate or bind verb is needed).
+    grants = Grants.model_validate({"expires_at": "2030-01-01T00:00:00Z"})
+    job_role = identity_manifests("ffj-u", "clip", "media", {}, {}, grants)["Role"]
+    assert rules(job_role) == {("kubeffmpeg.io", "ffmpegjobs"): {"get"},
+                               ("kubeffmpeg.io", "ffmpegjobs/status"): {"get", "patch"}}
+    op = roles(docs)["rel-kubeffmpeg-operator"]
+    assert all(verbs <= op[res] for res, verbs in rules(job_role).items())
 
 
 def test_operator_rbac_is_least_privilege(helm: str, tmp_path: Path) -> None:
@@ -242,7 +264,18 @@ def test_operator_rbac_is_least_privilege(helm: str, tmp_path: Path) -> None:
     assert r[("batch", "jobs")] >= {"create", "list", "watch", "delete"}
     assert r[("", "pods")] == {"get", "list", "watch"}  # read only
     assert r[("", "events")] >= {"create"}
-    assert r[("", "secrets")] == {"get"} and r[("", "configmaps")] == {"get"}
+    # Webhook secrets are read; each job's grants Secret, ServiceAccount, Role and RoleBinding
+    # are created before its Job and deleted when it ends.
+    assert r[("", "secrets")] == {"get", "create", "delete", "patch"} and r[("", "configmaps")] == {"get"}
+    assert r[("", "serviceaccounts")] == {"create", "delete"}
+    assert r[("rbac.authorization.k8s.io", "roles")] == {"create", "delete"}
+    assert r[("rbac.authorization.k8s.io", "rolebindings")] == {"create", "delete"}
+    assert not any({"escalate", "bind", "impersonate"} & verbs for verbs in r.values())
+    # patch only on the tenants' webhook signing secrets (one is added on a tenant's first webhook)
+    role = one(docs, "Role", "rel-kubeffmpeg-operator")
+    patchable = [n for rule in role["rules"] if "secrets" in rule["resources"] and "patch" in rule["verbs"]
+                 for n in rule.get("resourceNames", ["*"])]
+    assert patchable == ["rel-kubeffmpeg-webhook-secrets"]
     assert ("coordination.k8s.io", "leases") in r
     assert not any("*" in verbs or "*" in res for (_, res), verbs in r.items())
     role = one(docs, "Role", "rel-kubeffmpeg-operator")
@@ -288,8 +321,8 @@ def test_s3_existing_secret_is_used_and_not_created(helm: str, tmp_path: Path, m
     assert "ignored" not in json.dumps(docs)
     for comp in ("operator", "api"):
         assert env_from_secrets(one(docs, "Deployment", f"rel-kubeffmpeg-{comp}")) == ["my-s3"]
-    s, _ = operator_settings(docs, monkeypatch)
-    assert s.s3_secret_name == "my-s3"  # the worker pods get the same Secret
+    # Worker pods never get the S3 Secret (they get presigned URLs from the operator).
+    assert "my-s3" not in json.dumps(one(docs, "ConfigMap", "rel-kubeffmpeg-pools"))
 
 
 def b64(secret: Doc) -> dict[str, str]:
@@ -320,7 +353,7 @@ def test_bootstrap_api_key_is_stored_hashed_where_the_api_looks(
     assert settings.api_port == 8000 and settings.import_max_bytes == 5 * 1024**3
     api_role = one(docs, "Role", "rel-kubeffmpeg-api")
     names = [n for rule in api_role["rules"] if "secrets" in rule["resources"] for n in rule["resourceNames"]]
-    assert names == ["rel-kubeffmpeg-api-keys"]
+    assert names == ["rel-kubeffmpeg-api-keys", "rel-kubeffmpeg-webhook-secrets"]
     # Every variable the chart sets is one the API (or the shared settings) reads.
     known = {n.upper() for n in ApiSettings.model_fields} | S3_ENV | {"URL_ALLOW_HOSTS", "URL_ALLOW_HTTP",
                                                                         "LOG_LEVEL", "TMPDIR"}
@@ -331,30 +364,89 @@ def test_bootstrap_api_key_is_stored_hashed_where_the_api_looks(
 
 def test_api_keys_existing_secret(helm: str, tmp_path: Path) -> None:
     docs = render(helm, tmp_path, {"api": {"keys": {"existingSecret": "my-keys"}}})
-    assert not [d for d in docs if d["kind"] == "Secret" and "key" in d["metadata"]["name"]]
+    assert not [d for d in docs if d["kind"] == "Secret" and "-key" in d["metadata"]["name"]]
     env = {e["name"]: e.get("value") for e in container(one(docs, "Deployment", "rel-kubeffmpeg-api"))["env"]}
     assert env["API_KEYS_SECRET"] == "my-keys"
     api_role = one(docs, "Role", "rel-kubeffmpeg-api")
     assert [n for rule in api_role["rules"] if "secrets" in rule["resources"] for n in rule["resourceNames"]] \
-        == ["my-keys"]
+        == ["my-keys", "rel-kubeffmpeg-webhook-secrets"]
     assert "keys" in render_fails(helm, tmp_path, {"api": {"keys": {"tenants": {"acme": {"keys": ["not-a-hash"]}}}}})
 
 
+def test_webhook_schedule_rate_limits_and_signing_secrets_reach_the_components(
+        helm: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    docs = render(helm, tmp_path, {
+        "operator": {"webhook": {"maxAttempts": 20, "backoffInitialSeconds": 30, "backoffFactor": 3,
+                                 "backoffMaxSeconds": 7200, "backoffJitter": 0}},
+        "api": {"rateLimit": {"requestsPerSecond": 2.5, "burst": 5},
+                "ffprobe": {"maxConcurrent": 2, "maxQueue": 3, "queueTimeoutSeconds": 9}},
+    })
+    s, _ = operator_settings(docs, monkeypatch)
+    assert (s.webhook_max_attempts, s.webhook_backoff_initial, s.webhook_backoff_factor, s.webhook_backoff_max,
+            s.webhook_backoff_jitter) == (20, 30, 3, 7200, 0)
+    for k, v in plain_env(container(one(docs, "Deployment", "rel-kubeffmpeg-api"))).items():
+        monkeypatch.setenv(k, v)
+    a = ApiSettings()
+    assert (a.rate_limit_requests_per_second, a.rate_limit_burst) == (2.5, 5)
+    assert (a.ffprobe_max_concurrent, a.ffprobe_max_queue, a.ffprobe_queue_timeout_seconds) == (2, 3, 9)
+    # Both components use the one Secret the chart creates; the bootstrap tenant has a secret in it.
+    assert a.webhook_secrets_secret == s.webhook_secrets_secret == "rel-kubeffmpeg-webhook-secrets"
+    assert b64(one(docs, "Secret", s.webhook_secrets_secret))["default"].startswith("whsec_")
+    # The defaults publish the documented schedule: 16 attempts over more than 24 hours.
+    d, _ = operator_settings(render(helm, tmp_path), monkeypatch)
+    assert d.webhook_max_attempts == 16 and d.webhook_backoff_max == 4 * 3600
+    assert "rate_limit" in render_fails(helm, tmp_path, {"api": {"keys": {"tenants": {"acme": {
+        "keys": [hash_key("k")], "rate_limit": {"requests_per_second": -1}}}}}})
+
+
 # ------------------------------------------------------------------------------- optional extras
+def reachable(np: Doc, ip: str, port: int) -> bool:
+    """Whether an egress rule of `np` lets a worker connect to ip:port (ipBlock peers only)."""
+    addr = ipaddress.ip_address(ip)
+    for rule in np["spec"]["egress"]:
+        if port not in [p["port"] for p in rule.get("ports", [])]:
+            continue
+        for peer in rule["to"]:
+            block = peer.get("ipBlock")
+            if block and addr in ipaddress.ip_network(block["cidr"]) and not any(
+                    addr in ipaddress.ip_network(x) for x in block.get("except", [])):
+                return True
+    return False
+
+
 def test_network_policy_confines_worker_pods(helm: str, tmp_path: Path) -> None:
-    values = {"networkPolicy": {"enabled": True, "apiServer": {"cidrs": ["10.96.0.1/32"]},
-                                "s3": {"cidrs": ["10.20.0.0/16"], "ports": [9000]}, "allowPublicHttps": False}}
+    values = {"networkPolicy": {"apiServer": {"cidrs": ["172.20.0.10/32"], "ports": [443]},
+                                "s3": {"cidrs": ["10.20.0.0/16"], "ports": [9000]}}}
     docs = render(helm, tmp_path, values)
     np = one(docs, "NetworkPolicy", "rel-kubeffmpeg-worker")
     # The selector matches the labels the operator puts on worker pods.
     labels = child_labels({"uid": "u", "name": "n"}, _spec(), "cpu")
     assert np["spec"]["podSelector"]["matchLabels"].items() <= labels.items()
     assert np["spec"]["policyTypes"] == ["Ingress", "Egress"] and "ingress" not in np["spec"]
-    egress = np["spec"]["egress"]
-    ports = sorted(p["port"] for rule in egress for p in rule["ports"])
-    assert ports == [53, 53, 443, 9000]
-    assert {"ipBlock": {"cidr": "10.20.0.0/16"}} in egress[2]["to"]
-    assert "apiServer.cidrs" in render_fails(helm, tmp_path, {"networkPolicy": {"enabled": True}})
+    dns = np["spec"]["egress"][0]
+    assert dns["to"] == [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}}}]
+    assert reachable(np, "172.20.0.10", 443)  # the API server, for the job's own identity
+    assert reachable(np, "10.20.3.4", 9000)  # the store
+    assert reachable(np, "93.184.216.34", 443)  # public HTTPS: URL inputs
+    for ip, port in [("169.254.169.254", 80), ("169.254.169.254", 443),  # cloud metadata
+                     ("10.96.0.10", 443), ("10.244.1.7", 8000),  # service and pod ranges
+                     ("172.20.0.10", 10250), ("192.168.1.1", 443), ("93.184.216.34", 80)]:
+        assert not reachable(np, ip, port), (ip, port)
+    # Widening is values only.
+    wide = one(render(helm, tmp_path, {"networkPolicy": {**values["networkPolicy"], "extraEgress": [
+        {"to": [{"ipBlock": {"cidr": "10.96.0.0/12"}}], "ports": [{"protocol": "TCP", "port": 8443}]}]}}),
+        "NetworkPolicy", "rel-kubeffmpeg-worker")
+    assert reachable(wide, "10.96.0.10", 8443)
+    assert "NetworkPolicy" not in kinds(render(helm, tmp_path, {"networkPolicy": {"enabled": False}}))
+
+
+def test_network_policy_without_a_known_api_server_opens_only_its_ports(helm: str, tmp_path: Path) -> None:
+    """`helm template` cannot read the cluster's `kubernetes` Endpoints: the API server rule falls
+    back to private addresses on the API server's ports; metadata stays out of reach."""
+    np = one(render(helm, tmp_path), "NetworkPolicy", "rel-kubeffmpeg-worker")
+    assert reachable(np, "10.0.0.1", 6443) and reachable(np, "10.0.0.1", 443)
+    assert not reachable(np, "10.244.1.7", 8000) and not reachable(np, "169.254.169.254", 80)
+    assert not reachable(np, "169.254.169.254", 443)
 
 
 def _spec() -> FFmpegJobSpec:
@@ -392,5 +484,5 @@ def test_service_account_annotations_for_cloud_identity(helm: str, tmp_path: Pat
     arn = "arn:aws:iam::123456789012:role/kubeffmpeg"
     docs = render(helm, tmp_path, {"serviceAccounts": {"annotations": {"eks.amazonaws.com/role-arn": arn}}})
     sas = [d for d in docs if d["kind"] == "ServiceAccount"]
-    assert len(sas) == 3  # operator, api, worker
+    assert len(sas) == 2  # operator, api; never the per-job worker identities
     assert all(sa["metadata"]["annotations"]["eks.amazonaws.com/role-arn"] == arn for sa in sas)

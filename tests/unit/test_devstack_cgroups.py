@@ -111,3 +111,30 @@ def test_wrapper_joins_the_cgroup_before_the_command_runs(tmp_path: Path) -> Non
                     "arg0", *map(str, cg.procs_files)])
     out = subprocess.run(argv, capture_output=True, text=True, check=True)
     assert out.stdout == "ran arg0\n"
+
+
+def test_pod_totals_as_the_kubelet_sums_them() -> None:
+    from devstack.nodeagent.runtime import _pod_cpu
+
+    def c(limit: str | None = None, request: str | None = None) -> dict[str, object]:
+        res: dict[str, dict[str, str]] = {}
+        if limit:
+            res["limits"] = {"cpu": limit}
+        if request:
+            res["requests"] = {"cpu": request}
+        return {"name": "x", "resources": res}
+
+    assert _pod_cpu({"containers": [c("1"), c("500m", "250m")]}) == (1250, 1500)
+    assert _pod_cpu({"containers": [c("1"), c()]}) == (1000, None)  # one unlimited: the pod is
+    assert _pod_cpu({"containers": [c("1")], "initContainers": [c("2")]}) == (2000, 2000)
+    assert _pod_cpu({"containers": [c()]}) == (None, None)
+
+
+def test_pod_cgroup_has_the_pod_totals(tmp_path: Path) -> None:
+    root, state = tmp_path / "cgroup", tmp_path / "state"
+    fake_v1(root)
+    node = NodeCgroups(state, "n1", root=root)
+    node.pod("u", request_milli=1500, limit_milli=2000)
+    pod = root / "cpu" / stack_folder(state) / "n1" / "podu"
+    assert (pod / "cpu.cfs_quota_us").read_text() == "200000"
+    assert (pod / "cpu.shares").read_text() == "1536"

@@ -6,8 +6,10 @@ from typing import Any
 
 from ffmpeg_operator.jobs import LABEL_UID, build_job, job_name, owned_by, owner_name
 from ffmpeg_operator.settings import OperatorSettings
+from ffmpegjob_model.grants import GRANTS_FILE_ENV, GRANTS_MOUNT
 from ffmpegjob_model.model import FFmpegJobSpec
 from ffmpegjob_model.pools import parse_pools
+from ffmpegjob_model.settings import S3Settings
 
 POOLS = parse_pools("""
 gpu:
@@ -18,6 +20,7 @@ gpu:
   ephemeralStorage: 5Gi
   maxTimeoutSeconds: 600
   env: {FFMPEG_HWACCEL: cuda}
+  runtimeClassName: gvisor
 """)
 
 
@@ -34,7 +37,9 @@ def spec(**kw: Any) -> FFmpegJobSpec:
 
 def test_job_carries_pool_placement_and_limits() -> None:
     job = build_job(body(), spec(timeoutSeconds=3600, backoffLimit=2, ttlSecondsAfterFinished=60),
-                    "gpu", POOLS["gpu"], OperatorSettings(s3_secret_name="s3"))
+                    "gpu", POOLS["gpu"], OperatorSettings(),
+                    S3Settings.model_validate({"endpoint_url": "http://minio:9000", "bucket": "media",
+                                               "AWS_ACCESS_KEY_ID": "AKIA", "AWS_SECRET_ACCESS_KEY": "s3cr3t"}))
     pod = job["spec"]["template"]["spec"]
     assert job["metadata"]["name"] == job_name("0c5e-uid") == "ffj-0c5e-uid"
     assert job["spec"]["activeDeadlineSeconds"] == 600  # the pool's cap wins over the spec
@@ -44,17 +49,26 @@ def test_job_carries_pool_placement_and_limits() -> None:
     assert pod["nodeSelector"] == {"kubeffmpeg.io/pool": "gpu"}
     assert pod["tolerations"][0]["key"] == "nvidia.com/gpu"
     assert pod["restartPolicy"] == "Never"
-    assert pod["serviceAccountName"] == "ffmpeg-worker"
+    assert pod["serviceAccountName"] == "ffj-0c5e-uid"  # the job's own identity (identity.py)
+    assert pod["runtimeClassName"] == "gvisor"
     c = pod["containers"][0]
     assert c["image"] == "worker:gpu" and c["command"] == ["ffmpeg-worker"]
     assert c["resources"] == {"limits": {"nvidia.com/gpu": "1"}}
     env = {e["name"]: e["value"] for e in c["env"]}
     assert env["FFMPEGJOB_NAME"] == "clip" and env["FFMPEGJOB_NAMESPACE"] == "ffmpeg"
     assert env["FFMPEG_WORKDIR"] == "/scratch" and env["FFMPEG_HWACCEL"] == "cuda"
-    assert c["envFrom"] == [{"secretRef": {"name": "s3"}}]
+    # Where storage is, never a credential: the pod reads and writes through its grants file.
+    assert "envFrom" not in c
+    assert (env["S3_ENDPOINT_URL"], env["S3_BUCKET"]) == ("http://minio:9000", "media")
+    assert not any("AKIA" in v or "s3cr3t" in v or k.startswith("AWS_") for k, v in env.items())
+    assert env[GRANTS_FILE_ENV] == f"{GRANTS_MOUNT}/grants.json"
     assert c["securityContext"]["readOnlyRootFilesystem"] is True
     assert pod["securityContext"]["runAsNonRoot"] is True
-    assert pod["volumes"] == [{"name": "scratch", "emptyDir": {"sizeLimit": "5Gi"}}]
+    assert pod["volumes"] == [
+        {"name": "scratch", "emptyDir": {"sizeLimit": "5Gi"}},
+        {"name": "grants", "secret": {"secretName": "ffj-0c5e-uid-grants", "defaultMode": 0o440}},
+    ]
+    assert {"name": "grants", "mountPath": GRANTS_MOUNT, "readOnly": True} in c["volumeMounts"]
 
 
 def test_ownership_labels_and_queue_passthrough() -> None:

@@ -117,3 +117,15 @@ def test_failed_pods_beyond_the_backoff_limit_fail_the_job_at_once() -> None:
     assert out.new_phase == "Failed" and out.patch["message"] == "step 1 failed: boom"
     one = observe({"phase": "Running"}, j, pods[:1], T0 + timedelta(seconds=4), 1, 600)
     assert one.new_phase != "Failed"  # a retry is still allowed
+
+
+def test_pods_stopped_at_the_jobs_deadline_fail_it_as_timed_out() -> None:
+    j = job(failed=1, startTime="2025-01-01T12:00:00Z")
+    j["spec"] = {"backoffLimit": 0, "activeDeadlineSeconds": 10}
+    late = [_terminated("Failed", 143, T0 + timedelta(seconds=11))]
+    st = {"phase": "Running", "error": "terminated: the worker received SIGTERM"}
+    out = observe(st, j, late, T0 + timedelta(seconds=12), 1, 600)
+    assert (out.new_phase, out.patch["reason"]) == ("Failed", "DeadlineExceeded")
+    assert out.patch["message"] == "timed out after 10s: terminated: the worker received SIGTERM"
+    early = observe(st, j, [_terminated("Failed", 1, T0 + timedelta(seconds=3))], T0 + timedelta(seconds=4), 1, 600)
+    assert early.patch["reason"] == "BackoffLimitExceeded"

@@ -1,7 +1,8 @@
 """Fetch a job's inputs into its working folder: concurrently, streamed to disk.
 
-Storage paths and presigned URLs of our own bucket are read from S3 directly (boto3's
-multipart-aware `download_file`); other URLs are fetched over HTTPS under the URL rules, with each
+Storage paths and presigned URLs of our own bucket are read from storage directly, through the
+read grants the operator presigned for this job (storage.py: the worker holds no credentials);
+other URLs are fetched over HTTPS under the URL rules, with each
 redirect checked and the connected address checked again (DNS rebinding)."""
 
 from __future__ import annotations
@@ -10,15 +11,17 @@ import posixpath
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 from urllib.parse import urljoin, urlsplit
 
+from ffmpegjob_model.grants import Grants, ObjectGrant
 from ffmpegjob_model.model import FFmpegJobSpec, InputFile
 from ffmpegjob_model.settings import S3Settings
 from ffmpegjob_model.storage_layout import file_key, split_storage_path
 from ffmpegjob_model.urls import URLRefused, URLRules, check_address, check_url, storage_key_for_url
 
-from .storage import is_missing
+from . import storage
+from .storage import StorageError, is_missing
 
 if TYPE_CHECKING:  # httpx is imported only when a job has a URL input: ~60 ms of start-up
     import httpx
@@ -53,13 +56,13 @@ def local_name(inp: InputFile) -> str:
 class Fetcher:
     def __init__(
         self,
-        s3: Any,
+        grants: Grants,
         s3_settings: S3Settings,
         url_rules: URLRules,
         concurrency: int = 4,
         max_bytes: int | None = None,
     ) -> None:
-        self.s3, self.s3_settings, self.rules = s3, s3_settings, url_rules
+        self.grants, self.s3_settings, self.rules = grants, s3_settings, url_rules
         self.concurrency, self.max_bytes = concurrency, max_bytes
 
     def fetch_all(
@@ -95,13 +98,22 @@ class Fetcher:
             raise FetchError(f"input {inp.name!r}: {src!r} is neither an https URL nor dir_id/file_name")
         return file_key(tenant, *parts)
 
+    def grant(self, inp: InputFile) -> ObjectGrant:
+        """The read grant of a storage input (the operator presigned one for each)."""
+        g = self.grants.inputs.get(inp.name)
+        if g is None or not g.get_url:
+            raise FetchError(f"input {inp.name!r}: {inp.source.split('?', 1)[0]} is not readable by this job")
+        return g
+
     def stat(self, tenant: str, inp: InputFile) -> int:
         """Size of an input FFmpeg will stream from storage (it must exist and be within the limit)."""
         key = self.storage_key(tenant, inp)
         assert key is not None
         shown = inp.source.split("?", 1)[0]
         try:
-            size = int(self.s3.head_object(Bucket=self.s3_settings.bucket, Key=key)["ContentLength"])
+            size = storage.object_size(self.grant(inp))
+        except FetchError:
+            raise
         except Exception as exc:
             if is_missing(exc):
                 raise FetchError(f"input {inp.name!r}: storage path {shown} does not exist") from None
@@ -115,21 +127,22 @@ class Fetcher:
         if key is None:
             self._http(inp.name, inp.source, dest)
         else:
-            self._s3(inp.name, key, dest, shown=inp.source.split("?", 1)[0])
+            self._storage(inp, dest, shown=inp.source.split("?", 1)[0])
         size = dest.stat().st_size
         if self.max_bytes is not None and size > self.max_bytes:
             raise FetchError(f"input {inp.name!r} is {size} bytes, over the limit of {self.max_bytes}")
         return FetchedInput(inp.name, dest, size)
 
-    def _s3(self, name: str, key: str, dest: Path, shown: str) -> None:
+    def _storage(self, inp: InputFile, dest: Path, shown: str) -> None:
+        name = inp.name
         try:
-            if self.max_bytes is not None:
-                head = self.s3.head_object(Bucket=self.s3_settings.bucket, Key=key)
-                if int(head["ContentLength"]) > self.max_bytes:
-                    raise FetchError(
-                        f"input {name!r} is {head['ContentLength']} bytes, over the limit of {self.max_bytes}"
-                    )
-            self.s3.download_file(self.s3_settings.bucket, key, str(dest))
+            storage.download(self.grant(inp), dest, self.max_bytes)
+        except StorageError as exc:
+            if is_missing(exc):
+                raise FetchError(f"input {name!r}: storage path {shown} does not exist") from None
+            if exc.status is None and str(exc).startswith("larger than"):
+                raise FetchError(f"input {name!r} is {exc}") from None
+            raise FetchError(f"input {name!r}: cannot read {shown} from storage: {exc}") from exc
         except FetchError:
             raise
         except Exception as exc:

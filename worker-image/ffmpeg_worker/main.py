@@ -24,6 +24,7 @@ from types import FrameType
 from typing import Any
 
 from ffmpegjob_model.commands import render
+from ffmpegjob_model.grants import Grants
 from ffmpegjob_model.kubeclient import load_client
 from ffmpegjob_model.model import FFmpegJob, Progress, ResultFile, Usage
 from ffmpegjob_model.probe import ProbeFailed, ProbeOptions, media_summary, probe
@@ -35,7 +36,7 @@ from .fetch import Fetcher, FetchError, local_name
 from .kube import JobClient
 from .run import InputReadFailed, StepFailed, StepProgress, expected_duration, run_ffmpeg
 from .settings import WorkerSettings
-from .storage import presigned_get, s3_client
+from .storage import load_grants
 from .stream import streamable
 from .upload import UploadFailed, upload_outputs
 
@@ -113,17 +114,14 @@ class Worker:
         jobs: JobClient,
         s3_settings: S3Settings,
         rules: URLRules,
-        s3: Future[Any] | None = None,
+        grants: Grants,
     ) -> None:
         self.settings, self.jobs, self.s3_settings, self.rules = settings, jobs, s3_settings, rules
+        # Storage is reached only through these presigned URLs (storage.py): no credentials.
+        self.grants = grants
         # ffprobe runs beside FFmpeg and the uploads, not before them.
         self.pool = ThreadPoolExecutor(max_workers=4)
-        self._s3 = s3 or self.pool.submit(s3_client, s3_settings, max(32, settings.upload_concurrency * 4))
         self.reporter: ProgressReporter | None = None
-
-    @property
-    def s3(self) -> Any:
-        return self._s3.result()
 
     # ------------------------------------------------------------------------------ steps
     def run(self) -> int:
@@ -162,7 +160,7 @@ class Worker:
         shutil.rmtree(workdir, ignore_errors=True)  # a retried pod starts clean
         workdir.mkdir(parents=True)
         fetcher = Fetcher(
-            self.s3, self.s3_settings, self.rules, self.settings.fetch_concurrency, self.settings.max_input_bytes
+            self.grants, self.s3_settings, self.rules, self.settings.fetch_concurrency, self.settings.max_input_bytes
         )
         local = {i.name: local_name(i) for i in spec.inputs}
         try:
@@ -171,8 +169,8 @@ class Worker:
         except FetchError as exc:
             raise JobFailed(str(exc), EXIT_IO) from None
         input_bytes = sum(f.size for f in fetched.values())
-        expires = spec.timeout_seconds + 600
-        urls = {n: presigned_get(self.s3, self.s3_settings.bucket, k, expires) for n, k in keys.items()}
+        by_name = {i.name: i for i in spec.inputs}
+        urls = {n: fetcher.grant(by_name[n]).get_url or "" for n in keys}
         paths = {n: urls.get(n, p) for n, p in local.items()} | {o.name: o.name for o in spec.outputs}
         probes: dict[str, Future[float | None]] = {}
 
@@ -231,14 +229,7 @@ class Worker:
             raise JobFailed(f"declared outputs were not written by any command: {', '.join(missing)}", EXIT_STEP)
         media_future = self.pool.submit(self._media, files)  # beside the uploads
         try:
-            uploaded = upload_outputs(
-                self.s3,
-                self.s3_settings.bucket,
-                spec.tenant,
-                spec.output.dir_id,
-                files,
-                self.settings.upload_concurrency,
-            )
+            uploaded = upload_outputs(self.grants.outputs, files, self.settings.upload_concurrency)
         except UploadFailed as exc:
             raise JobFailed(str(exc), EXIT_IO) from None
         media = media_future.result()
@@ -342,14 +333,18 @@ def main() -> None:
         print(f"ffmpeg-worker: bad environment: {exc}", file=sys.stderr)
         sys.exit(EXIT_INVALID)
     signal.signal(signal.SIGTERM, _on_sigterm)
-    s3_settings = S3Settings()
-    # The S3 client is built in a thread while the FFmpegJob is read (both are start-up latency).
-    starter = ThreadPoolExecutor(max_workers=1)
-    s3 = starter.submit(s3_client, s3_settings, max(32, settings.upload_concurrency * 4))
+    s3_settings = S3Settings()  # where storage is (to recognise its URLs), no credentials
     jobs = JobClient(load_client(), settings.ffmpegjob_namespace, settings.ffmpegjob_name)
+    try:
+        grants = load_grants()
+    except Exception as exc:
+        message = f"cannot read the storage grants: {type(exc).__name__}: {exc}"
+        print(f"ffmpeg-worker: {message}", file=sys.stderr)
+        jobs.try_patch_status({"error": message})
+        sys.exit(EXIT_IO)
     from .split import ENV_MODE, worker_class  # split-and-stitch: chunk and stitch pods
 
-    sys.exit(worker_class(os.environ.get(ENV_MODE))(settings, jobs, s3_settings, URLRules(), s3=s3).run())
+    sys.exit(worker_class(os.environ.get(ENV_MODE))(settings, jobs, s3_settings, URLRules(), grants).run())
 
 
 if __name__ == "__main__":

@@ -25,15 +25,16 @@ from pathlib import Path
 from typing import Any
 
 from ffmpegjob_model.commands import render
+from ffmpegjob_model.grants import Grants, ObjectGrant
 from ffmpegjob_model.model import ChunkRange, FFmpegJob, ResultFile, Usage
 from ffmpegjob_model.safety import UnsafeCommand, validate_spec
 from ffmpegjob_model.split import SEGMENT_LIST, NotSplittable, SplitCommand, analyze, segment_list
 from ffmpegjob_model.storage_layout import segment_name
 
+from . import storage
 from .fetch import Fetcher, FetchError, local_name
 from .main import EXIT_INVALID, EXIT_IO, EXIT_STEP, JobFailed, Worker, _with_stream_options
 from .run import InputReadFailed, StepFailed, StepProgress, run_ffmpeg
-from .storage import presigned_get
 from .upload import UploadFailed, upload_outputs
 
 log = logging.getLogger("ffmpeg_worker.split")
@@ -44,17 +45,24 @@ REPORT_INTERVAL = 2.0  # seconds between a pod's progress patches (N pods patch 
 
 
 class SegmentStore:
-    """Where segments go between the chunk pods and the stitch pod. The one place that touches
-    storage for them, so it can move to presigned URLs handed out by the operator."""
+    """Where segments go between the chunk pods and the stitch pod: the job's scratch grants
+    (`Grants.scratch`, keyed by segment name), presigned by the operator for this pod only: a
+    chunk pod may write its own segment, the stitch pod read them all. No credentials."""
 
-    def __init__(self, s3: Any, bucket: str, prefix: str) -> None:
-        self.s3, self.bucket, self.prefix = s3, bucket, prefix
+    def __init__(self, grants: Grants, concurrency: int = 8) -> None:
+        self.grants, self.concurrency = grants, concurrency
+
+    def _grant(self, name: str, need: str) -> ObjectGrant:
+        g = self.grants.scratch.get(name)
+        if g is None or getattr(g, need) is None:
+            raise storage.StorageError(f"this pod holds no grant to {need.split('_')[0]} segment {name}")
+        return g
 
     def put(self, path: Path) -> None:
-        self.s3.upload_file(str(path), self.bucket, self.prefix + path.name)
+        storage.upload(self._grant(path.name, "put_url"), path, self.concurrency)
 
     def get(self, name: str, dest: Path) -> None:
-        self.s3.download_file(self.bucket, self.prefix + name, str(dest))
+        storage.download(self._grant(name, "get_url"), dest)
 
 
 class Reporter:
@@ -97,7 +105,7 @@ class SplitWorker(Worker):
             key = fetcher.storage_key(job.spec.tenant, inp) if self.settings.stream_inputs else None
             if key is not None:
                 size = fetcher.stat(job.spec.tenant, inp)
-                url = presigned_get(self.s3, self.s3_settings.bucket, key, job.spec.timeout_seconds + 600)
+                url = fetcher.grant(inp).get_url or ""
                 return url, {url: local_name(inp)}, size
             fetched = fetcher.fetch_one(job.spec.tenant, inp, workdir / local_name(inp))
         except FetchError as exc:
@@ -139,7 +147,7 @@ class SplitWorker(Worker):
         raise AssertionError("unreachable")
 
     def fetcher(self) -> Fetcher:
-        return Fetcher(self.s3, self.s3_settings, self.rules, self.settings.fetch_concurrency,
+        return Fetcher(self.grants, self.s3_settings, self.rules, self.settings.fetch_concurrency,
                        self.settings.max_input_bytes)
 
     def video_start(self, path: Path) -> float:
@@ -191,7 +199,7 @@ class ChunkWorker(SplitWorker):
         if frames is not None and frames != chunk.frames:
             log.warning("chunk %d: %d frames encoded, %d in the input range", index, frames, chunk.frames)
         try:
-            SegmentStore(self.s3, self.s3_settings.bucket, plan["scratchPrefix"]).put(path)
+            SegmentStore(self.grants, self.settings.upload_concurrency).put(path)
         except Exception as exc:
             raise JobFailed(f"chunk {index}: cannot upload the segment: {exc}", EXIT_IO) from None
         report.send({"percent": 100, "speed": None, "timeSec": round(seconds, 3), "frames": frames,
@@ -209,7 +217,7 @@ class StitchWorker(SplitWorker):
         shutil.rmtree(workdir, ignore_errors=True)
         (workdir / "inputs").mkdir(parents=True)
         names = [segment_name(i, cmd.segment_ext) for i in range(int(plan["chunks"]))]
-        store = SegmentStore(self.s3, self.s3_settings.bucket, plan["scratchPrefix"])
+        store = SegmentStore(self.grants)
         try:
             with ThreadPoolExecutor(max_workers=max(1, min(8, len(names)))) as pool:
                 list(pool.map(lambda n: store.get(n, workdir / n), names))
@@ -226,8 +234,7 @@ class StitchWorker(SplitWorker):
             raise JobFailed(f"stitch: FFmpeg did not write {out_name}", EXIT_STEP)
         media_future = self.pool.submit(self._media, [out])
         try:
-            (uploaded,) = upload_outputs(self.s3, self.s3_settings.bucket, spec.tenant, spec.output.dir_id, [out],
-                                         self.settings.upload_concurrency)
+            (uploaded,) = upload_outputs(self.grants.outputs, [out], self.settings.upload_concurrency)
         except UploadFailed as exc:
             raise JobFailed(str(exc), EXIT_IO) from None
         media = media_future.result()

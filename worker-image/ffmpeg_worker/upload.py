@@ -1,19 +1,17 @@
-"""Upload a job's declared outputs: multipart, several parts and several files at a time.
-All or nothing: when one upload fails, the ones already written are deleted again."""
+"""Upload a job's declared outputs through their write grants: several files at a time, a big
+one in parts. All or nothing: when one upload fails, the ones already written are deleted again
+(with their granted DELETE)."""
 
 from __future__ import annotations
 
 import contextlib
-import mimetypes
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from boto3.s3.transfer import TransferConfig
-from ffmpegjob_model.storage_layout import file_key
+from ffmpegjob_model.grants import ObjectGrant
 
-MB = 1024 * 1024
+from . import storage
 
 
 class UploadFailed(Exception):
@@ -27,22 +25,14 @@ class Uploaded:
     size: int
 
 
-def transfer_config(concurrency: int) -> TransferConfig:
-    return TransferConfig(
-        multipart_threshold=16 * MB, multipart_chunksize=16 * MB, max_concurrency=concurrency, use_threads=True
-    )
-
-
-def upload_outputs(
-    s3: Any, bucket: str, tenant: str, dir_id: str, files: list[Path], concurrency: int = 8
-) -> list[Uploaded]:
-    config = transfer_config(concurrency)
+def upload_outputs(grants: dict[str, ObjectGrant], files: list[Path], concurrency: int = 8) -> list[Uploaded]:
+    missing = [p.name for p in files if p.name not in grants]
+    if missing:
+        raise UploadFailed(f"upload failed: no write grant for {', '.join(missing)}")
 
     def one(path: Path) -> Uploaded:
-        key = file_key(tenant, dir_id, path.name)
-        ctype = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
-        s3.upload_file(str(path), bucket, key, ExtraArgs={"ContentType": ctype}, Config=config)
-        return Uploaded(path.name, key, path.stat().st_size)
+        g = grants[path.name]
+        return Uploaded(path.name, g.key, storage.upload(g, path, concurrency))
 
     done: list[Uploaded] = []
     errors: list[str] = []
@@ -55,6 +45,6 @@ def upload_outputs(
     if errors:
         for u in done:  # no partial result: remove what was written
             with contextlib.suppress(Exception):
-                s3.delete_object(Bucket=bucket, Key=u.key)
+                storage.delete(grants[u.name])
         raise UploadFailed("upload failed: " + "; ".join(errors))
     return done

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Path
 from fastapi.responses import JSONResponse
-from ffmpegjob_model.model import FFmpegJobSpec, InputFile, OutputFile, OutputLocation, Usage, Webhook
+from ffmpegjob_model.model import FFmpegJobSpec, InputFile, OutputFile, OutputLocation, Usage
 from ffmpegjob_model.payloads import SURFACE_FFMPEG_API, failure_detail
 from ffmpegjob_model.probe import ProbeFailed, ProbeOptionsError, probe
 from ffmpegjob_model.storage_layout import DEFAULT_DIR_TTL, valid_dir_id, valid_file_name
@@ -47,6 +47,7 @@ from ..schemas import (
     UsageOut,
 )
 from ..services import Auth, Caller, Services, Svc
+from ..webhooks import webhook_spec
 
 router = APIRouter(responses=ERROR_RESPONSES)
 
@@ -111,7 +112,7 @@ def submit_task(svc: Services, who: Caller, req: ProcessRequest) -> str:
         if req.task.filter_complex else None,
         machine=machine,
         output=OutputLocation(dir_id=output_dir),
-        webhook=Webhook(url=req.webhook_url) if req.webhook_url else None,
+        webhook=webhook_spec(svc.settings, tenant, req.webhook_url),
         timeout_seconds=svc.settings.job_timeout_seconds,
         ttl_seconds_after_finished=svc.settings.job_ttl_seconds_after_finished,
         parallel=parallel_spec(req.task.parallel),
@@ -205,7 +206,8 @@ def analyze(req: AnalyzeRequest, who: Auth, svc: Svc) -> AnalyzeResponse:
         target, check = svc.storage.presign_get(who.tenant, parts[0], parts[1], 300, internal=True), False
     start = time.monotonic()
     try:
-        result = probe(target, opts, check_urls=check)
+        with svc.probe_gate.or_503("ffprobe runs"):
+            result = probe(target, opts, check_urls=check)
     except URLRefused as e:
         raise ApiError(400, f"URL refused: {e}") from None
     except ProbeOptionsError as e:

@@ -12,7 +12,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Path, Query
 from ffmpegjob_model import payloads
-from ffmpegjob_model.model import FFmpegJobSpec, InputFile, OutputFile, OutputLocation, Webhook
+from ffmpegjob_model.model import FFmpegJobSpec, InputFile, OutputFile, OutputLocation
 from ffmpegjob_model.storage_layout import split_storage_path, valid_file_name
 from ffmpegjob_model.urls import URLRules
 from starlette.concurrency import run_in_threadpool
@@ -32,6 +32,7 @@ from ..schemas import (
     VgfJobResponse,
 )
 from ..services import Auth, Caller, Services, Svc
+from ..webhooks import webhook_spec
 
 router = APIRouter(prefix="/api", responses=ERROR_RESPONSES)
 JobId = Annotated[str, Path(description="The job's id", min_length=1, max_length=253)]
@@ -78,7 +79,7 @@ def submit(svc: Services, who: Caller, req: VgfJobRequest) -> dict[str, Any]:
         commands=commands,
         machine=machine,
         output=OutputLocation(dir_id="pending"),
-        webhook=Webhook(url=req.webhook_url) if req.webhook_url else None,
+        webhook=webhook_spec(svc.settings, tenant, req.webhook_url),
         timeout_seconds=req.timeout_seconds or payloads.VGF_DEFAULT_TIMEOUT_SECONDS,
         ttl_seconds_after_finished=svc.settings.job_ttl_seconds_after_finished,
         parallel=parallel_spec(req.parallel),
@@ -159,6 +160,8 @@ def _cancel(svc: Services, who: Caller, job_id: str) -> VgfJobResponse:
         if e.status != 409:
             raise
         word = payloads.VGF_STATUS[payloads.phase_of(svc.jobs.get(who.tenant, job_id))]
+        if word not in payloads.VGF_TERMINAL:
+            raise  # it kept changing while being cancelled: the message says to retry
         raise ApiError(409, f"Cannot cancel job in '{word}' status. Only queued or running jobs can be "
                             "cancelled.") from None
     job = view(svc, svc.jobs.get(who.tenant, job_id))

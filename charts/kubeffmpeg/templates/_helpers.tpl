@@ -21,10 +21,6 @@
 {{- define "kubeffmpeg.poolsConfigMap" -}}{{ include "kubeffmpeg.fullname" . | trunc 57 | trimSuffix "-" }}-pools{{- end -}}
 {{- define "kubeffmpeg.leaseName" -}}{{ .Values.operator.leaderElection.leaseName | default (include "kubeffmpeg.operator.fullname" .) }}{{- end -}}
 
-{{- define "kubeffmpeg.workerServiceAccount" -}}
-{{- .Values.worker.serviceAccount.name | default (printf "%s-worker" (include "kubeffmpeg.fullname" . | trunc 56 | trimSuffix "-")) -}}
-{{- end -}}
-
 {{/* The Secret with the S3 credentials: the user's, or the one this chart makes. */}}
 {{- define "kubeffmpeg.s3Secret" -}}
 {{- .Values.s3.existingSecret | default (printf "%s-s3" (include "kubeffmpeg.fullname" . | trunc 60 | trimSuffix "-")) -}}
@@ -33,6 +29,12 @@
 {{/* The hashed key store the API reads (API_KEYS_SECRET). */}}
 {{- define "kubeffmpeg.keysSecret" -}}
 {{- .Values.api.keys.existingSecret | default (printf "%s-api-keys" (include "kubeffmpeg.fullname" . | trunc 54 | trimSuffix "-")) -}}
+{{- end -}}
+
+{{/* Webhook signing secrets, one per tenant (data `<tenant>`): the API and the operator read and
+     write them (ffmpegjob_model.webhooks). */}}
+{{- define "kubeffmpeg.webhookSecrets" -}}
+{{- printf "%s-webhook-secrets" (include "kubeffmpeg.fullname" . | trunc 46 | trimSuffix "-") -}}
 {{- end -}}
 
 {{/* The bootstrap key in plain text, for the admin only (no component reads it). */}}

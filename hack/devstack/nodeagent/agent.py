@@ -75,6 +75,7 @@ class Agent:
                 pods = self.core.list_pod_for_all_namespaces(field_selector=selector)
                 for pod in pods.items:
                     self._on_pod(self.api.sanitize_for_serialization(pod), startup=True)
+                self._prune_cgroups(node, {p.metadata.uid for p in pods.items if p.metadata})
                 since = pods.metadata.resource_version if pods.metadata else None
                 w = watch.Watch()
                 for ev in w.stream(self.core.list_pod_for_all_namespaces, field_selector=selector,
@@ -120,6 +121,17 @@ class Agent:
                                self.cgroups.get(pod["spec"].get("nodeName", "")))
             self.runners[uid] = runner
         runner.start()
+
+    def _prune_cgroups(self, node: str, listed: set[str | None]) -> None:
+        """Cgroups of pods gone while no agent ran here (and what still runs in them)."""
+        cgroups = self.cgroups.get(node)
+        if cgroups is None:
+            return
+        with self.lock:
+            stale = cgroups.pod_uids() - listed - set(self.runners)
+        for uid in stale:
+            log.info("removing the cgroup of pod %s, gone from %s", uid, node)
+            cgroups.remove_pod(uid)
 
     def _forget(self, uid: str) -> None:
         with self.lock:

@@ -184,6 +184,18 @@ class NodeCgroups:
     def pod_dirs(self, uid: str) -> list[Path]:
         return [b / f"pod{uid}" for b in self.bases]
 
+    def pod(self, uid: str, request_milli: int | None, limit_milli: int | None) -> None:
+        """The pod's own cgroup, as the kubelet's: weighed by the pod's CPU request against the
+        other pods, and capped by the sum of its limits when every container has one."""
+        if not self.available:
+            return
+        try:
+            for d in self.pod_dirs(uid):
+                d.mkdir(parents=True, exist_ok=True)
+            _set_limits(self.mode, self.pod_dirs(uid)[0], limit_milli, request_milli)
+        except OSError as e:
+            log.warning("pod %s: cgroup limits not set: %s", uid, e)
+
     def container(self, uid: str, name: str, limit_milli: int | None,
                   request_milli: int | None) -> ContainerCgroup | None:
         """Create (or reuse) a container's cgroup with its quota and weight; None if that fails."""
@@ -195,25 +207,35 @@ class NodeCgroups:
                 d.mkdir(parents=True, exist_ok=True)
             if self.mode == "v2":
                 _delegate_cpu(self.mount, dirs[0])
-            cpu = dirs[0]
-            if self.mode == "v1":
-                _write(cpu / "cpu.cfs_period_us", str(CFS_PERIOD_US))
-                _write(cpu / "cpu.cfs_quota_us", str(cfs_quota_us(limit_milli) if limit_milli else -1))
-                if request_milli:
-                    _write(cpu / "cpu.shares", str(cpu_shares(request_milli)))
-            else:
-                quota = str(cfs_quota_us(limit_milli)) if limit_milli else "max"
-                _write(cpu / "cpu.max", f"{quota} {CFS_PERIOD_US}")
-                if request_milli:
-                    _write(cpu / "cpu.weight", str(cpu_weight(request_milli)))
+            _set_limits(self.mode, dirs[0], limit_milli, request_milli)
         except OSError as e:
             log.warning("container %s of pod %s runs without a cgroup (CPU limit not enforced): %s", name, uid, e)
             return None
         return ContainerCgroup(self.mode, dirs)
 
+    def pod_uids(self) -> set[str]:
+        """Pods that have a cgroup on this node."""
+        if not self.available:
+            return set()
+        return {d.name[3:] for d in self.bases[0].iterdir() if d.is_dir() and d.name.startswith("pod")}
+
     def remove_pod(self, uid: str) -> None:
         for d in self.pod_dirs(uid):
             remove_tree(d)
+
+
+def _set_limits(mode: str, cpu: Path, limit_milli: int | None, request_milli: int | None) -> None:
+    """quota = limit x period (none without a limit); weight from the request."""
+    if mode == "v1":
+        _write(cpu / "cpu.cfs_period_us", str(CFS_PERIOD_US))
+        _write(cpu / "cpu.cfs_quota_us", str(cfs_quota_us(limit_milli) if limit_milli else -1))
+        if request_milli:
+            _write(cpu / "cpu.shares", str(cpu_shares(request_milli)))
+    else:
+        quota = str(cfs_quota_us(limit_milli)) if limit_milli else "max"
+        _write(cpu / "cpu.max", f"{quota} {CFS_PERIOD_US}")
+        if request_milli:
+            _write(cpu / "cpu.weight", str(cpu_weight(request_milli)))
 
 
 def _set_weight(mode: str, folder: Path, milli: int) -> None:

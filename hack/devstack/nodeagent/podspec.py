@@ -180,6 +180,38 @@ class PodPreparer:
             host.mkdir(parents=True, exist_ok=True)
             mounts[m["mountPath"].rstrip("/") or "/"] = host
 
+        env = {k: _map_paths(v, mounts) for k, v in self.env(pod, c).items()}
+        command = [expand(a, env) for a in c.get("command", []) or []]
+        args = [expand(a, env) for a in c.get("args", []) or []]
+        if not command:
+            raise ConfigError(
+                f"container {c['name']!r} has no command: process nodes cannot read an image's entrypoint"
+            )
+        argv = [_map_paths(a, mounts) for a in command + args]
+
+        term_path = c.get("terminationMessagePath", "/dev/termination-log")
+        term_log = root / f"{c['name']}.termination-log"
+        term_log.write_text("")
+        full_env = {**base_env, "HOSTNAME": pod["metadata"]["name"], "TERMINATION_LOG_PATH": str(term_log), **env}
+        if term_path != "/dev/termination-log":
+            mounts.setdefault(term_path, term_log)
+        if SA_MOUNT in mounts:
+            full_env.setdefault("KUBECONFIG", str(self._sa_kubeconfig(root, mounts[SA_MOUNT], ns)))
+        workdir = Path(_map_paths(c.get("workingDir", ""), mounts)) if c.get("workingDir") else root
+        workdir.mkdir(parents=True, exist_ok=True)
+        return PreparedContainer(
+            name=c["name"],
+            argv=argv,
+            env=full_env,
+            workdir=workdir,
+            termination_log=term_log,
+            log=root / f"{c['name']}.log",
+            mounts=mounts,
+        )
+
+    def env(self, pod: dict[str, Any], c: dict[str, Any]) -> dict[str, str]:
+        """The container's `envFrom` and `env`, resolved as a kubelet does (container paths kept)."""
+        ns = pod["metadata"]["namespace"]
         env: dict[str, str] = {}
         for ef in c.get("envFrom", []) or []:
             prefix = ef.get("prefix", "")
@@ -212,35 +244,7 @@ class PodPreparer:
                 raise ConfigError(f"env {e['name']}: unsupported valueFrom")
             if value is not None:
                 env[e["name"]] = value
-
-        env = {k: _map_paths(v, mounts) for k, v in env.items()}
-        command = [expand(a, env) for a in c.get("command", []) or []]
-        args = [expand(a, env) for a in c.get("args", []) or []]
-        if not command:
-            raise ConfigError(
-                f"container {c['name']!r} has no command: process nodes cannot read an image's entrypoint"
-            )
-        argv = [_map_paths(a, mounts) for a in command + args]
-
-        term_path = c.get("terminationMessagePath", "/dev/termination-log")
-        term_log = root / f"{c['name']}.termination-log"
-        term_log.write_text("")
-        full_env = {**base_env, "HOSTNAME": pod["metadata"]["name"], "TERMINATION_LOG_PATH": str(term_log), **env}
-        if term_path != "/dev/termination-log":
-            mounts.setdefault(term_path, term_log)
-        if SA_MOUNT in mounts:
-            full_env.setdefault("KUBECONFIG", str(self._sa_kubeconfig(root, mounts[SA_MOUNT], ns)))
-        workdir = Path(_map_paths(c.get("workingDir", ""), mounts)) if c.get("workingDir") else root
-        workdir.mkdir(parents=True, exist_ok=True)
-        return PreparedContainer(
-            name=c["name"],
-            argv=argv,
-            env=full_env,
-            workdir=workdir,
-            termination_log=term_log,
-            log=root / f"{c['name']}.log",
-            mounts=mounts,
-        )
+        return env
 
     def _sa_kubeconfig(self, root: Path, sa_dir: Path, namespace: str) -> Path:
         """Outside a cluster, clients find the API server through KUBECONFIG: point it at the

@@ -188,10 +188,10 @@ class PodRunner(threading.Thread):
         """The container's cgroup, with its CPU limit as a CFS quota (made once, kept over restarts)."""
         if self.cgroups is None:
             return None
+        if not self._cgroups:  # the first container: the pod's cgroup first
+            self.cgroups.pod(self.uid, *_pod_cpu(self.pod["spec"]))
         if c.name not in self._cgroups:
-            res = self._spec_of(c.name).get("resources") or {}
-            limit = (res.get("limits") or {}).get("cpu")
-            request = (res.get("requests") or {}).get("cpu") or limit
+            limit, request = _cpu_of(self._spec_of(c.name))
             if limit and not self.cgroups.available:
                 log.warning("pod %s/%s: container %s has a CPU limit of %s that is NOT enforced: %s",
                             self.ns, self.pod_name, c.name, limit, self.cgroups.reason)
@@ -408,6 +408,30 @@ def folder_size(folder: Path) -> int:
             with contextlib.suppress(OSError):
                 total += os.lstat(os.path.join(root, f)).st_size
     return total
+
+
+def _cpu_of(container: dict[str, Any]) -> tuple[str | None, str | None]:
+    """(limit, request) of CPU as written; the request defaults to the limit, as in the API."""
+    res = container.get("resources") or {}
+    limit = (res.get("limits") or {}).get("cpu")
+    return limit, (res.get("requests") or {}).get("cpu") or limit
+
+
+def _pod_cpu(spec: dict[str, Any]) -> tuple[int | None, int | None]:
+    """The pod's CPU request and limit in millicores, as the kubelet sums them for the pod's
+    cgroup: containers added up, or the largest init container if more; no limit unless every
+    container has one."""
+    def total(containers: list[dict[str, Any]], which: int) -> tuple[int, bool]:
+        values = [_cpu_of(c)[which] for c in containers]
+        return sum(milli_cpu(v) for v in values if v), all(values)
+
+    inits = spec.get("initContainers") or []
+    req, _ = total(spec.get("containers", []), 1)
+    lim, all_limited = total(spec.get("containers", []), 0)
+    init_req = max((milli_cpu(r) for c in inits if (r := _cpu_of(c)[1])), default=0)
+    init_lim = max((milli_cpu(v) for c in inits if (v := _cpu_of(c)[0])), default=0)
+    all_limited = all_limited and all(_cpu_of(c)[0] for c in inits)
+    return (max(req, init_req) or None), (max(lim, init_lim) if all_limited else None)
 
 
 def _runnable(exe: str, path: str, cwd: Path) -> bool:
