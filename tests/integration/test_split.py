@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 from devstack.stack import StackInfo
+from ffmpegjob_model.grants import grants_secret_name
 from ffmpegjob_model.model import GROUP, PLURAL, VERSION
 from ffmpegjob_model.storage_layout import file_key
 from kubernetes import client
@@ -175,6 +176,34 @@ def compare_to_single_pod(single: Path, split: Path, st: dict[str, Any], workdir
             "psnr_min": round(min(finite), 2)}
 
 
+def _gone(call: Any) -> bool:
+    try:
+        call()
+        return False
+    except client.ApiException as e:
+        return e.status == 404
+
+
+def assert_no_credentials_and_identity_released(kube_api: Any, ns: str, uid: str, identity: str,
+                                               chunks: int) -> None:
+    """Chunk and stitch pods ran as the job's own ServiceAccount, with its grants Secret and no
+    storage credentials; the identity and the grants are gone once the graph ended."""
+    pods = kube_api.list_namespaced_pod(ns, label_selector=f"{GROUP}/ffmpegjob-uid={uid}").items
+    roles = {p.metadata.labels.get(f"{GROUP}/split-role") for p in pods}
+    assert len(pods) >= chunks + 1 and {"chunk", "stitch"} <= roles, [(p.metadata.name, roles) for p in pods]
+    for pod in pods:
+        assert pod.spec.service_account_name == identity
+        c = pod.spec.containers[0]
+        assert not c.env_from, f"{pod.metadata.name} has envFrom {c.env_from}"
+        names = {e.name for e in c.env or []}
+        assert not {n for n in names if n.startswith("AWS_") or "SECRET" in n}, names
+        secrets = {v.secret.secret_name for v in pod.spec.volumes if v.secret}
+        assert secrets == {grants_secret_name(identity)}, secrets
+    wait_for(lambda: _gone(lambda: kube_api.read_namespaced_secret(grants_secret_name(identity), ns))
+             and _gone(lambda: kube_api.read_namespaced_service_account(identity, ns)), 30,
+             "identity and grants released")
+
+
 @pytest.fixture
 def workdir() -> Iterator[Path]:
     with tempfile.TemporaryDirectory() as tmp:
@@ -208,6 +237,7 @@ def run_pair(stack: StackInfo, custom: Any, kube_api: Any, s3: Any, source: str,
     assert st["usage"]["timeSec"] == pytest.approx(sum(r["timeSec"] for r in reports.values()), abs=0.01)
     uid = job["metadata"]["uid"]
     wait_for(lambda: not scratch_keys(s3, bucket, uid), 30, "scratch segments deleted")
+    assert_no_credentials_and_identity_released(kube_api, ns, uid, st["jobName"], chunks)
     figures = compare_to_single_pod(download(s3, bucket, single_name, workdir / "single.mp4"),
                                     download(s3, bucket, split_name, workdir / "split.mp4"), st, workdir)
     return st, figures

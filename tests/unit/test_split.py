@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 from ffmpeg_operator.settings import OperatorSettings
-from ffmpeg_operator.split import chunk_job, observe_split
+from ffmpeg_operator.split import chunk_job, grant_split_identity, observe_split, stitch_job
 from ffmpegjob_model.model import FFmpegJobSpec
 from ffmpegjob_model.pools import NodePool
 from ffmpegjob_model.split import (
@@ -281,3 +281,51 @@ def test_observe_a_chunk_pod_that_cannot_start_fails_the_job() -> None:
     out = observe_split(_status(), {"status": {}}, None, [pod], T, 1, pod_start_timeout=600)
     assert out.patch["phase"] == "Failed" and out.patch["reason"] == "Unschedulable" and out.stop
     assert "did not start within 600s" in out.patch["message"]
+
+
+def test_chunk_and_stitch_pods_share_the_jobs_identity_and_grants() -> None:
+    s = spec("-i {{in}} -c:v libx264 {{out.mp4}}")
+    body = {"metadata": {"name": "j", "namespace": "ns", "uid": "u1"}}
+    plan = {"chunks": 2, "parallelism": 2, "scratchPrefix": "scratch/default/u1/"}
+    ranges = [r.to_k8s() for r in plan_chunks(probe(), 2)]
+    for job in (chunk_job(body, s, "cpu", NodePool(), OperatorSettings(), ranges, plan),
+                stitch_job(body, s, "cpu", NodePool(), OperatorSettings(), ranges, plan)):
+        pod = job["spec"]["template"]["spec"]
+        assert pod["serviceAccountName"] == "ffj-u1"
+        assert [v["secret"]["secretName"] for v in pod["volumes"] if "secret" in v] == ["ffj-u1-grants"]
+        assert "envFrom" not in pod["containers"][0]
+
+
+def test_split_grants_cover_the_segments_the_input_and_the_output() -> None:
+    from types import SimpleNamespace
+
+    from ffmpeg_operator.grants import Signer
+    from ffmpeg_operator.storage import s3_client
+    from ffmpegjob_model.grants import Grants
+    from ffmpegjob_model.settings import S3Settings
+
+    s3 = S3Settings.model_validate({"endpoint_url": "http://minio:9000", "bucket": "media",
+                                    "AWS_ACCESS_KEY_ID": "AKIAEXAMPLE", "AWS_SECRET_ACCESS_KEY": "s3cr3t"})
+    created: dict[str, Any] = {}
+    record = lambda kind: lambda ns, b: created.__setitem__(kind, b)  # noqa: E731
+    kube = SimpleNamespace(
+        core=SimpleNamespace(create_namespaced_service_account=record("ServiceAccount"),
+                             create_namespaced_secret=record("Secret")),
+        rbac=SimpleNamespace(create_namespaced_role=record("Role"),
+                             create_namespaced_role_binding=record("RoleBinding")))
+    settings = OperatorSettings().model_copy(update={"grant_multipart_parts": 0})  # no upload to initiate
+    c = SimpleNamespace(signer=Signer(s3, s3_client(s3)), s3=s3, settings=settings, kube=kube, io=None)
+    s = FFmpegJobSpec.model_validate({
+        "inputs": [{"name": "in", "source": "d/in.mp4"}], "outputs": [{"name": "out.mp4"}],
+        "commands": ["-i {{in}} -c:v libx264 {{out.mp4}}"], "output": {"dirId": "o"}})
+    body = {"metadata": {"name": "j", "namespace": "ns", "uid": "u1"}}
+    grant_split_identity(c, body, s, "cpu", NodePool(), "scratch/default/u1/", 3, ".mp4")  # type: ignore[arg-type]
+    assert set(created) == {"ServiceAccount", "Role", "RoleBinding", "Secret"}
+    assert created["Secret"]["metadata"]["name"] == "ffj-u1-grants"
+    g = Grants.model_validate_json(created["Secret"]["stringData"]["grants.json"])
+    assert set(g.scratch) == {"seg-00000.mp4", "seg-00001.mp4", "seg-00002.mp4"}
+    seg = g.scratch["seg-00001.mp4"]
+    assert seg.key == "scratch/default/u1/seg-00001.mp4" and seg.get_url and seg.put_url and not seg.delete_url
+    assert g.inputs["in"].get_url and g.outputs["out.mp4"].put_url
+    assert created["Role"]["rules"][1]["resources"] == ["ffmpegjobs/status"]
+    assert created["Role"]["rules"][1]["verbs"] == ["get", "patch"]
