@@ -184,11 +184,12 @@ def _gone(call: Any) -> bool:
         return e.status == 404
 
 
-def assert_no_credentials_and_identity_released(kube_api: Any, ns: str, uid: str, identity: str,
+def assert_no_credentials_and_identity_released(kube_api: client.ApiClient, ns: str, uid: str, identity: str,
                                                chunks: int) -> None:
     """Chunk and stitch pods ran as the job's own ServiceAccount, with its grants Secret and no
     storage credentials; the identity and the grants are gone once the graph ended."""
-    pods = kube_api.list_namespaced_pod(ns, label_selector=f"{GROUP}/ffmpegjob-uid={uid}").items
+    core = client.CoreV1Api(kube_api)
+    pods = pods_of(kube_api, ns, uid)
     roles = {p.metadata.labels.get(f"{GROUP}/split-role") for p in pods}
     assert len(pods) >= chunks + 1 and {"chunk", "stitch"} <= roles, [(p.metadata.name, roles) for p in pods]
     for pod in pods:
@@ -199,8 +200,8 @@ def assert_no_credentials_and_identity_released(kube_api: Any, ns: str, uid: str
         assert not {n for n in names if n.startswith("AWS_") or "SECRET" in n}, names
         secrets = {v.secret.secret_name for v in pod.spec.volumes if v.secret}
         assert secrets == {grants_secret_name(identity)}, secrets
-    wait_for(lambda: _gone(lambda: kube_api.read_namespaced_secret(grants_secret_name(identity), ns))
-             and _gone(lambda: kube_api.read_namespaced_service_account(identity, ns)), 30,
+    wait_for(lambda: _gone(lambda: core.read_namespaced_secret(grants_secret_name(identity), ns))
+             and _gone(lambda: core.read_namespaced_service_account(identity, ns)), 30,
              "identity and grants released")
 
 
