@@ -7,7 +7,8 @@ import importlib
 import sys
 import traceback
 
-ORDER = ["operator_latency", "worker_overhead", "data_path", "api_latency", "operator_burst", "operator_memory"]
+ORDER = ["operator_latency", "worker_overhead", "data_path", "api_latency", "operator_burst", "operator_memory",
+         "split_encode"]
 
 
 def main(argv: list[str] | None = None) -> int:

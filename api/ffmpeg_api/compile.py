@@ -12,11 +12,11 @@ import re
 from dataclasses import dataclass, field
 from urllib.parse import unquote, urlsplit
 
-from ffmpegjob_model.model import NAME_PATTERN
+from ffmpegjob_model.model import NAME_PATTERN, Parallel
 from ffmpegjob_model.storage_layout import split_storage_path, valid_dir_id, valid_file_name
 
 from .errors import ApiError
-from .schemas import Task
+from .schemas import ParallelRequest, Task
 
 _NAME = re.compile(NAME_PATTERN)
 _UNSAFE_CHARS = re.compile(r"[^A-Za-z0-9_.-]+")
@@ -128,6 +128,13 @@ def check_vgf_names(input_files: dict[str, str], output_files: list[str]) -> Non
         if name in seen or name in input_files:
             raise ApiError(400, f"output_files: {name!r} is used twice (input and output names must differ)")
         seen.add(name)
+
+
+def parallel_spec(req: ParallelRequest | None) -> Parallel | None:
+    """The `parallel` extension of both surfaces -> `spec.parallel`."""
+    if req is None:
+        return None
+    return Parallel(chunks=req.chunks, chunk_seconds=req.chunk_seconds, mode=req.mode)
 
 
 # "Very Good FFmpeg" commands may name files as the service's workers lay them out:

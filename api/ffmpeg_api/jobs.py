@@ -15,6 +15,7 @@ from ffmpegjob_model.model import API_VERSION, FINISHED_LABEL, KIND, FFmpegJobSp
 from ffmpegjob_model.pools import NodePool, canonical_machine
 from ffmpegjob_model.safety import UnsafeCommand, validate_spec
 from ffmpegjob_model.settings import S3Settings
+from ffmpegjob_model.split import splittable
 from ffmpegjob_model.storage_layout import split_storage_path
 from ffmpegjob_model.urls import URLRefused, URLRules, URLUnresolvable, check_url
 from kubernetes.client.rest import ApiException
@@ -77,6 +78,10 @@ class Jobs:
             validate_spec(spec, url_rules=self.url_rules(), s3=self.s3, unresolvable_ok=unresolvable_ok)
         except UnsafeCommand as e:
             raise ApiError(400, f"Invalid command: {e}") from None
+        if spec.parallel is not None and spec.parallel.mode is None:  # `auto` falls back to one pod
+            reason = splittable(spec)
+            if reason is not None:
+                raise ApiError(400, f"Not splittable (parallel): {reason}")
 
     def check_quota(self, tenant: str, quota: Quota) -> None:
         max_active = quota.max_active_jobs if quota.max_active_jobs is not None else self.settings.quota_max_active_jobs

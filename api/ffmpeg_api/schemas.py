@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from ffmpegjob_model.payloads import VGF_DEFAULT_TIMEOUT_SECONDS, VGF_MAX_TIMEOUT_SECONDS
 from ffmpegjob_model.probe import ProbeOptions
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 JobStatus = Literal["pending", "processing", "completed", "failed", "cancelled"]
 
@@ -35,6 +35,23 @@ class OkMessage(BaseModel):
     message: str
 
 
+class ParallelRequest(_Req):
+    """Extension of both surfaces: split one long encode across several pods (split-and-stitch).
+    Exactly one of `chunks`, `chunk_seconds` or `mode: "auto"`."""
+
+    chunks: int | None = Field(default=None, ge=2, le=256, description="Number of chunks, 2..256.")
+    chunk_seconds: float | None = Field(default=None, ge=1, le=86400, description="Target length of a chunk.")
+    mode: Literal["auto"] | None = Field(
+        default=None, description="`auto`: split long inputs as the pool allows; run single-pod otherwise."
+    )
+
+    @model_validator(mode="after")
+    def _one(self) -> ParallelRequest:
+        if sum(v is not None for v in (self.chunks, self.chunk_seconds, self.mode)) != 1:
+            raise ValueError("parallel takes exactly one of chunks (2..256), chunk_seconds or mode: auto")
+        return self
+
+
 # ------------------------------------------------------------------------ "FFmpeg API" (001)
 class TaskInput(_Req):
     file_path: str = Field(min_length=1, max_length=4096, description="`dir_id/filename` or HTTPS URL")
@@ -52,6 +69,7 @@ class Task(_Req):
     outputs: list[TaskOutput] = Field(min_length=1, max_length=64)
     filter_complex: str | None = Field(default=None, max_length=16384)
     output_dir_id: str | None = None
+    parallel: ParallelRequest | None = Field(default=None, description="Extension: split-and-stitch.")
 
 
 class ProcessRequest(_Req):
@@ -190,6 +208,7 @@ class VgfJobRequest(_Req):
         description="FFmpeg arguments; files as `{{key}}`, `<<key>>`, `inputs/<key>` or `outputs/<name>`")
     webhook_url: str | None = Field(default=None, max_length=2048)
     machine: str = Field(default="cpu", max_length=63, description="cpu, gpu (alias nvidia) or another pool")
+    parallel: ParallelRequest | None = Field(default=None, description="Extension: split-and-stitch.")
     timeout_seconds: int | None = Field(
         default=None, ge=1, le=VGF_MAX_TIMEOUT_SECONDS,
         description=f"Whole-job limit (default {VGF_DEFAULT_TIMEOUT_SECONDS} s, at most 6 h); past it the job fails")

@@ -63,6 +63,8 @@ def _resolve(node: Any, defs: dict[str, Any], keep_defaults: bool) -> Any:
             out[key] = {k: _resolve(v, defs, keep_defaults) for k, v in value.items()}
         else:
             out[key] = _resolve(value, defs, keep_defaults)
+    if "const" in out:  # Literal["x"]: structural schemas have enum, not const
+        out["enum"] = [out.pop("const")]
     any_of = out.pop("anyOf", None)
     if any_of is not None:
         non_null = [s for s in any_of if s.get("type") != "null"]
@@ -119,6 +121,12 @@ def spec_schema() -> Schema:
         {
             "rule": "self.url.startsWith('https://') || self.url.startsWith('http://')",
             "message": "webhook.url must be an http(s) URL (plain http only where the operator allows it)",
+        }
+    )
+    props["parallel"].setdefault("x-kubernetes-validations", []).append(
+        {
+            "rule": "(has(self.chunks) ? 1 : 0) + (has(self.chunkSeconds) ? 1 : 0) + (has(self.mode) ? 1 : 0) == 1",
+            "message": "parallel takes exactly one of chunks (2..256), chunkSeconds or mode: auto",
         }
     )
     free_form = "has(self.commands) && size(self.commands) > 0"

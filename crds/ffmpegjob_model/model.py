@@ -37,6 +37,8 @@ MACHINE_PATTERN = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
 CommandArgs = Annotated[str, Field(min_length=1, max_length=32768)]
 Option = Annotated[str, Field(max_length=4096)]
 StreamMap = Annotated[str, Field(min_length=1, max_length=256)]
+# Split-and-stitch bounds (spec.parallel.chunks).
+MIN_CHUNKS, MAX_CHUNKS = 2, 256
 
 
 class _Wire(BaseModel):
@@ -119,6 +121,23 @@ class OutputLocation(_Wire):
     dir_id: str = Field(pattern=DIR_ID_PATTERN, description="Storage directory that receives the outputs.")
 
 
+class Parallel(_Wire):
+    """Split-and-stitch: encode keyframe-aligned ranges of the one input in parallel pods, then
+    join them and encode the audio once (see `ffmpegjob_model.split`). Exactly one of `chunks`,
+    `chunkSeconds` or `mode: auto`."""
+
+    chunks: int | None = Field(default=None, ge=MIN_CHUNKS, le=MAX_CHUNKS, description="Number of chunks.")
+    chunk_seconds: float | None = Field(
+        default=None, ge=1, le=24 * 3600, description="Target length of one chunk; the count follows."
+    )
+    mode: Literal["auto"] | None = Field(
+        default=None,
+        description="`auto`: split only inputs longer than the pool's `splitThresholdSeconds`, into as many "
+        "chunks as the pool's `maxParallelChunks` allows; run single-pod (with a condition saying why) when "
+        "the work cannot be split.",
+    )
+
+
 class FFmpegJobSpec(_Wire):
     """What to run. Free form: `commands` with placeholders. Structured form (the "FFmpeg API"
     task): no `commands`, options on inputs/outputs and an optional `filterComplex`; it is compiled
@@ -146,6 +165,9 @@ class FFmpegJobSpec(_Wire):
     )
     suspend: bool = False
     cancel: bool = Field(default=False, description="Set true to cancel without deleting.")
+    parallel: Parallel | None = Field(
+        default=None, description="Split one long encode across several pods (absent: one pod)."
+    )
 
     def is_structured(self) -> bool:
         return not self.commands
@@ -230,6 +252,57 @@ class WebhookStatus(_Wire):
     )
 
 
+class ChunkRange(_Wire):
+    """One chunk of a split job: input times in seconds (exact to the microsecond), as cut."""
+
+    index: int = Field(ge=0)
+    start: float = Field(ge=0, description="First frame's time (a keyframe), seconds from the input's start.")
+    end: float | None = Field(default=None, description="Time of the next chunk's first frame; none for the last.")
+    frames: int = Field(ge=0, description="Video frames of the input in this range.")
+    seek: str | None = Field(
+        default=None, description="FFmpeg's input `-ss` for this range (at or just before `start`); none for the first."
+    )
+    length: str | None = Field(default=None, description="FFmpeg's input `-t` (ends half a frame before `end`).")
+
+
+class SplitStatus(_Wire):
+    """What the operator decided for a split job (written before any chunk pod starts)."""
+
+    chunks: int = Field(ge=1)
+    parallelism: int = Field(ge=1)
+    duration: float = Field(ge=0, description="Probed length of the input's video, seconds.")
+    frames: int = Field(ge=0, description="Probed video frames of the input.")
+    stage: Literal["Chunks", "Stitch", "Done"] = "Chunks"
+    stitch_job_name: str | None = None
+    scratch_prefix: str = Field(description="Bucket prefix of the segments (deleted when the job ends).")
+    probe_seconds: float | None = Field(default=None, ge=0, description="How long the keyframe probe took.")
+
+
+class ChunkStatus(_Wire):
+    """One chunk as the operator sees it (pods of its index) and as its worker reported it."""
+
+    index: int = Field(ge=0)
+    start: float = Field(ge=0)
+    end: float | None = None
+    phase: Literal["Pending", "Running", "Succeeded", "Failed"] = "Pending"
+    percent: float = Field(default=0, ge=0, le=100)
+    attempts: int = Field(default=0, ge=0)
+    time_sec: float | None = Field(default=None, ge=0)
+    frames: int | None = Field(default=None, ge=0, description="Frames in the encoded segment.")
+
+
+class ChunkReport(_Wire):
+    """What a chunk (or the stitch) pod writes under `status.chunkReports.<index|stitch>`: a map,
+    so that pods patching at the same time never overwrite each other (merge patch)."""
+
+    percent: float = Field(default=0, ge=0, le=100)
+    speed: str | None = None
+    time_sec: float | None = Field(default=None, ge=0, description="FFmpeg's run time of the finished attempt.")
+    frames: int | None = Field(default=None, ge=0)
+    size_bytes: int | None = Field(default=None, ge=0)
+    pod: str | None = None
+
+
 class FFmpegJobStatus(_Wire):
     phase: Phase | None = None
     reason: str | None = None
@@ -249,6 +322,12 @@ class FFmpegJobStatus(_Wire):
     usage: Usage | None = None
     error: str | None = None
     webhook: WebhookStatus | None = None
+    split: SplitStatus | None = Field(default=None, description="Split-and-stitch plan (spec.parallel).")
+    chunks: list[ChunkStatus] | None = Field(default=None, description="Per chunk of a split job.")
+    chunk_ranges: list[ChunkRange] | None = Field(default=None, description="The cut: one range per chunk.")
+    chunk_reports: dict[str, ChunkReport] | None = Field(
+        default=None, description="Written by chunk/stitch pods, keyed by chunk index or `stitch`."
+    )
 
 
 class FFmpegJob(_Wire):

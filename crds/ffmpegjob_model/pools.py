@@ -31,6 +31,12 @@ class NodePool(BaseModel):
     runtime_class_name: str | None = Field(
         default=None,
         description="RuntimeClass of the worker pods, e.g. gVisor (`gvisor`) or Kata: a sandbox around FFmpeg.")
+    # Split-and-stitch (spec.parallel): how many chunk pods run at once, and what `mode: auto` does.
+    max_parallel_chunks: int = Field(default=8, ge=1, le=256, description="Chunk pods of one job at a time.")
+    split_threshold_seconds: float = Field(
+        default=600, ge=0, description="`parallel.mode: auto` splits inputs longer than this."
+    )
+    min_chunk_seconds: float = Field(default=30, gt=0, description="`mode: auto` makes no chunk shorter than this.")
 
     @field_validator("resources")
     @classmethod

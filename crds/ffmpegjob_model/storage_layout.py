@@ -2,8 +2,8 @@
 
     files/<tenant>/<dir_id>/<file_name>     a stored file ("dir_id/file_name" to users)
     dirs/<tenant>/<dir_id>.json             a directory's metadata (DirectoryMeta)
-    scratch/<tenant>/<job uid>/...          a job's own intermediate objects (scratch_prefix),
-                                            deleted when the job ends
+    scratch/<tenant>/<job uid>/...          a job's own intermediate objects (scratch_prefix):
+                                            split segments seg-NNNNN.ext; deleted when the job ends
     scratch/<tenant>/<job uid>/steps/NNN/   a chain's checkpoint: the files step NNN left (its
                                             `done.json` is written last)
 
@@ -109,3 +109,11 @@ def scratch_prefix(tenant: str, job_uid: str) -> str:
     checkpoints), never shown to users; pods get presigned URLs for the keys under it, and the
     operator deletes the prefix when the job ends."""
     return f"{SCRATCH_ROOT}{tenant}/{job_uid}/"
+
+
+def segment_name(index: int, ext: str) -> str:
+    return f"seg-{index:05d}{ext}"
+
+
+def segment_key(prefix: str, index: int, ext: str) -> str:
+    return prefix + segment_name(index, ext)

@@ -28,7 +28,7 @@ from kubernetes.client import V1DeleteOptions, V1Preconditions
 from kubernetes.client.rest import ApiException
 from pydantic import ValidationError
 
-from . import identity, jobs
+from . import identity, jobs, split
 from .context import Context, PoolsUnavailable
 from .grants import abort_unfinished, job_grants
 from .status import TERMINAL, get_condition, observe, parse_time, set_condition, terminal_patch
@@ -252,6 +252,12 @@ def ensure_job(body: kopf.Body, spec: kopf.Spec, meta: kopf.Meta, patch: kopf.Pa
             return
         try:
             model, pool_name, pool = plan(c, dict(spec))
+            if model.parallel is not None:  # split-and-stitch (split.py), or one pod with the reason why
+                started = split.start(c, obj, model, pool_name, pool, patch, url_rules(c),
+                                      lambda reason, msg: fail(c, obj, patch, reason, msg))
+                if started.handled:
+                    return
+                st["conditions"] = started.conditions
             name = create_job(c, obj, model, pool_name, pool)
         except Refused as e:
             fail(c, obj, patch, e.reason, e.message)
@@ -364,6 +370,7 @@ def cancel_job(c: Context, body: dict[str, Any]) -> None:
                 raise
             return
     c.kube.delete_job(meta["namespace"], jname)
+    split.cancel(c, body)
     record_transition(c, body, st.get("phase"), p)
 
 
@@ -411,6 +418,9 @@ def sync(c: Context, namespace: str, name: str | None, job: dict[str, Any] | Non
             return
         meta, st = ffj["metadata"], dict(ffj.get("status") or {})
         if st.get("phase") in TERMINAL or meta.get("deletionTimestamp"):
+            return
+        if split.is_split(ffj):
+            split.sync(c, ffj, record_transition)
             return
         jname = st.get("jobName") or jobs.job_name(meta["uid"])
         if job is None or attempt > 0 or job["metadata"].get("name") != jname:
@@ -599,7 +609,9 @@ def reconcile_live(c: Context, ns: str, live: list[dict[str, Any]], t: datetime)
             continue  # not created yet: kopf's create handler (retried) owns it
         job = by_name.get((meta["namespace"], jname))
         try:
-            if job is not None and not job["metadata"].get("deletionTimestamp"):
+            if st.get("split"):  # a graph of two Jobs: split.sync reads and mends it (re-creates what is gone)
+                sync(c, meta["namespace"], meta["name"])
+            elif job is not None and not job["metadata"].get("deletionTimestamp"):
                 pods = pods_of.get(job["metadata"].get("uid", ""), [])
                 out = observe(st, job, pods, t, meta.get("generation"), c.settings.pod_start_timeout_seconds)
                 if not out.patch:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import shlex
 import shutil
 import signal
@@ -387,7 +388,9 @@ def main() -> None:
         print(f"ffmpeg-worker: {message}", file=sys.stderr)
         jobs.try_patch_status({"error": message})
         sys.exit(EXIT_IO)
-    sys.exit(Worker(settings, jobs, s3_settings, URLRules(), grants).run())
+    from .split import ENV_MODE, worker_class  # split-and-stitch: chunk and stitch pods
+
+    sys.exit(worker_class(os.environ.get(ENV_MODE))(settings, jobs, s3_settings, URLRules(), grants).run())
 
 
 if __name__ == "__main__":

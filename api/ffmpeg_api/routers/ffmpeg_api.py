@@ -16,7 +16,7 @@ from ffmpegjob_model.storage_layout import DEFAULT_DIR_TTL, valid_dir_id, valid_
 from ffmpegjob_model.urls import URLRefused, URLRules
 from starlette.concurrency import run_in_threadpool
 
-from ..compile import input_placeholder, plan_task, resolve_file_refs
+from ..compile import input_placeholder, parallel_spec, plan_task, resolve_file_refs
 from ..errors import ERROR_RESPONSES, ApiError
 from ..imports import import_input
 from ..jobs import check_webhook, error_of, new_job_name, rest_status, results, status_of, usage_of
@@ -115,6 +115,7 @@ def submit_task(svc: Services, who: Caller, req: ProcessRequest) -> str:
         webhook=webhook_spec(svc.settings, tenant, req.webhook_url),
         timeout_seconds=svc.settings.job_timeout_seconds,
         ttl_seconds_after_finished=svc.settings.job_ttl_seconds_after_finished,
+        parallel=parallel_spec(req.task.parallel),
     )
     svc.jobs.validate(spec)
     svc.jobs.check_quota(tenant, who.quota)

@@ -17,7 +17,7 @@ from ffmpegjob_model.storage_layout import split_storage_path, valid_file_name
 from ffmpegjob_model.urls import URLRules
 from starlette.concurrency import run_in_threadpool
 
-from ..compile import check_vgf_names, vgf_commands
+from ..compile import check_vgf_names, parallel_spec, vgf_commands
 from ..errors import ERROR_RESPONSES, ApiError
 from ..imports import own_storage_path
 from ..jobs import check_webhook, job_tenant, new_job_name
@@ -82,6 +82,7 @@ def submit(svc: Services, who: Caller, req: VgfJobRequest) -> dict[str, Any]:
         webhook=webhook_spec(svc.settings, tenant, req.webhook_url),
         timeout_seconds=req.timeout_seconds or payloads.VGF_DEFAULT_TIMEOUT_SECONDS,
         ttl_seconds_after_finished=svc.settings.job_ttl_seconds_after_finished,
+        parallel=parallel_spec(req.parallel),
     )
     # An input or webhook host that does not resolve is accepted: the job fails when it is
     # fetched, with an error_message, as on the service. Forbidden addresses stay a 400.
