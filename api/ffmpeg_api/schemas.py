@@ -219,6 +219,8 @@ class VgfProgress(BaseModel):
     steps: int
     percent: float
     speed: str | None = None
+    resumed_from_step: int | None = Field(
+        default=None, description="This attempt restored the earlier steps' files from checkpoints and began here")
 
 
 VgfStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
