@@ -394,4 +394,9 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    # `python -m ffmpeg_worker.main` runs this file as `__main__`, a second copy of the module
+    # beside the `ffmpeg_worker.main` that split.py imports: run that one's main, so that the
+    # SIGTERM handler raises the very `Terminated` the Worker catches.
+    from ffmpeg_worker.main import main as _main
+
+    _main()
