@@ -269,7 +269,8 @@ def test_the_worker_image_stops_on_sigterm_as_pid_1(node: RuncNode, release: tup
                                                     stack_env: dict[str, str], stack: StackInfo, s3: Any,
                                                     tmp_path: Path) -> None:
     """No init process in the image: the worker is PID 1 and must still act on SIGTERM (a pod's
-    deletion, an eviction): FFmpeg stopped, exit 143 within the grace period, the job Failed."""
+    deletion, an eviction): FFmpeg stopped, exit 143 within the grace period, and the job,
+    disrupted rather than failed, gets a new pod."""
     ns = release[0]
     dir_id = f"dir_{uuid.uuid4().hex[:8]}"
     s3.upload_file(str(_video(tmp_path)), stack.env["S3_BUCKET"], f"files/default/{dir_id}/in.mp4")
@@ -297,6 +298,15 @@ def test_the_worker_image_stops_on_sigterm_as_pid_1(node: RuncNode, release: tup
     rp.stop(grace=20)  # SIGTERM to the container's PID 1, SIGKILL only after 20 s
     assert rp.proc is not None and rp.proc.returncode == 143, report(node)
     assert time.monotonic() - t0 < 10
-    status = wait_for(lambda: ffj() if ffj().get("phase") in ("Failed", "Succeeded") else None, 60,
-                      "the FFmpegJob to fail", node)
-    assert status["phase"] == "Failed" and "terminated" in status.get("message", "") + str(status.get("error")), status
+    # Exit 143 is a disruption, not a failure (the Job's podFailurePolicy ignores it): the job
+    # gets a new pod instead of failing. Then it is cancelled, and ends Cancelled.
+    def replacement() -> bool:
+        return any(n != name and p.pod["metadata"].get("annotations", {}).get("kubeffmpeg.io/ffmpegjob-name")
+                   == "sigterm" for n, p in node.pods.items())
+
+    wait_for(replacement, 90, "a replacement pod for the terminated one", node)
+    assert ffj().get("phase") not in ("Failed", "Succeeded"), ffj()
+    run(stack_env, "kubectl", "-n", ns, "patch", "ffj", "sigterm", "--type=merge", "-p", '{"spec":{"cancel":true}}')
+    status = wait_for(lambda: ffj() if ffj().get("phase") == "Cancelled" else None, 60,
+                      "the FFmpegJob to be cancelled", node)
+    assert status["phase"] == "Cancelled", status
