@@ -16,7 +16,6 @@ workers' `chunkReports`), `progress` aggregated (chunks 95%, stitch 5%), `attemp
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import logging
@@ -39,7 +38,6 @@ from ffmpegjob_model.split import (
     probe_args,
 )
 from ffmpegjob_model.storage_layout import (
-    SCRATCH_ROOT,
     file_key,
     scratch_prefix,
     segment_key,
@@ -648,59 +646,12 @@ def cancel(c: Context, body: dict[str, Any]) -> None:
     delete_scratch(c, st)
 
 
-def sweep_orphan_scratch(c: Context, min_age_seconds: float = 600) -> list[str]:
-    """Scratch prefixes of jobs that no longer run (deleted while the operator was down, or a
-    segment uploaded by a chunk pod as it was being killed): deleted once `min_age_seconds` old."""
-    live = {ffj["metadata"]["uid"] for ffj in c.kube.iter_ffmpegjobs(c.settings.watched_namespace())
-            if (ffj.get("status") or {}).get("phase") not in TERMINAL}
-    client = s3_client(c.s3)
-    cutoff = time.time() - min_age_seconds
-    stale: dict[str, bool] = {}
-    for page in client.get_paginator("list_objects_v2").paginate(Bucket=c.s3.bucket, Prefix=SCRATCH_ROOT):
-        for obj in page.get("Contents", []):
-            parts = obj["Key"].split("/")  # scratch/<tenant>/<uid>/<segment>
-            if len(parts) < 4:
-                continue
-            prefix = "/".join(parts[:3]) + "/"
-            old = obj["LastModified"].timestamp() < cutoff
-            stale[prefix] = stale.get(prefix, True) and old and parts[2] not in live
-    removed = [p for p, gone in stale.items() if gone]
-    for prefix in removed:
-        delete_scratch(c, {"split": {"scratchPrefix": prefix}})
-    return removed
-
-
-async def orphan_sweeper(memo: kopf.Memo) -> None:
-    while "ctx" not in memo:  # handlers.configure builds it, in a startup handler of its own
-        await asyncio.sleep(1)
-    c: Context = memo["ctx"]
-    while True:
-        await asyncio.sleep(c.settings.cleanup_interval_seconds)
-        try:
-            removed = await asyncio.to_thread(sweep_orphan_scratch, c)
-            if removed:
-                log.info("deleted orphaned split scratch: %s", ", ".join(removed))
-        except asyncio.CancelledError:
-            raise
-        except Exception as e:  # a store or API outage must not end the loop
-            log.warning("scratch sweep failed: %s", e)
+# Scratch of jobs that no longer run (deleted while the operator was down, a segment uploaded
+# by a chunk pod as it was killed) is swept by the housekeeping round (storage.sweep_scratch),
+# which covers split segments and checkpoints alike.
 
 
 # ---------------------------------------------------------------------------------- kopf handlers
-@kopf.on.startup()
-async def start_orphan_sweeper(memo: kopf.Memo, **_: Any) -> None:
-    memo["split_sweeper"] = asyncio.create_task(orphan_sweeper(memo))
-
-
-@kopf.on.cleanup()
-async def stop_orphan_sweeper(memo: kopf.Memo, **_: Any) -> None:
-    task = memo.get("split_sweeper")
-    if task is not None:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await task
-
-
 def _reports_changed(status: kopf.Status, **_: Any) -> bool:
     return bool(status.get("split")) and status.get("phase") not in TERMINAL and bool(status.get("chunkReports"))
 
