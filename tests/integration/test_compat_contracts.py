@@ -132,7 +132,7 @@ def test_list_returns_jobs_and_respects_limit(node: Node, node_input: str) -> No
 
 def test_cancel_stops_a_queued_job(node: Node, node_input: str) -> None:
     job = node.run({"input_files": {"input": node_input}, "output_files": ["output.mp4"],
-                    "ffmpeg_commands": ["-stream_loop -1 -i {{input}} -t 600 -c:v libx264 -preset veryslow "
+                    "ffmpeg_commands": ["-re -stream_loop -1 -i {{input}} -t 600 -c:v libx264 -preset ultrafast "
                                         "{{output.mp4}}"], "machine": "cpu"})
     r = node.request("POST", f"/jobs/{quote(job['id'], safe='')}/cancel")
     assert r.status_code == 200 and r.json()["data"]["status"] in ("cancelled", "cancelling")
