@@ -51,12 +51,12 @@ class JobWatcher:
         with self._lock:
             self._waiters[name].append((loop, fut))
         try:
-            current = await run_in_threadpool(self.kube.get_job, name)
+            current = await run_in_threadpool(self.kube.get_ffmpegjob, name)
             if current is None or is_terminal(current):
                 return current
             with contextlib.suppress(TimeoutError):
                 return await asyncio.wait_for(asyncio.shield(fut), timeout)
-            return await run_in_threadpool(self.kube.get_job, name)
+            return await run_in_threadpool(self.kube.get_ffmpegjob, name)
         finally:
             with self._lock:
                 lst = self._waiters.get(name, [])
@@ -113,7 +113,7 @@ class JobWatcher:
         with self._lock:
             names = list(self._waiters)
         for name in names:  # events may have been missed while the watch was down
-            obj = self.kube.get_job(name)
+            obj = self.kube.get_ffmpegjob(name)
             if obj is None or is_terminal(obj):
                 self._deliver(obj or {"metadata": {"name": name}})
         return rv

@@ -29,7 +29,7 @@ from ffmpegjob_model.webhooks import (
 
 from . import webhooks
 from .context import Context
-from .handlers import FFJ, ctx, now, post, url_rules
+from .handlers import FFJ, ctx, now, post
 from .status import TERMINAL
 
 ATTEMPTS_KEPT = 20
@@ -139,7 +139,7 @@ async def attempt(c: Context, body: kopf.Body, record: dict[str, Any], sched: we
     spec, meta = dict(body.get("spec") or {}), dict(body.get("metadata") or {})
     url = str(spec["webhook"]["url"])
     try:
-        await asyncio.to_thread(check_url, url, url_rules(c))
+        await asyncio.to_thread(check_url, url, c.url_rules)
     except URLRefused as e:
         return webhooks.after_attempt(record, webhooks.Attempt(now(), error=str(e)), sched, ATTEMPTS_KEPT)
     secret = await signing_secret(c, meta["namespace"], spec)

@@ -1,4 +1,6 @@
-"""The "FFmpeg API" surface (seed 001): processing, jobs, ffprobe, files and directories."""
+"""The "FFmpeg API" surface (seed 001; `/ffmpeg/*`, `/job/*`, `/ffprobe/*`, `/file*`,
+`/directory*`): processing, jobs, ffprobe, files and directories. The "Very Good FFmpeg" surface
+is routers/vgf.py; both compile to the one FFmpegJob spec in compile.py."""
 
 from __future__ import annotations
 
@@ -9,17 +11,17 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Path
 from fastapi.responses import JSONResponse
-from ffmpegjob_model.model import FFmpegJobSpec, InputFile, OutputFile, OutputLocation, Usage
+from ffmpegjob_model.model import Usage
 from ffmpegjob_model.payloads import SURFACE_FFMPEG_API, failure_detail
 from ffmpegjob_model.probe import ProbeFailed, ProbeOptionsError, probe
 from ffmpegjob_model.storage_layout import DEFAULT_DIR_TTL, valid_dir_id, valid_file_name
-from ffmpegjob_model.urls import URLRefused, URLRules
+from ffmpegjob_model.urls import URLRefused
 from starlette.concurrency import run_in_threadpool
 
-from ..compile import input_placeholder, parallel_spec, plan_task, resolve_file_refs
+from ..compile import ffmpeg_api_spec, plan_task
 from ..errors import ERROR_RESPONSES, ApiError
 from ..imports import import_input
-from ..jobs import check_webhook, error_of, new_job_name, rest_status, results, status_of, usage_of
+from ..jobs import error_of, new_job_name, rest_status, results, status_of, usage_of
 from ..schemas import (
     AnalyzeRequest,
     AnalyzeResponse,
@@ -47,7 +49,7 @@ from ..schemas import (
     UsageOut,
 )
 from ..services import Auth, Caller, Services, Svc
-from ..webhooks import webhook_spec
+from ..submission import submission
 
 router = APIRouter(responses=ERROR_RESPONSES)
 
@@ -74,8 +76,9 @@ def require_dir(svc: Services, tenant: str, dir_id: str) -> None:
 
 
 # ----------------------------------------------------------------------------------- processing
-def submit_task(svc: Services, who: Caller, req: ProcessRequest) -> str:
-    """Everything before the job runs: checks, directories, URL imports, then the FFmpegJob."""
+def submit_ffmpeg_api_task(svc: Services, who: Caller, req: ProcessRequest) -> str:
+    """Everything before an "FFmpeg API" task runs: checks, directories, URL imports, then the
+    FFmpegJob; returns its name (the job id)."""
     plan = plan_task(req.task)
     tenant = who.tenant
     if plan.input_dir is not None:
@@ -85,9 +88,7 @@ def submit_task(svc: Services, who: Caller, req: ProcessRequest) -> str:
                 raise ApiError(404, f"File not found: {p.storage_path}")
     if req.task.output_dir_id is not None and req.task.output_dir_id != plan.input_dir:
         require_dir(svc, tenant, req.task.output_dir_id)
-    rules = URLRules()
-    check_webhook(req.webhook_url, rules)
-    machine = svc.jobs.machine("cpu")
+    sub = submission(svc, tenant, req.machine, req.webhook_url)
     output_dir = plan.output_dir
     if output_dir is None:
         output_dir = svc.storage.create_dir(tenant, DEFAULT_DIR_TTL, temporary=True).id
@@ -95,33 +96,12 @@ def submit_task(svc: Services, who: Caller, req: ProcessRequest) -> str:
     for p in plan.inputs:
         if p.url is not None:
             p.dir_id = import_dir
-    # `@{file.ext}` in options and the filter graph: the input of that file name.
-    refs = {p.file_name or "": input_placeholder(p.index) for p in plan.inputs}
-    refs.update({p.storage_path: input_placeholder(p.index) for p in plan.inputs if p.url is None})
-
-    def resolved(opts: list[str] | None, where: str) -> list[str] | None:
-        return None if opts is None else [resolve_file_refs(o, refs, where) for o in opts]
-
-    spec = FFmpegJobSpec(
-        tenant=tenant,
-        inputs=[InputFile(name=input_placeholder(p.index), source=p.storage_path,
-                          options=resolved(p.options, f"inputs[{p.index}].options")) for p in plan.inputs],
-        outputs=[OutputFile(name=o.file, options=resolved(o.options, f"outputs[{j}].options"),
-                            maps=o.maps) for j, o in enumerate(req.task.outputs)],
-        filter_complex=resolve_file_refs(req.task.filter_complex, refs, "filter_complex")
-        if req.task.filter_complex else None,
-        machine=machine,
-        output=OutputLocation(dir_id=output_dir),
-        webhook=webhook_spec(svc.settings, tenant, req.webhook_url),
-        timeout_seconds=svc.settings.job_timeout_seconds,
-        ttl_seconds_after_finished=svc.settings.job_ttl_seconds_after_finished,
-        parallel=parallel_spec(req.task.parallel),
-    )
+    spec = ffmpeg_api_spec(req.task, plan, sub, output_dir, svc.settings.job_timeout_seconds)
     svc.jobs.validate(spec)
     svc.jobs.check_quota(tenant, who.quota)
     for p in plan.inputs:  # imported only once everything else is known to be acceptable
         if p.url is not None:
-            import_input(svc.storage, tenant, p.url, import_dir, p.file_name or "", rules,
+            import_input(svc.storage, tenant, p.url, import_dir, p.file_name or "", svc.jobs.url_rules,
                          svc.settings.import_max_bytes, svc.settings.import_timeout_seconds)
     name = new_job_name()
     svc.jobs.create(name, spec, SURFACE_FFMPEG_API)
@@ -135,7 +115,7 @@ def presigner(svc: Services) -> Any:
 @router.post("/ffmpeg/process", response_model=ProcessResponse, tags=["Processing"],
              summary="Process synchronously: waits for the job and returns its result")
 async def process(req: ProcessRequest, who: Auth, svc: Svc) -> Any:
-    name = await run_in_threadpool(submit_task, svc, who, req)
+    name = await run_in_threadpool(submit_ffmpeg_api_task, svc, who, req)
     obj = await svc.watcher.wait(name, svc.settings.sync_wait_seconds)
     if obj is None or not obj.get("spec"):
         raise ApiError(500, f"FFmpeg processing failed: job {name} was deleted before it finished")
@@ -152,7 +132,7 @@ async def process(req: ProcessRequest, who: Auth, svc: Svc) -> Any:
 @router.post("/ffmpeg/process/async", status_code=202, response_model=AsyncAccepted, tags=["Processing"],
              summary="Queue a task; returns a job id at once")
 def process_async(req: ProcessRequest, who: Auth, svc: Svc) -> AsyncAccepted:
-    return AsyncAccepted(job_id=submit_task(svc, who, req))
+    return AsyncAccepted(job_id=submit_ffmpeg_api_task(svc, who, req))
 
 
 @router.post("/ffmpeg/run", status_code=410, tags=["Processing"], deprecated=True,
