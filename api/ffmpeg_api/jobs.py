@@ -12,7 +12,8 @@ from collections.abc import Callable
 from typing import Any
 
 from ffmpegjob_model import payloads
-from ffmpegjob_model.model import API_VERSION, FINISHED_LABEL, KIND, FFmpegJobSpec, Phase
+from ffmpegjob_model.model import API_VERSION, FINISHED_LABEL, KIND, TENANT_LABEL, FFmpegJobSpec, Phase
+from ffmpegjob_model.payloads import SURFACE_LABEL
 from ffmpegjob_model.pools import NodePool, canonical_machine
 from ffmpegjob_model.safety import UnsafeCommand, validate_spec
 from ffmpegjob_model.settings import S3Settings
@@ -23,7 +24,7 @@ from kubernetes.client.rest import ApiException
 
 from .errors import ApiError
 from .keystore import Quota
-from .kube import SURFACE_LABEL, TENANT_LABEL, Kube, TTLCache
+from .kube import Kube, TTLCache
 from .schemas import ResultFileOut, UsageOut, UsageTotals
 from .settings import ApiSettings
 

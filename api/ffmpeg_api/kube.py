@@ -9,13 +9,11 @@ from typing import Any, Generic, TypeVar, cast
 
 from ffmpegjob_model.kubeclient import load_client
 from ffmpegjob_model.model import GROUP, PLURAL, VERSION
-from ffmpegjob_model.payloads import SURFACE_LABEL
 from ffmpegjob_model.pools import POOLS_KEY, NodePool, parse_pools
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-TENANT_LABEL = "kubeffmpeg.io/tenant"
-__all__ = ["SURFACE_LABEL", "TENANT_LABEL", "Kube", "TTLCache", "load_api_client"]
+__all__ = ["Kube", "TTLCache", "load_api_client"]
 
 T = TypeVar("T")
 

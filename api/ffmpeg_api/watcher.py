@@ -16,7 +16,7 @@ import time
 from collections import defaultdict
 from typing import Any, cast
 
-from ffmpegjob_model.model import GROUP, PLURAL, VERSION, Phase
+from ffmpegjob_model.model import GROUP, PLURAL, TERMINAL, VERSION
 from kubernetes import watch
 from kubernetes.client.rest import ApiException
 from starlette.concurrency import run_in_threadpool
@@ -24,7 +24,6 @@ from starlette.concurrency import run_in_threadpool
 from .kube import Kube
 
 log = logging.getLogger("ffmpeg_api.watcher")
-TERMINAL = {p.value for p in Phase if p.terminal}
 
 
 def is_terminal(obj: dict[str, Any] | None) -> bool:

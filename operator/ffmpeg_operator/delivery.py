@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import kopf
 from ffmpegjob_model import payloads
-from ffmpegjob_model.model import GROUP
+from ffmpegjob_model.model import GROUP, TERMINAL
 from ffmpegjob_model.urls import URLRefused, check_url
 from ffmpegjob_model.webhooks import (
     REDELIVER_ANNOTATION,
@@ -30,7 +30,6 @@ from ffmpegjob_model.webhooks import (
 from . import webhooks
 from .context import Context
 from .handlers import FFJ, ctx, now, post
-from .status import TERMINAL
 
 ATTEMPTS_KEPT = 20
 WAKE = "webhook_wake"  # per-object memo key: an asyncio.Event set on every event of the object

@@ -20,9 +20,10 @@ from typing import Any, cast
 import kopf
 from ffmpegjob_model.grants import grants_secret_name
 from ffmpegjob_model.lenient import read_spec
-from ffmpegjob_model.model import GROUP, PLURAL, VERSION, FFmpegJobSpec, Phase
+from ffmpegjob_model.model import GROUP, PLURAL, TERMINAL, VERSION, FFmpegJobSpec, Phase
 from ffmpegjob_model.pools import NodePool, canonical_machine
 from ffmpegjob_model.safety import validate_spec
+from ffmpegjob_model.times import parse_time
 from kubernetes.client import V1DeleteOptions, V1Preconditions
 from kubernetes.client.rest import ApiException
 from pydantic import ValidationError
@@ -30,7 +31,7 @@ from pydantic import ValidationError
 from . import identity, jobs, split
 from .context import Context, PoolsUnavailable
 from .grants import abort_unfinished, job_grants
-from .status import TERMINAL, get_condition, observe, parse_time, set_condition, terminal_patch
+from .status import get_condition, observe, set_condition, terminal_patch
 from .storage import delete_scratch, s3_client, sweep_expired_dirs, sweep_scratch
 
 FFJ = (GROUP, VERSION, PLURAL)

@@ -15,6 +15,7 @@ from ffmpegjob_model.model import Usage
 from ffmpegjob_model.payloads import SURFACE_FFMPEG_API, failure_detail
 from ffmpegjob_model.probe import ProbeFailed, ProbeOptionsError, probe
 from ffmpegjob_model.storage_layout import DEFAULT_DIR_TTL, valid_dir_id, valid_file_name
+from ffmpegjob_model.times import format_time
 from ffmpegjob_model.urls import URLRefused
 from starlette.concurrency import run_in_threadpool
 
@@ -56,10 +57,6 @@ router = APIRouter(responses=ERROR_RESPONSES)
 DirId = Annotated[str, Path(description="Directory ID (1-64 chars, A-Z a-z 0-9 _ -)", min_length=1, max_length=64)]
 FileName = Annotated[str, Path(description="File name (1-255 chars, no slashes)", min_length=1, max_length=255)]
 JobId = Annotated[str, Path(description="The job id", min_length=1, max_length=253)]
-
-
-def iso(dt: datetime) -> str:
-    return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def check_path(dir_id: str, file_name: str | None = None) -> None:
@@ -219,7 +216,7 @@ def register_file(req: RegisterFileRequest, who: Auth, svc: Svc) -> RegisterFile
     url = svc.storage.presign_put(who.tenant, dir_id, req.file_name, expires)
     return RegisterFileResponse(
         file=FileRecord(dir_id=dir_id, file_name=req.file_name, file_path=f"{dir_id}/{req.file_name}",
-                        added_on=iso(datetime.now(UTC))),
+                        added_on=format_time(datetime.now(UTC))),
         upload=UploadInfo(url=url, expiresInSeconds=expires),
     )
 
@@ -262,18 +259,18 @@ def delete_file(who: Auth, svc: Svc, dirId: DirId, fileName: FileName) -> Delete
 def create_directory(who: Auth, svc: Svc, req: Annotated[CreateDirectoryRequest | None, Body()] = None) -> Any:
     ttl = (req.ttl if req else None) or DEFAULT_DIR_TTL
     meta = svc.storage.create_dir(who.tenant, ttl)
-    return CreateDirectoryResponse(directory=DirectoryOut(id=meta.id, ttl=meta.ttl, added_on=iso(meta.created)))
+    return CreateDirectoryResponse(directory=DirectoryOut(id=meta.id, ttl=meta.ttl, added_on=format_time(meta.created)))
 
 
 @router.get("/directory", response_model=DirectoriesResponse, tags=["Directories"])
 def list_directories(who: Auth, svc: Svc) -> DirectoriesResponse:
-    return DirectoriesResponse(directories=[DirectoryOut(id=m.id, ttl=m.ttl, added_on=iso(m.created))
+    return DirectoriesResponse(directories=[DirectoryOut(id=m.id, ttl=m.ttl, added_on=format_time(m.created))
                                             for m in svc.storage.list_dirs(who.tenant)])
 
 
 @router.get("/directory/{dirId}", response_model=DirectoryFilesResponse, tags=["Directories"])
 def list_directory(who: Auth, svc: Svc, dirId: DirId) -> DirectoryFilesResponse:
     require_dir(svc, who.tenant, dirId)
-    return DirectoryFilesResponse(files=[DirFileOut(file_name=f.file_name, added_on=iso(f.modified),
+    return DirectoryFilesResponse(files=[DirFileOut(file_name=f.file_name, added_on=format_time(f.modified),
                                                     size_bytes=f.size)
                                          for f in svc.storage.list_files(who.tenant, dirId)])
