@@ -32,7 +32,7 @@ from . import identity, jobs, split
 from .context import Context, PoolsUnavailable
 from .grants import abort_unfinished, job_grants
 from .status import get_condition, observe, set_condition, terminal_patch
-from .storage import delete_scratch, s3_client, sweep_expired_dirs, sweep_scratch
+from .storage import delete_scratch, sweep_expired_dirs, sweep_scratch
 
 FFJ = (GROUP, VERSION, PLURAL)
 CHILDREN = {jobs.LABEL_MANAGED_BY: jobs.MANAGED_BY}
@@ -659,7 +659,7 @@ async def storage_sweeper(c: Context) -> None:
     """Expired storage directories (and with them temporary files) are deleted periodically."""
     while True:
         try:
-            removed = await asyncio.to_thread(sweep_expired_dirs, s3_client(c.s3), c.s3.bucket, now())
+            removed = await asyncio.to_thread(sweep_expired_dirs, c.storage, c.s3.bucket, now())
             if removed:
                 log.info("deleted expired storage directories: %s", ", ".join(removed))
         except asyncio.CancelledError:
