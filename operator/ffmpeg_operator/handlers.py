@@ -28,7 +28,7 @@ from kubernetes.client import V1DeleteOptions, V1Preconditions
 from kubernetes.client.rest import ApiException
 from pydantic import ValidationError
 
-from . import identity, jobs, split
+from . import identity, jobs, split, webhooks
 from .context import Context, PoolsUnavailable
 from .grants import abort_unfinished, job_grants
 from .status import get_condition, observe, set_condition, terminal_patch
@@ -627,8 +627,7 @@ def ttl_expired(spec: dict[str, Any], status: dict[str, Any], t: datetime) -> bo
     ttl, done = spec.get("ttlSecondsAfterFinished"), parse_time(status.get("completionTime"))
     if ttl is None or done is None or t < done + timedelta(seconds=int(ttl)):
         return False
-    hook = status.get("webhook") or {}
-    return not spec.get("webhook") or bool(hook.get("delivered") or hook.get("gaveUp"))
+    return not spec.get("webhook") or webhooks.settled(status.get("webhook") or {})
 
 
 def release_free_memory() -> None:
