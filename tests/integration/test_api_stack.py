@@ -331,6 +331,20 @@ def test_vgf_wait_true_and_gpu_machine_runs_on_the_gpu_node(api: Api, video: Pat
     assert r.status_code == 200 and r.json()["data"]["machine"] == "gpu"
 
 
+def test_vgf_url_input_is_fetched_by_the_worker(api: Api, video: Path, receiver: Receiver) -> None:
+    """A URL input outside our bucket stays a URL: the worker pod downloads it under the URL rules
+    (ffmpegjob_model.fetch; the local stack's URL_ALLOW_HOSTS lets the loopback server through)."""
+    receiver.files["/media/clip.mp4"] = video.read_bytes()
+    req = {"input_files": {"in": f"{receiver.url}/media/clip.mp4"}, "output_files": ["o.mp4"],
+           "ffmpeg_commands": ["-i {{in}} -t 1 -c copy {{o.mp4}}"]}
+    r = api.call("POST", "/api/ffmpeg?wait=true", json=req)
+    assert r.status_code == 200, r.text
+    data = r.json()["data"]
+    assert data["status"] == "succeeded", data
+    assert data["input_files"] == {"in": f"{receiver.url}/media/clip.mp4"} and data["machine"] == "cpu"
+    assert probe_file(httpx.get(data["output_files"]["o.mp4"]).content)["format"]["duration"]
+
+
 def test_ffmpeg_api_machine_picks_the_pool(api: Api, video: Path, kube_api: client.ApiClient,
                                            stack: StackInfo) -> None:
     """The "FFmpeg API" surface runs on the API's default pool (cpu), or on the one it names."""
