@@ -135,22 +135,25 @@ class ApiConfig:
         return self.token
 
 
+_temp_files: list[str] = []
+
+
 def _temp_pem(data: str | None) -> str | None:
     """An in-line certificate or key as a file (ssl loads a chain only from files), private to
-    this process, deleted at exit."""
+    this process, removed by `remove_temp_files` (main.py calls it before it exits)."""
     if data is None:
         return None
     fd, path = tempfile.mkstemp(prefix="kubeffmpeg-", suffix=".pem")
     with os.fdopen(fd, "w") as f:
         f.write(data)
-    import atexit
-
-    def remove() -> None:
-        with contextlib.suppress(OSError):
-            os.unlink(path)
-
-    atexit.register(remove)
+    _temp_files.append(path)
     return path
+
+
+def remove_temp_files() -> None:
+    while _temp_files:
+        with contextlib.suppress(OSError):
+            os.unlink(_temp_files.pop())
 
 
 class KubeApi:
