@@ -149,7 +149,7 @@ class SplitWorker(Worker):
 
     def fetcher(self) -> Fetcher:
         return Fetcher(self.grants, self.s3_settings, self.rules, self.settings.fetch_concurrency,
-                       self.settings.max_input_bytes)
+                       self.settings.max_input_bytes, early_sizes=self.early.sizes if self.early else None)
 
     def video_start(self, path: Path) -> float:
         """A segment's video start time (the first segment's is where the joined video starts)."""
