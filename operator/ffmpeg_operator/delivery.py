@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import kopf
 from ffmpegjob_model import payloads
-from ffmpegjob_model.model import GROUP
+from ffmpegjob_model.model import GROUP, TERMINAL
 from ffmpegjob_model.urls import URLRefused, check_url
 from ffmpegjob_model.webhooks import (
     REDELIVER_ANNOTATION,
@@ -29,8 +29,7 @@ from ffmpegjob_model.webhooks import (
 
 from . import webhooks
 from .context import Context
-from .handlers import FFJ, ctx, now, post, url_rules
-from .status import TERMINAL
+from .handlers import FFJ, ctx, now, post
 
 ATTEMPTS_KEPT = 20
 WAKE = "webhook_wake"  # per-object memo key: an asyncio.Event set on every event of the object
@@ -139,7 +138,7 @@ async def attempt(c: Context, body: kopf.Body, record: dict[str, Any], sched: we
     spec, meta = dict(body.get("spec") or {}), dict(body.get("metadata") or {})
     url = str(spec["webhook"]["url"])
     try:
-        await asyncio.to_thread(check_url, url, url_rules(c))
+        await asyncio.to_thread(check_url, url, c.url_rules)
     except URLRefused as e:
         return webhooks.after_attempt(record, webhooks.Attempt(now(), error=str(e)), sched, ATTEMPTS_KEPT)
     secret = await signing_secret(c, meta["namespace"], spec)

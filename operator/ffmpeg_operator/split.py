@@ -27,7 +27,7 @@ from datetime import UTC, datetime
 from typing import Any, cast
 
 import kopf
-from ffmpegjob_model.model import GROUP, PLURAL, VERSION, FFmpegJobSpec, Phase
+from ffmpegjob_model.model import GROUP, PLURAL, TERMINAL, VERSION, FFmpegJobSpec, Phase
 from ffmpegjob_model.pools import NodePool
 from ffmpegjob_model.split import (
     NotSplittable,
@@ -44,13 +44,14 @@ from ffmpegjob_model.storage_layout import (
     segment_name,
     split_storage_path,
 )
+from ffmpegjob_model.times import format_time, parse_time
 from ffmpegjob_model.urls import URLRefused, URLRules, check_url, storage_key_for_url
 from kubernetes.client.rest import ApiException
 
 from . import identity, jobs
 from .context import Context
 from .grants import Write, abort_unfinished, job_grants, presign_grants
-from .status import TERMINAL, _pod_blocker, iso, parse_time, set_condition, terminal_patch
+from .status import _pod_blocker, set_condition, terminal_patch
 from .storage import s3_client
 
 log = logging.getLogger("ffmpeg_operator.split")
@@ -453,7 +454,7 @@ def observe_split(status: dict[str, Any], chunk_job_obj: dict[str, Any] | None,
     cjst = (chunk_job_obj or {}).get("status") or {}
     start = parse_time(cjst.get("startTime")) or parse_time(status.get("startTime"))
     if start is not None:
-        desired["startTime"] = iso(start)
+        desired["startTime"] = format_time(start)
     if pods:
         desired["attempts"] = len(pods)
 
