@@ -489,7 +489,7 @@ def api_services(k: FakeKubernetes, bucket: FakeBucket, keys: dict[str, str], **
         (or the job had finished already, when a test's `on_create` hook finished it)."""
 
         async def wait(self, name: str, timeout: float) -> dict[str, Any] | None:
-            return self.kube.get_job(name)
+            return self.kube.get_ffmpegjob(name)
 
     pools = TTLCache(lambda: kube.read_pools(s.pools_configmap), s.pools_cache_seconds)
     index = TTLCache(lambda: KeyIndex(decode_secret(kube.read_secret_data(s.api_keys_secret) or {})),
