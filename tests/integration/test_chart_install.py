@@ -19,6 +19,7 @@ import pytest
 import yaml
 from devstack.paths import REPO_ROOT, binaries
 from devstack.stack import StackInfo
+from ffmpegjob_model.model import TERMINAL
 
 pytestmark = pytest.mark.stack
 
@@ -137,7 +138,7 @@ def _lease_holder(env: dict[str, str], ns: str) -> str | None:
 
 def _terminal(env: dict[str, str], ns: str, name: str) -> dict[str, Any] | None:
     status = kubectl_json(env, "-n", ns, "get", "ffj", name).get("status") or {}
-    return status if status.get("phase") in ("Succeeded", "Failed", "Cancelled") else None
+    return status if status.get("phase") in TERMINAL else None
 
 
 def test_api_pod_answers_health(release: str, values: tuple[Path, dict[str, Any]]) -> None:
