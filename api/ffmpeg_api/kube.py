@@ -40,10 +40,6 @@ class TTLCache(Generic[T]):
                 self._at = time.monotonic()
             return self._value
 
-    def invalidate(self) -> None:
-        with self._lock:
-            self._value = None
-
     def refresh(self, min_age: float) -> T:
         """Re-read now unless a forced re-read happened less than `min_age` ago (bounds re-reads
         that callers can trigger, e.g. by presenting unknown keys). A scheduled re-read does not

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
-
 from ffmpegjob_model.webhooks import DEFAULT_SECRETS_SECRET
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -48,8 +46,3 @@ class ApiSettings(BaseSettings):
     ffprobe_queue_timeout_seconds: float = Field(default=30.0, gt=0)
     # Webhook signing secrets, one per tenant (data key = tenant); jobs point at theirs.
     webhook_secrets_secret: str = DEFAULT_SECRETS_SECRET
-
-
-@lru_cache
-def get_settings() -> ApiSettings:
-    return ApiSettings()

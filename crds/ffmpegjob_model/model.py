@@ -175,9 +175,6 @@ class FFmpegJobSpec(_Wire):
         default=None, description="Split one long encode across several pods (absent: one pod)."
     )
 
-    def is_structured(self) -> bool:
-        return not self.commands
-
 
 # --------------------------------------------------------------------------------------- status
 class Condition(_Wire):

@@ -10,6 +10,7 @@ from functools import cached_property
 from typing import Any
 
 from ffmpegjob_model.pools import POOLS_KEY, NodePool, parse_pools
+from ffmpegjob_model.s3client import s3_client
 from ffmpegjob_model.settings import S3Settings
 from ffmpegjob_model.urls import URLRules
 from kubernetes.client.rest import ApiException
@@ -18,7 +19,7 @@ from .grants import Signer
 from .kube import Kube, load_config
 from .metrics import Metrics
 from .settings import OperatorSettings
-from .storage import Presigner, s3_client
+from .storage import Presigner
 
 
 class PoolsUnavailable(Exception):

@@ -28,11 +28,11 @@ from kubernetes.client import V1DeleteOptions, V1Preconditions
 from kubernetes.client.rest import ApiException
 from pydantic import ValidationError
 
-from . import identity, jobs, split
+from . import identity, jobs, split, webhooks
 from .context import Context, PoolsUnavailable
 from .grants import abort_unfinished, job_grants
 from .status import get_condition, observe, set_condition, terminal_patch
-from .storage import delete_scratch, s3_client, sweep_expired_dirs, sweep_scratch
+from .storage import delete_scratch, sweep_expired_dirs, sweep_scratch
 
 FFJ = (GROUP, VERSION, PLURAL)
 CHILDREN = {jobs.LABEL_MANAGED_BY: jobs.MANAGED_BY}
@@ -627,8 +627,7 @@ def ttl_expired(spec: dict[str, Any], status: dict[str, Any], t: datetime) -> bo
     ttl, done = spec.get("ttlSecondsAfterFinished"), parse_time(status.get("completionTime"))
     if ttl is None or done is None or t < done + timedelta(seconds=int(ttl)):
         return False
-    hook = status.get("webhook") or {}
-    return not spec.get("webhook") or bool(hook.get("delivered") or hook.get("gaveUp"))
+    return not spec.get("webhook") or webhooks.settled(status.get("webhook") or {})
 
 
 def release_free_memory() -> None:
@@ -659,7 +658,7 @@ async def storage_sweeper(c: Context) -> None:
     """Expired storage directories (and with them temporary files) are deleted periodically."""
     while True:
         try:
-            removed = await asyncio.to_thread(sweep_expired_dirs, s3_client(c.s3), c.s3.bucket, now())
+            removed = await asyncio.to_thread(sweep_expired_dirs, c.storage, c.s3.bucket, now())
             if removed:
                 log.info("deleted expired storage directories: %s", ", ".join(removed))
         except asyncio.CancelledError:

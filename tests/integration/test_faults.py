@@ -232,8 +232,7 @@ def test_api_killed_mid_job(run: Callable[[str, str], Run], stack: StackInfo, cu
     assert res.status_code == 200, res.text
     job_id = res.json()["data"]["id"]
     items = custom.list_namespaced_custom_object(GROUP, VERSION, stack.namespace, PLURAL)["items"]
-    ffj = next(o for o in items if (o["metadata"].get("annotations") or {}).get(f"{GROUP}/job-id") == job_id
-               or o["metadata"]["name"] == job_id)
+    ffj = next(o for o in items if o["metadata"]["name"] == job_id)
     r.adopt(ffj["metadata"]["name"], ffj["metadata"]["uid"], ffj["spec"]["output"]["dirId"])
     r.wait_running()
     kill("api")
