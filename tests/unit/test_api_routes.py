@@ -415,3 +415,21 @@ def test_the_job_store_down_is_a_503(api: TestClient, k: FakeKubernetes, monkeyp
     r = api.get("/api/jobs", headers=ACME)
     assert (r.status_code, r.json()["message"]) == (503, "Service unavailable: the job store did not answer; "
                                                          "retry shortly")
+
+
+def test_vgf_wait_answers_with_the_finished_job(api: TestClient, k: FakeKubernetes) -> None:
+    k.on_create.append(lambda obj: finish(k, obj["metadata"]["name"], "Succeeded", **DONE))
+    r = api.post("/api/ffmpeg?wait=true", headers=ACME, json=VGF_JOB)
+    assert r.status_code == 200 and r.json()["data"]["status"] == "succeeded"
+    assert list(r.json()["data"]["output_files"]) == ["out.mp4"]
+    assert api.post("/api/ffmpeg", headers=ACME, json=VGF_JOB).json()["data"]["status"] == "queued"  # no wait
+
+
+def test_usage_totals_over_the_tenants_jobs(api: TestClient, k: FakeKubernetes) -> None:
+    first, _ = (api.post("/api/ffmpeg", headers=ACME, json=VGF_JOB).json()["data"]["id"] for _ in range(2))
+    api.post("/api/ffmpeg", headers=OTHER, json=VGF_JOB)
+    finish(k, first, "Succeeded", **DONE)
+    usage = api.get("/usage", headers=ACME).json()
+    assert usage["tenant"] == "acme"
+    assert usage["usage"]["jobs"] == 2 and usage["usage"]["jobs_by_status"] == {"completed": 1, "pending": 1}
+    assert usage["usage"]["gb_sec"] == 0.03
