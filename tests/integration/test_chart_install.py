@@ -6,9 +6,7 @@ accepted by `kubectl apply --dry-run=server`, `helm upgrade` with a changed valu
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,18 +18,13 @@ import yaml
 from devstack.paths import REPO_ROOT, binaries
 from devstack.stack import StackInfo
 from ffmpegjob_model.model import TERMINAL
+from helpers import free_port, wait_for
 
 pytestmark = pytest.mark.stack
 
 CHART = REPO_ROOT / "charts" / "kubeffmpeg"
 RELEASE = "kff"
 INSTANCE = f"app.kubernetes.io/instance={RELEASE}"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def run(env: dict[str, str], *cmd: str, stdin: str | None = None, timeout: int = 120) -> str:
@@ -80,16 +73,6 @@ def release(stack_env: dict[str, str], helm: str, values: tuple[Path, dict[str, 
                    capture_output=True, timeout=90)
     subprocess.run([helm, "uninstall", RELEASE, "-n", ns, "--wait"], env=stack_env, capture_output=True, timeout=120)
     subprocess.run(["kubectl", "delete", "ns", ns, "--wait=false"], env=stack_env, capture_output=True, timeout=60)
-
-
-def wait_for(check: Any, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(1)
 
 
 def test_install_creates_a_working_operator(stack_env: dict[str, str], release: str, s3: Any,
