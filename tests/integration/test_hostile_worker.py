@@ -97,11 +97,6 @@ open(os.environ.get("TERMINATION_LOG_PATH", "/dev/termination-log"), "w").write(
 '''
 
 
-@pytest.fixture
-def custom(kube_api: client.ApiClient) -> client.CustomObjectsApi:
-    return client.CustomObjectsApi(kube_api)
-
-
 def ffmpegjob(custom: client.CustomObjectsApi, ns: str, tenant: str, source: str, out_dir: str,
               suspend: bool) -> dict[str, Any]:
     name = f"hw-{tenant}-{uuid.uuid4().hex[:6]}"
