@@ -112,7 +112,7 @@ class FakeKubernetes:
         self.objects: dict[tuple[str, str, str], Obj] = {}
         self._rv = itertools.count(1)
         self._uid = itertools.count(1)
-        self.requests: list[tuple[str, str, str]] = []  # (verb, kind, name), for "nothing written" checks
+        self.writes: list[tuple[str, str, str]] = []  # (verb, kind, name) of every create, patch, delete
         # Called with each object created, after the answer is made: a test plays a controller.
         self.on_create: list[Callable[[Obj], None]] = []
         self.custom = _CustomObjects(self)
@@ -122,7 +122,7 @@ class FakeKubernetes:
 
     # ------------------------------------------------------------------------- storage verbs
     def create(self, kind: str, namespace: str, body: Any) -> Obj:
-        obj: Obj = _SERIALIZER.sanitize_for_serialization(body) if not isinstance(body, dict) else copy.deepcopy(body)
+        obj: Obj = copy.deepcopy(_SERIALIZER.sanitize_for_serialization(body))  # models, datetimes -> JSON
         meta = obj.setdefault("metadata", {})
         if not meta.get("name"):
             meta["name"] = f"{meta.get('generateName', kind.lower() + '-')}{next(self._uid):05d}"
@@ -137,7 +137,7 @@ class FakeKubernetes:
             obj.setdefault("data", {}).update(
                 {k: base64.b64encode(v.encode()).decode() for k, v in obj.pop("stringData").items()})
         self.objects[key] = obj
-        self.requests.append(("create", kind, meta["name"]))
+        self.writes.append(("create", kind, meta["name"]))
         answer = copy.deepcopy(obj)
         for hook in self.on_create:
             hook(copy.deepcopy(obj))
@@ -177,7 +177,7 @@ class FakeKubernetes:
         current = self.objects.get(key)
         if current is None:
             raise ApiException(status=404, reason="NotFound")
-        patch: Obj = _SERIALIZER.sanitize_for_serialization(body) if not isinstance(body, dict) else body
+        patch: Obj = _SERIALIZER.sanitize_for_serialization(body)
         rv = (patch.get("metadata") or {}).get("resourceVersion")
         if rv is not None and rv != current["metadata"]["resourceVersion"]:
             raise ApiException(status=409, reason="Conflict")
@@ -191,7 +191,7 @@ class FakeKubernetes:
         if merged.get("spec") != current.get("spec"):
             merged["metadata"]["generation"] = int(current["metadata"].get("generation") or 1) + 1
         self.objects[key] = merged
-        self.requests.append(("patch" if subresource is None else f"patch/{subresource}", kind, name))
+        self.writes.append(("patch" if subresource is None else f"patch/{subresource}", kind, name))
         return copy.deepcopy(merged)
 
     def delete(self, kind: str, namespace: str, name: str, body: Any = None) -> Obj:
@@ -202,7 +202,7 @@ class FakeKubernetes:
         if pre is not None and pre.uid is not None and pre.uid != obj["metadata"]["uid"]:
             raise ApiException(status=409, reason="Conflict")
         del self.objects[(kind, namespace, name)]
-        self.requests.append(("delete", kind, name))
+        self.writes.append(("delete", kind, name))
         self._collect_garbage(obj["metadata"]["uid"])
         return obj
 
