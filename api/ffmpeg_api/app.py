@@ -8,6 +8,7 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
+from ffmpegjob_model.release import RELEASE
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from . import errors
@@ -73,7 +74,7 @@ def create_app(settings: ApiSettings | None = None, services: Services | None = 
         yield
         app.state.services.watcher.stop()
 
-    app = FastAPI(title="kubeffmpeg API", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
+    app = FastAPI(title="kubeffmpeg API", version=RELEASE, description=DESCRIPTION, lifespan=lifespan)
     app.state.services = services if services is not None else Services.build(settings)
     errors.install(app)
     _routes(app)
@@ -83,4 +84,4 @@ def create_app(settings: ApiSettings | None = None, services: Services | None = 
 
 def spec_app() -> FastAPI:
     """The app without clients, for writing the OpenAPI document."""
-    return _routes(FastAPI(title="kubeffmpeg API", version="0.1.0", description=DESCRIPTION))
+    return _routes(FastAPI(title="kubeffmpeg API", version=RELEASE, description=DESCRIPTION))

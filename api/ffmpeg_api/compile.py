@@ -1,5 +1,9 @@
 """Both REST surfaces compiled to the one FFmpegJob spec (pure functions, no I/O).
 
+`vgf_spec` ("Very Good FFmpeg", routers/vgf.py) and `ffmpeg_api_spec` ("FFmpeg API",
+routers/ffmpeg_api.py) are the only places a spec is built from a request; what both fill the same
+way (tenant, pool, webhook, TTL, `parallel`) comes in one `Submission`.
+
 "FFmpeg API" task rules (seed 001): inputs are `dir_id/file_name` or HTTPS URLs, all stored
 inputs in one directory, outputs in `output_dir_id`, else the inputs' directory, else a new
 temporary one; an output may not take an input's name in the same directory.
@@ -12,11 +16,19 @@ import re
 from dataclasses import dataclass, field
 from urllib.parse import unquote, urlsplit
 
-from ffmpegjob_model.model import NAME_PATTERN, Parallel
+from ffmpegjob_model.model import (
+    NAME_PATTERN,
+    FFmpegJobSpec,
+    InputFile,
+    OutputFile,
+    OutputLocation,
+    Parallel,
+    Webhook,
+)
 from ffmpegjob_model.storage_layout import split_storage_path, valid_dir_id, valid_file_name
 
 from .errors import ApiError
-from .schemas import ParallelRequest, Task
+from .schemas import ParallelRequest, Task, VgfJobRequest
 
 _NAME = re.compile(NAME_PATTERN)
 _UNSAFE_CHARS = re.compile(r"[^A-Za-z0-9_.-]+")
@@ -178,3 +190,65 @@ def resolve_file_refs(text: str, placeholders: dict[str, str], where: str) -> st
         return "{{" + placeholders[name] + "}}"
 
     return _FILE_REF.sub(sub, text)
+
+
+# ------------------------------------------------------------------------------ the one spec
+@dataclass(frozen=True)
+class Submission:
+    """What both surfaces fill in the same way: whose job, which pool (already checked), the
+    signed webhook, how long the finished FFmpegJob is kept."""
+
+    tenant: str
+    machine: str
+    webhook: Webhook | None
+    ttl_seconds_after_finished: int | None
+
+
+def _spec(sub: Submission, *, inputs: list[InputFile], outputs: list[OutputFile], output_dir: str,
+          timeout_seconds: int, parallel: ParallelRequest | None, commands: list[str] | None = None,
+          filter_complex: str | None = None) -> FFmpegJobSpec:
+    return FFmpegJobSpec(
+        tenant=sub.tenant,
+        inputs=inputs,
+        outputs=outputs,
+        commands=commands,
+        filter_complex=filter_complex,
+        machine=sub.machine,
+        output=OutputLocation(dir_id=output_dir),
+        webhook=sub.webhook,
+        timeout_seconds=timeout_seconds,
+        ttl_seconds_after_finished=sub.ttl_seconds_after_finished,
+        parallel=parallel_spec(parallel),
+    )
+
+
+def vgf_spec(req: VgfJobRequest, sub: Submission, sources: dict[str, str], output_dir: str,
+             timeout_seconds: int) -> FFmpegJobSpec:
+    """A "Very Good FFmpeg" request as an FFmpegJob spec. `sources`: input key -> the source to
+    record (a storage path when the URL pointed into our bucket, else the URL)."""
+    check_vgf_names(req.input_files, req.output_files)
+    commands = vgf_commands(req.ffmpeg_commands, list(req.input_files), req.output_files)
+    return _spec(sub, inputs=[InputFile(name=n, source=sources[n]) for n in req.input_files],
+                 outputs=[OutputFile(name=n) for n in req.output_files], commands=commands,
+                 output_dir=output_dir, timeout_seconds=timeout_seconds, parallel=req.parallel)
+
+
+def ffmpeg_api_spec(task: Task, plan: TaskPlan, sub: Submission, output_dir: str,
+                    timeout_seconds: int) -> FFmpegJobSpec:
+    """An "FFmpeg API" task (planned by `plan_task`, URL inputs given their `dir_id`) as an
+    FFmpegJob spec: input `k` is the placeholder `in<k>`; `@{file}` references are resolved."""
+    refs = {p.file_name or "": input_placeholder(p.index) for p in plan.inputs}
+    refs.update({p.storage_path: input_placeholder(p.index) for p in plan.inputs if p.url is None})
+
+    def resolved(opts: list[str] | None, where: str) -> list[str] | None:
+        return None if opts is None else [resolve_file_refs(o, refs, where) for o in opts]
+
+    return _spec(
+        sub,
+        inputs=[InputFile(name=input_placeholder(p.index), source=p.storage_path,
+                          options=resolved(p.options, f"inputs[{p.index}].options")) for p in plan.inputs],
+        outputs=[OutputFile(name=o.file, options=resolved(o.options, f"outputs[{j}].options"), maps=o.maps)
+                 for j, o in enumerate(task.outputs)],
+        filter_complex=resolve_file_refs(task.filter_complex, refs, "filter_complex") if task.filter_complex else None,
+        output_dir=output_dir, timeout_seconds=timeout_seconds, parallel=task.parallel,
+    )

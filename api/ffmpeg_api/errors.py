@@ -37,14 +37,6 @@ class ApiError(Exception):
         self.status, self.message, self.headers = status, message, headers
 
 
-def bad_request(message: str) -> ApiError:
-    return ApiError(400, message)
-
-
-def not_found(what: str) -> ApiError:
-    return ApiError(404, f"{what} not found")
-
-
 def error_json(status: int, message: str, headers: dict[str, str] | None = None, **extra: Any) -> JSONResponse:
     return JSONResponse({"ok": False, "error": message, **extra}, status_code=status, headers=headers)
 

@@ -3,7 +3,7 @@ and turning presigned URLs of our own bucket back into the tenant's storage path
 
 from __future__ import annotations
 
-from ffmpegjob_model.storage_layout import split_storage_path
+from ffmpegjob_model.storage_layout import storage_path_of_key, tenant_files_prefix
 from ffmpegjob_model.urls import URLRules
 
 from .errors import ApiError
@@ -16,9 +16,7 @@ def own_storage_path(storage: Storage, tenant: str, url: str) -> str | None:
     key = storage.own_key(url)
     if key is None:
         return None
-    prefix = f"files/{tenant}/"
-    path = key[len(prefix) :] if key.startswith(prefix) else ""
-    parts = split_storage_path(path)
+    parts = storage_path_of_key(tenant, key)
     if parts is None or storage.head_file(tenant, *parts) is None:
         raise ApiError(404, f"Input file not found: {url.split('?', 1)[0]}")
     return f"{parts[0]}/{parts[1]}"
@@ -30,7 +28,7 @@ def import_input(storage: Storage, tenant: str, url: str, dir_id: str, name: str
     key = storage.own_key(url)
     try:
         if key is not None:
-            if not key.startswith(f"files/{tenant}/"):
+            if not key.startswith(tenant_files_prefix(tenant)):
                 raise ApiError(404, f"Input file not found: {url.split('?', 1)[0]}")
             return storage.copy_in(key, tenant, dir_id, name)
         return storage.import_url(url, tenant, dir_id, name, rules, max_bytes, timeout)

@@ -1,5 +1,6 @@
-"""FFmpegJob objects as the REST surfaces see them: create (with quota and machine checks),
-read within a tenant (another tenant's job is a 404), cancel, list, usage totals."""
+"""FFmpegJob objects as the REST surfaces see them (in the api, a "job" is always an FFmpegJob,
+never a batch Job): create (with quota and machine checks), read within a tenant (another
+tenant's job is a 404), cancel, list, usage totals."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ from collections.abc import Callable
 from typing import Any
 
 from ffmpegjob_model import payloads
-from ffmpegjob_model.model import API_VERSION, FINISHED_LABEL, KIND, FFmpegJobSpec, Phase
+from ffmpegjob_model.model import API_VERSION, FINISHED_LABEL, KIND, TENANT_LABEL, FFmpegJobSpec, Phase
+from ffmpegjob_model.payloads import SURFACE_LABEL
 from ffmpegjob_model.pools import NodePool, canonical_machine
 from ffmpegjob_model.safety import UnsafeCommand, validate_spec
 from ffmpegjob_model.settings import S3Settings
@@ -22,7 +24,7 @@ from kubernetes.client.rest import ApiException
 
 from .errors import ApiError
 from .keystore import Quota
-from .kube import SURFACE_LABEL, TENANT_LABEL, Kube, TTLCache
+from .kube import Kube, TTLCache
 from .schemas import ResultFileOut, UsageOut, UsageTotals
 from .settings import ApiSettings
 
@@ -55,11 +57,11 @@ def check_webhook(url: str | None, rules: URLRules, unresolvable_ok: bool = Fals
 
 
 class Jobs:
-    def __init__(self, kube: Kube, settings: ApiSettings, s3: S3Settings, pools: TTLCache[dict[str, NodePool]]) -> None:
+    def __init__(self, kube: Kube, settings: ApiSettings, s3: S3Settings, pools: TTLCache[dict[str, NodePool]],
+                 url_rules: URLRules | None = None) -> None:
         self.kube, self.settings, self.s3, self.pools = kube, settings, s3, pools
-
-    def url_rules(self) -> URLRules:
-        return URLRules()
+        # The URL rules (`URL_ALLOW_HOSTS`, `URL_ALLOW_HTTP`), read from the environment once.
+        self.url_rules = url_rules if url_rules is not None else URLRules()
 
     # ---------------------------------------------------------------------------------- create
     def machine(self, requested: str) -> str:
@@ -75,7 +77,7 @@ class Jobs:
         resolve is accepted (the job fails when the worker fetches it), as the "Very Good FFmpeg"
         service does; forbidden addresses are refused either way."""
         try:
-            validate_spec(spec, url_rules=self.url_rules(), s3=self.s3, unresolvable_ok=unresolvable_ok)
+            validate_spec(spec, url_rules=self.url_rules, s3=self.s3, unresolvable_ok=unresolvable_ok)
         except UnsafeCommand as e:
             raise ApiError(400, f"Invalid command: {e}") from None
         if spec.parallel is not None and spec.parallel.mode is None:  # `auto` falls back to one pod
@@ -90,7 +92,7 @@ class Jobs:
             return
         # Only unfinished jobs are listed unless a gb_sec budget needs every job's usage.
         selector = f"{TENANT_LABEL}={tenant}" + ("" if max_gb_sec else f",{FINISHED_LABEL}!=true")
-        jobs = self.kube.list_jobs(selector)
+        jobs = self.kube.list_ffmpegjobs(selector)
         active = sum(1 for j in jobs if (j.get("status") or {}).get("phase") in ACTIVE)
         if max_active and active >= max_active:
             raise ApiError(403, f"Quota exceeded: {active} jobs pending or processing (limit {max_active})")
@@ -115,7 +117,7 @@ class Jobs:
             "spec": spec.to_k8s(),
         }
         try:
-            return self.kube.create_job(body)
+            return self.kube.create_ffmpegjob(body)
         except ApiException as e:
             if e.status in (400, 422):  # the CRD's schema or CEL rules refused it
                 raise ApiError(400, f"Invalid task format: {_k8s_message(e)}") from None
@@ -123,13 +125,13 @@ class Jobs:
 
     # ------------------------------------------------------------------------------------ read
     def get(self, tenant: str, name: str) -> dict[str, Any]:
-        obj = self.kube.get_job(name) if _valid_name(name) else None
+        obj = self.kube.get_ffmpegjob(name) if _valid_name(name) else None
         if obj is None or job_tenant(obj) != tenant:
             raise ApiError(404, "Job not found")
         return obj
 
     def list(self, tenant: str) -> list[dict[str, Any]]:
-        return self.kube.list_jobs(f"{TENANT_LABEL}={tenant}")
+        return self.kube.list_ffmpegjobs(f"{TENANT_LABEL}={tenant}")
 
     def cancel(self, tenant: str, name: str, allowed: tuple[str, ...]) -> dict[str, Any]:
         """Set spec.cancel (the operator stops the Job); refused unless the REST status is allowed.
@@ -143,7 +145,7 @@ class Jobs:
                 only = " or ".join(allowed)
                 raise ApiError(409, f"Cannot cancel job in '{status}' status. Only {only} jobs can be cancelled.")
             try:
-                self.kube.patch_job_spec(name, {"cancel": True}, obj["metadata"].get("resourceVersion"))
+                self.kube.patch_ffmpegjob_spec(name, {"cancel": True}, obj["metadata"].get("resourceVersion"))
                 return obj
             except ApiException as e:
                 if e.status != 409:

@@ -9,13 +9,11 @@ from typing import Any, Generic, TypeVar, cast
 
 from ffmpegjob_model.kubeclient import load_client
 from ffmpegjob_model.model import GROUP, PLURAL, VERSION
-from ffmpegjob_model.payloads import SURFACE_LABEL
 from ffmpegjob_model.pools import POOLS_KEY, NodePool, parse_pools
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-TENANT_LABEL = "kubeffmpeg.io/tenant"
-__all__ = ["SURFACE_LABEL", "TENANT_LABEL", "Kube", "TTLCache", "load_api_client"]
+__all__ = ["Kube", "TTLCache", "load_api_client"]
 
 T = TypeVar("T")
 
@@ -42,10 +40,6 @@ class TTLCache(Generic[T]):
                 self._at = time.monotonic()
             return self._value
 
-    def invalidate(self) -> None:
-        with self._lock:
-            self._value = None
-
     def refresh(self, min_age: float) -> T:
         """Re-read now unless a forced re-read happened less than `min_age` ago (bounds re-reads
         that callers can trigger, e.g. by presenting unknown keys). A scheduled re-read does not
@@ -65,13 +59,13 @@ class Kube:
         self.core = client.CoreV1Api(api)
 
     # ------------------------------------------------------------------------------ FFmpegJobs
-    def create_job(self, body: dict[str, Any]) -> dict[str, Any]:
+    def create_ffmpegjob(self, body: dict[str, Any]) -> dict[str, Any]:
         return cast(
             dict[str, Any],
             self.custom.create_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, body),
         )
 
-    def get_job(self, name: str) -> dict[str, Any] | None:
+    def get_ffmpegjob(self, name: str) -> dict[str, Any] | None:
         try:
             raw = self.custom.get_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, name)
         except ApiException as e:
@@ -80,7 +74,7 @@ class Kube:
             raise
         return cast(dict[str, Any], raw)
 
-    def list_jobs(self, label_selector: str) -> list[dict[str, Any]]:
+    def list_ffmpegjobs(self, label_selector: str) -> list[dict[str, Any]]:
         items: list[dict[str, Any]] = []
         cont: str | None = None
         while True:
@@ -94,7 +88,7 @@ class Kube:
             if not cont:
                 return items
 
-    def patch_job_spec(self, name: str, spec: dict[str, Any], resource_version: str | None = None) -> None:
+    def patch_ffmpegjob_spec(self, name: str, spec: dict[str, Any], resource_version: str | None = None) -> None:
         body: dict[str, Any] = {"spec": spec}
         if resource_version:  # optimistic concurrency: refuse if the object changed since it was read
             body["metadata"] = {"resourceVersion": resource_version}

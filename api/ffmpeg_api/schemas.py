@@ -75,6 +75,8 @@ class Task(_Req):
 class ProcessRequest(_Req):
     task: Task
     webhook_url: str | None = Field(default=None, max_length=2048)
+    machine: str | None = Field(default=None, max_length=63,
+                                description="Extension: the node pool (default: the API's DEFAULT_MACHINE, `cpu`)")
 
 
 class ProcessResponse(BaseModel):
@@ -207,7 +209,9 @@ class VgfJobRequest(_Req):
         min_length=1, max_length=32,
         description="FFmpeg arguments; files as `{{key}}`, `<<key>>`, `inputs/<key>` or `outputs/<name>`")
     webhook_url: str | None = Field(default=None, max_length=2048)
-    machine: str = Field(default="cpu", max_length=63, description="cpu, gpu (alias nvidia) or another pool")
+    machine: str | None = Field(
+        default=None, max_length=63,
+        description="cpu, gpu (alias nvidia) or another pool (default: the API's DEFAULT_MACHINE, `cpu`)")
     parallel: ParallelRequest | None = Field(default=None, description="Extension: split-and-stitch.")
     timeout_seconds: int | None = Field(
         default=None, ge=1, le=VGF_MAX_TIMEOUT_SECONDS,

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
-
 from ffmpegjob_model.webhooks import DEFAULT_SECRETS_SECRET
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -35,6 +33,9 @@ class ApiSettings(BaseSettings):
     quota_max_gb_sec: float = Field(default=0.0, ge=0)
     job_ttl_seconds_after_finished: int | None = Field(default=7 * 24 * 3600, ge=0)
     job_timeout_seconds: int = Field(default=3600, ge=1)
+    # The node pool of a request that names none (both surfaces).
+    default_machine: str = Field(default="cpu", min_length=1, max_length=63)
+    log_level: str = "INFO"
     # Requests per second per API key (token bucket, per API replica) for tenants whose key
     # entry sets none; 0 = unlimited. The seed documents 10 req/s.
     rate_limit_requests_per_second: float = Field(default=10.0, ge=0)
@@ -45,8 +46,3 @@ class ApiSettings(BaseSettings):
     ffprobe_queue_timeout_seconds: float = Field(default=30.0, gt=0)
     # Webhook signing secrets, one per tenant (data key = tenant); jobs point at theirs.
     webhook_secrets_secret: str = DEFAULT_SECRETS_SECRET
-
-
-@lru_cache
-def get_settings() -> ApiSettings:
-    return ApiSettings()

@@ -7,13 +7,10 @@ import mimetypes
 import tempfile
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
-from urllib.parse import urljoin
 
-import boto3
-import httpx
-from botocore.config import Config
 from botocore.exceptions import ClientError
+from ffmpegjob_model.fetch import DownloadFailed, download
+from ffmpegjob_model.s3client import s3_client
 from ffmpegjob_model.settings import S3Settings
 from ffmpegjob_model.storage_layout import (
     DEFAULT_DIR_TTL,
@@ -24,10 +21,9 @@ from ffmpegjob_model.storage_layout import (
     new_dir_id,
     tenant_dirs_prefix,
 )
-from ffmpegjob_model.urls import URLRefused, URLRules, check_address, check_url, storage_key_for_url
+from ffmpegjob_model.urls import URLRules, storage_key_for_url
 from pydantic import ValidationError
 
-MAX_REDIRECTS = 5
 CHUNK = 1024 * 1024
 
 
@@ -48,18 +44,6 @@ class StoredFile:
     modified: datetime
 
 
-def _client(s3: S3Settings, endpoint: str | None) -> Any:
-    return boto3.client(
-        "s3",
-        endpoint_url=endpoint,
-        region_name=s3.region,
-        aws_access_key_id=s3.access_key_id,
-        aws_secret_access_key=s3.secret_access_key,
-        config=Config(signature_version="s3v4", s3={"addressing_style": "path"},
-                      retries={"max_attempts": 3, "mode": "standard"}, max_pool_connections=64),
-    )
-
-
 def guess_type(name: str, stored: str | None = None) -> str:
     """The file's media type from its name; uploads through curl often send a meaningless one."""
     guessed, _ = mimetypes.guess_type(name)
@@ -78,8 +62,9 @@ class Storage:
     def __init__(self, s3: S3Settings) -> None:
         self.settings = s3
         self.bucket = s3.bucket
-        self.client = _client(s3, s3.endpoint_url)
-        self.public = _client(s3, s3.public_endpoint)  # signs URLs handed to users (no request made)
+        # As many pooled connections as uvicorn's thread pool has threads.
+        self.client = s3_client(s3, max_pool_connections=64)
+        self.public = s3_client(s3, public=True)  # signs URLs handed to users (no request made)
 
     # ------------------------------------------------------------------------------ directories
     def create_dir(self, tenant: str, ttl: int = DEFAULT_DIR_TTL, temporary: bool = False,
@@ -166,50 +151,18 @@ class Storage:
 
     def import_url(self, url: str, tenant: str, dir_id: str, name: str, rules: URLRules,
                    max_bytes: int, timeout: float) -> int:
-        """Download `url` into storage under the URL rules; each redirect and the connected address
-        are checked again (DNS rebinding). Returns the size in bytes."""
+        """Download `url` into storage under the URL rules (`ffmpegjob_model.fetch.download`: each
+        redirect and the connected address are checked again). Returns the size in bytes."""
         with tempfile.SpooledTemporaryFile(max_size=16 * CHUNK) as buf:
-            size = self._download(url, buf, rules, max_bytes, timeout)
+            try:
+                size = download(url, buf, rules, max_bytes=max_bytes, read_timeout=timeout,
+                                user_agent="kubeffmpeg-api")
+            except DownloadFailed as e:
+                raise ImportFailed(str(e), refused=e.refused) from None
             buf.seek(0)
             self.client.upload_fileobj(buf, self.bucket, file_key(tenant, dir_id, name),
                                        ExtraArgs={"ContentType": guess_type(name)})
             return size
-
-    def _download(self, url: str, buf: Any, rules: URLRules, max_bytes: int, timeout: float) -> int:
-        with httpx.Client(timeout=httpx.Timeout(30.0, read=timeout), follow_redirects=False) as http:
-            for _ in range(MAX_REDIRECTS + 1):
-                try:
-                    check_url(url, rules)
-                except URLRefused as e:
-                    raise ImportFailed(str(e), refused=True) from None
-                try:
-                    with http.stream("GET", url) as r:
-                        peer = (r.extensions.get("network_stream") or None)
-                        addr = peer.get_extra_info("server_addr") if peer is not None else None
-                        if addr:
-                            try:
-                                check_address(str(addr[0]), httpx.URL(url).host, rules)
-                            except URLRefused as e:
-                                raise ImportFailed(str(e), refused=True) from None
-                        if r.is_redirect and "location" in r.headers:
-                            url = urljoin(url, r.headers["location"])
-                            continue
-                        if r.status_code != 200:
-                            raise ImportFailed(f"GET {_short(url)} answered HTTP {r.status_code}")
-                        size = 0
-                        for chunk in r.iter_bytes(CHUNK):
-                            size += len(chunk)
-                            if size > max_bytes:
-                                raise ImportFailed(f"{_short(url)} is larger than the {max_bytes} byte limit")
-                            buf.write(chunk)
-                        return size
-                except httpx.HTTPError as e:
-                    raise ImportFailed(f"GET {_short(url)} failed: {e}") from None
-        raise ImportFailed(f"{_short(url)}: more than {MAX_REDIRECTS} redirects")
-
-
-def _short(url: str) -> str:
-    return url.split("?", 1)[0]
 
 
 def _missing(e: ClientError) -> bool:

@@ -16,7 +16,7 @@ import time
 from collections import defaultdict
 from typing import Any, cast
 
-from ffmpegjob_model.model import GROUP, PLURAL, VERSION, Phase
+from ffmpegjob_model.model import GROUP, PLURAL, TERMINAL, VERSION
 from kubernetes import watch
 from kubernetes.client.rest import ApiException
 from starlette.concurrency import run_in_threadpool
@@ -24,7 +24,6 @@ from starlette.concurrency import run_in_threadpool
 from .kube import Kube
 
 log = logging.getLogger("ffmpeg_api.watcher")
-TERMINAL = {p.value for p in Phase if p.terminal}
 
 
 def is_terminal(obj: dict[str, Any] | None) -> bool:
@@ -51,12 +50,12 @@ class JobWatcher:
         with self._lock:
             self._waiters[name].append((loop, fut))
         try:
-            current = await run_in_threadpool(self.kube.get_job, name)
+            current = await run_in_threadpool(self.kube.get_ffmpegjob, name)
             if current is None or is_terminal(current):
                 return current
             with contextlib.suppress(TimeoutError):
                 return await asyncio.wait_for(asyncio.shield(fut), timeout)
-            return await run_in_threadpool(self.kube.get_job, name)
+            return await run_in_threadpool(self.kube.get_ffmpegjob, name)
         finally:
             with self._lock:
                 lst = self._waiters.get(name, [])
@@ -113,7 +112,7 @@ class JobWatcher:
         with self._lock:
             names = list(self._waiters)
         for name in names:  # events may have been missed while the watch was down
-            obj = self.kube.get_job(name)
+            obj = self.kube.get_ffmpegjob(name)
             if obj is None or is_terminal(obj):
                 self._deliver(obj or {"metadata": {"name": name}})
         return rv

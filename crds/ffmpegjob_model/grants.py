@@ -43,10 +43,6 @@ class MultipartGrant(BaseModel):
     complete_url: str
     abort_url: str
 
-    def capacity(self) -> int:
-        """The largest object these parts can carry."""
-        return len(self.part_urls) * MAX_PART_BYTES
-
 
 class ObjectGrant(BaseModel):
     """What the holder may do with one object key: any of read, write (PUT or multipart), delete."""

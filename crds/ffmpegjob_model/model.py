@@ -24,6 +24,9 @@ SHORT_NAMES = ["ffj"]
 # Set by the operator when an FFmpegJob reaches a terminal phase, so that clients can select the
 # unfinished ones server-side (`kubeffmpeg.io/finished!=true`) instead of listing every job.
 FINISHED_LABEL = f"{GROUP}/finished"
+# The FFmpegJob's `spec.tenant`, as a label on the FFmpegJobs the api creates (it lists a tenant's
+# jobs by it) and on the operator's Jobs and pods.
+TENANT_LABEL = f"{GROUP}/tenant"
 
 # A placeholder/file name: what `{{name}}` may hold and what an output file may be called.
 NAME_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,254}$"
@@ -68,6 +71,9 @@ class Phase(StrEnum):
         """The status word both REST surfaces use for this phase."""
         return REST_STATUS[self]
 
+
+# The phase values of a finished FFmpegJob (status.phase as written): one home for api and operator.
+TERMINAL: frozenset[str] = frozenset(p.value for p in Phase if p.terminal)
 
 REST_STATUS: dict[Phase, str] = {
     Phase.PENDING: "pending",
@@ -168,9 +174,6 @@ class FFmpegJobSpec(_Wire):
     parallel: Parallel | None = Field(
         default=None, description="Split one long encode across several pods (absent: one pod)."
     )
-
-    def is_structured(self) -> bool:
-        return not self.commands
 
 
 # --------------------------------------------------------------------------------------- status

@@ -15,6 +15,7 @@ from typing import Any
 
 from .lenient import read_status
 from .model import GROUP, FFmpegJobStatus, Phase, Usage
+from .times import format_time, parse_time
 
 SURFACE_LABEL = f"{GROUP}/surface"
 SURFACE_VGF = "vgf"
@@ -68,15 +69,13 @@ def _iso(value: Any) -> str | None:
     if value is None:
         return None
     if isinstance(value, datetime):
-        return value.isoformat().replace("+00:00", "Z")
+        return format_time(value)
     return str(value)
 
 
 def _parse(value: str | None) -> datetime | None:
-    if not value:
-        return None
     try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+        return parse_time(value)
     except ValueError:
         return None
 

@@ -12,6 +12,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic.alias_generators import to_camel
 
+from .release import DEFAULT_WORKER_IMAGE
+
 POOLS_KEY = "pools.yaml"
 # "nvidia" is what users of the "Very Good FFmpeg" service call the GPU machine.
 MACHINE_ALIASES = {"nvidia": "gpu"}
@@ -20,7 +22,7 @@ MACHINE_ALIASES = {"nvidia": "gpu"}
 class NodePool(BaseModel):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
 
-    image: str = "ghcr.io/kubeffmpeg/worker:0.1.0"
+    image: str = DEFAULT_WORKER_IMAGE
     image_pull_policy: str = "IfNotPresent"
     node_selector: dict[str, str] = Field(default_factory=dict)
     tolerations: list[dict[str, Any]] = Field(default_factory=list)

@@ -224,12 +224,3 @@ def media_summary(path: str, *, ffprobe: str | None = None) -> dict[str, Any]:
         if kind == "video" and "width" in s:
             out["width"], out["height"] = s["width"], s["height"]
     return out
-
-
-def duration_seconds(path: str, *, ffprobe: str | None = None) -> float | None:
-    """A file's duration, or None when it has none (images) or cannot be read."""
-    try:
-        fmt = probe(path, ProbeOptions(format=["duration"]), ffprobe=ffprobe)["format"]
-        return float(fmt["duration"])
-    except (ProbeFailed, KeyError, ValueError):
-        return None

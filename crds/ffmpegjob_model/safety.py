@@ -462,21 +462,23 @@ def _check_input_source(source: str, name: str, rules: URLRules | None, resolve:
 def validate_spec(
     spec: FFmpegJobSpec,
     *,
+    url_rules: URLRules,
+    s3: S3Settings,
     check_urls: bool = True,
-    url_rules: URLRules | None = None,
     resolve: Resolver = default_resolver,
-    s3: S3Settings | None = None,
     unresolvable_ok: bool = False,
 ) -> list[list[str]]:
     """Refuse an unsafe job with `UnsafeCommand`; return its effective argument lists.
 
+    The one way to check a spec: the api, the operator and the worker each pass their URL rules
+    and S3 settings (required, so that a URL into our own bucket passes all three or none).
     `check_urls=False` skips DNS resolution of URL inputs (the worker checks again when it
-    connects); storage paths and URL syntax are still checked. With `s3`, URLs into our own
-    bucket (presigned, temp files) pass: they are read from storage, not fetched.
+    connects); storage paths and URL syntax are still checked. URLs into our own bucket
+    (presigned, temp files) pass: they are read from storage, not fetched.
     `unresolvable_ok` accepts a URL whose host does not resolve (the job fails when it is fetched);
     forbidden addresses are refused either way."""
     for inp in spec.inputs:
-        if s3 is not None and storage_key_for_url(inp.source, s3) is not None:
+        if storage_key_for_url(inp.source, s3) is not None:
             continue
         _check_input_source(inp.source, inp.name, url_rules, resolve if check_urls else None, unresolvable_ok)
     try:

@@ -58,12 +58,24 @@ def valid_file_name(name: str) -> bool:
     return 0 < len(name) <= FILE_NAME_MAX and "/" not in name and "\\" not in name and name not in (".", "..")
 
 
+def tenant_files_prefix(tenant: str) -> str:
+    """Every stored file of a tenant: a key outside it is someone else's."""
+    return f"files/{tenant}/"
+
+
 def file_key(tenant: str, dir_id: str, file_name: str) -> str:
-    return f"files/{tenant}/{dir_id}/{file_name}"
+    return f"{dir_prefix(tenant, dir_id)}{file_name}"
 
 
 def dir_prefix(tenant: str, dir_id: str) -> str:
-    return f"files/{tenant}/{dir_id}/"
+    return f"{tenant_files_prefix(tenant)}{dir_id}/"
+
+
+def storage_path_of_key(tenant: str, key: str) -> tuple[str, str] | None:
+    """A key of the tenant's stored files -> (dir_id, file_name); None for any other key (another
+    tenant's, scratch, metadata, or not a valid storage path)."""
+    prefix = tenant_files_prefix(tenant)
+    return split_storage_path(key[len(prefix):]) if key.startswith(prefix) else None
 
 
 def dir_meta_key(tenant: str, dir_id: str) -> str:

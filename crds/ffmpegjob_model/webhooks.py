@@ -85,17 +85,6 @@ def new_signing_secret() -> str:
     return SECRET_PREFIX + secrets.token_urlsafe(32)
 
 
-def read_signing_secret(core: client.CoreV1Api, namespace: str, name: str, tenant: str) -> str | None:
-    try:
-        sec = core.read_namespaced_secret(name, namespace)
-    except ApiException as e:
-        if e.status == 404:
-            return None
-        raise
-    value = (sec.data or {}).get(tenant)
-    return base64.b64decode(value).decode() if value else None
-
-
 def store_signing_secret(core: client.CoreV1Api, namespace: str, name: str, tenant: str,
                          rotate: bool = False) -> tuple[str, bool]:
     """The tenant's signing secret, created when missing (or replaced when `rotate`).

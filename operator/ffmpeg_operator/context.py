@@ -10,14 +10,16 @@ from functools import cached_property
 from typing import Any
 
 from ffmpegjob_model.pools import POOLS_KEY, NodePool, parse_pools
+from ffmpegjob_model.s3client import s3_client
 from ffmpegjob_model.settings import S3Settings
+from ffmpegjob_model.urls import URLRules
 from kubernetes.client.rest import ApiException
 
 from .grants import Signer
 from .kube import Kube, load_config
 from .metrics import Metrics
 from .settings import OperatorSettings
-from .storage import Presigner, s3_client
+from .storage import Presigner
 
 
 class PoolsUnavailable(Exception):
@@ -73,6 +75,12 @@ class Context:
     @cached_property
     def s3(self) -> S3Settings:
         return S3Settings()
+
+    @cached_property
+    def url_rules(self) -> URLRules:
+        """The URL rules' dev allow-list (`URL_ALLOW_HOSTS`, `URL_ALLOW_HTTP`), for webhooks and
+        spec validation; passed on to worker pods."""
+        return URLRules(allow_hosts=self.settings.url_allow_hosts, allow_http=self.settings.url_allow_http)
 
     @cached_property
     def presigner(self) -> Presigner:

@@ -1,8 +1,9 @@
 """The webhook of a finished FFmpegJob: one kopf daemon per job with a delivery to make.
 
 The daemon runs while a delivery is unsettled (or a redelivery is asked for with the annotation
-`kubeffmpeg.io/webhook-redeliver`). It makes one attempt when the record in `status.webhook` says
-one is due, writes the outcome and the next due time there, and sleeps until then: an operator
+`kubeffmpeg.io/webhook-redeliver`). It makes one attempt (`deliver`: the POST and nothing else)
+when the record in `status.webhook` says one is due, writes the outcome and the next due time
+there (`record_attempt`: all the bookkeeping), and sleeps until then: an operator
 restarted in between reads the same record and keeps the same schedule. Once the delivery is
 settled the daemon waits for kopf to stop it (a daemon that returned on its own would never be
 spawned again for the object, and a later redelivery would go unnoticed).
@@ -18,7 +19,7 @@ from typing import Any
 import httpx
 import kopf
 from ffmpegjob_model import payloads
-from ffmpegjob_model.model import GROUP
+from ffmpegjob_model.model import TERMINAL
 from ffmpegjob_model.urls import URLRefused, check_url
 from ffmpegjob_model.webhooks import (
     REDELIVER_ANNOTATION,
@@ -29,8 +30,7 @@ from ffmpegjob_model.webhooks import (
 
 from . import webhooks
 from .context import Context
-from .handlers import FFJ, ctx, now, post, url_rules
-from .status import TERMINAL
+from .handlers import FFJ, ctx, now, post
 
 ATTEMPTS_KEPT = 20
 WAKE = "webhook_wake"  # per-object memo key: an asyncio.Event set on every event of the object
@@ -128,49 +128,54 @@ async def webhook_daemon(body: kopf.Body, spec: kopf.Spec, meta: kopf.Meta, memo
         if due is not None and due > now():
             await sleep(stopped, wake, webhooks.seconds_until(due, now()))
             continue
-        record = await attempt(c, body, record, sched, logger)
-        await write()
-        outcome(c, dict(body), record)
+        attempt = await deliver(c, body, record, logger)
+        record = await record_attempt(c, dict(body), record, attempt, sched)
 
 
-async def attempt(c: Context, body: kopf.Body, record: dict[str, Any], sched: webhooks.Schedule,
-                  logger: kopf.Logger) -> dict[str, Any]:
-    """One POST of the current delivery; returns the record with its outcome."""
+async def deliver(c: Context, body: kopf.Body, record: dict[str, Any], logger: kopf.Logger) -> webhooks.Attempt:
+    """One POST of the current delivery, and nothing else: what the attempt came to. A refused
+    URL or a payload that cannot be built is an attempt that failed for good (no retry)."""
     spec, meta = dict(body.get("spec") or {}), dict(body.get("metadata") or {})
     url = str(spec["webhook"]["url"])
     try:
-        await asyncio.to_thread(check_url, url, url_rules(c))
+        await asyncio.to_thread(check_url, url, c.url_rules)
     except URLRefused as e:
-        return webhooks.after_attempt(record, webhooks.Attempt(now(), error=str(e)), sched, ATTEMPTS_KEPT)
+        return webhooks.Attempt(now(), error=str(e))
     secret = await signing_secret(c, meta["namespace"], spec)
     tenant = str(spec.get("tenant", "default"))
-    job_id = str((meta.get("annotations") or {}).get(f"{GROUP}/job-id") or meta["name"])
     try:
         # Built per attempt: download URLs in a late retry are as fresh as in the first.
-        # In the shape of the surface that submitted the job (ffmpegjob_model.payloads).
+        # In the shape of the surface that submitted the job (ffmpegjob_model.payloads); the
+        # job id both surfaces show is the FFmpegJob's name.
         data = webhooks.encode(payloads.webhook_body(
-            dict(body), job_id, lambda p, exp: c.presigner.url(tenant, p, exp), c.settings.presign_expiry_seconds))
+            dict(body), meta["name"], lambda p, exp: c.presigner.url(tenant, p, exp),
+            c.settings.presign_expiry_seconds))
     except ValueError as e:
-        return webhooks.after_attempt(record, webhooks.Attempt(now(), error=f"cannot build the payload: {e}"),
-                                      sched, ATTEMPTS_KEPT)
+        return webhooks.Attempt(now(), error=f"cannot build the payload: {e}")
     n = int(record.get("attemptCount") or 0) + 1
     async with httpx.AsyncClient(timeout=c.settings.webhook_timeout_seconds, follow_redirects=False) as client:
         a = await webhooks.post_once(client, url, data, secret, str(record["deliveryId"]), n)
-    label = "delivered" if a.ok else ("retry" if a.retry else "rejected")
-    c.metrics.webhooks.labels(label).inc()
     if not a.ok:
         logger.warning("webhook %s attempt %d to %s: %s", record["deliveryId"], n, url, a.error)
-    return webhooks.after_attempt(record, a, sched, ATTEMPTS_KEPT)
+    return a
 
 
-def outcome(c: Context, body: dict[str, Any], record: dict[str, Any]) -> None:
+async def record_attempt(c: Context, body: dict[str, Any], record: dict[str, Any], a: webhooks.Attempt,
+                         sched: webhooks.Schedule) -> dict[str, Any]:
+    """The bookkeeping of one attempt, in one place: the new delivery record (delivered, given
+    up, or the next attempt's due time) written to `status.webhook`, then the metrics and an
+    event once the delivery settled. Returns the record."""
+    record = webhooks.after_attempt(record, a, sched, ATTEMPTS_KEPT)
+    meta = body["metadata"]
+    await asyncio.to_thread(c.kube.patch_status, meta["namespace"], meta["name"], {"webhook": record})
+    c.metrics.webhooks.labels("delivered" if a.ok else ("retry" if a.retry else "rejected")).inc()
     url = (body.get("spec") or {}).get("webhook", {}).get("url")
-    last = (record.get("attempts") or [{}])[-1]
     if record.get("delivered"):
         post(body, "Normal", "WebhookDelivered",
-             f"webhook {record['deliveryId']} delivered to {url} (HTTP {last.get('statusCode')})")
+             f"webhook {record['deliveryId']} delivered to {url} (HTTP {a.status_code})")
     elif record.get("gaveUp"):
         c.metrics.webhooks.labels("gave_up").inc()
         post(body, "Warning", "WebhookFailed",
              f"webhook {record['deliveryId']} not delivered after {record.get('attemptCount')} attempts: "
-             f"{last.get('error')}")
+             f"{a.error}")
+    return record

@@ -29,6 +29,7 @@ from ffmpegjob_model.grants import (
     PrefixGrant,
 )
 from ffmpegjob_model.model import FFmpegJobSpec
+from ffmpegjob_model.s3client import s3_client
 from ffmpegjob_model.settings import S3Settings
 from ffmpegjob_model.storage_layout import (
     CHECKPOINT_DONE,
@@ -36,10 +37,9 @@ from ffmpegjob_model.storage_layout import (
     file_key,
     scratch_prefix,
     split_storage_path,
+    tenant_files_prefix,
 )
 from ffmpegjob_model.urls import storage_key_for_url
-
-from .storage import s3_client
 
 log = logging.getLogger("ffmpeg_operator.grants")
 MAX_CHECKPOINT_OBJECTS = 256  # checkpoint objects granted per job (two URLs each)
@@ -199,7 +199,7 @@ def input_keys(spec: FFmpegJobSpec, s3: S3Settings) -> dict[str, str]:
     """Input name -> object key, for the inputs held in our bucket and inside the job's tenant
     (a storage path, or a URL into the bucket). Another tenant's key gets no grant: the worker
     reports it as not found."""
-    own = f"files/{spec.tenant}/"
+    own = tenant_files_prefix(spec.tenant)
     keys: dict[str, str] = {}
     for inp in spec.inputs:
         if "://" in inp.source:

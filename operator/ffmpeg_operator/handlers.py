@@ -20,19 +20,19 @@ from typing import Any, cast
 import kopf
 from ffmpegjob_model.grants import grants_secret_name
 from ffmpegjob_model.lenient import read_spec
-from ffmpegjob_model.model import GROUP, PLURAL, VERSION, FFmpegJobSpec, Phase
+from ffmpegjob_model.model import GROUP, PLURAL, TERMINAL, VERSION, FFmpegJobSpec, Phase
 from ffmpegjob_model.pools import NodePool, canonical_machine
 from ffmpegjob_model.safety import validate_spec
-from ffmpegjob_model.urls import URLRules
+from ffmpegjob_model.times import parse_time
 from kubernetes.client import V1DeleteOptions, V1Preconditions
 from kubernetes.client.rest import ApiException
 from pydantic import ValidationError
 
-from . import identity, jobs, split
+from . import identity, jobs, split, webhooks
 from .context import Context, PoolsUnavailable
 from .grants import abort_unfinished, job_grants
-from .status import TERMINAL, get_condition, observe, parse_time, set_condition, terminal_patch
-from .storage import delete_scratch, s3_client, sweep_expired_dirs, sweep_scratch
+from .status import get_condition, observe, set_condition, terminal_patch
+from .storage import delete_scratch, sweep_expired_dirs, sweep_scratch
 
 FFJ = (GROUP, VERSION, PLURAL)
 CHILDREN = {jobs.LABEL_MANAGED_BY: jobs.MANAGED_BY}
@@ -52,10 +52,6 @@ def timed(c: Context, handler: str) -> Iterator[None]:
         yield
     finally:
         c.metrics.reconcile.labels(handler).observe(time.perf_counter() - t0)
-
-
-def url_rules(c: Context) -> URLRules:
-    return URLRules(allow_hosts=c.settings.url_allow_hosts, allow_http=c.settings.url_allow_http)
 
 
 def now() -> datetime:
@@ -174,11 +170,13 @@ def fail(c: Context, body: dict[str, Any], patch: kopf.Patch, reason: str, messa
 
 
 # ---------------------------------------------------------------------------- create / resume
-def safety_problems(spec: FFmpegJobSpec, rules: URLRules) -> list[str]:
-    """The shared command-safety rules (what CEL cannot check). URL inputs are checked for
-    syntax here and resolved by the worker when it connects: a DNS hiccup must not fail a job."""
+def safety_problems(c: Context, spec: FFmpegJobSpec) -> list[str]:
+    """The shared command-safety rules (what CEL cannot check), with the URL rules and S3
+    settings the api and the worker use (a URL of our own bucket passes all three). URL inputs
+    are checked for syntax here and resolved by the worker when it connects: a DNS hiccup must
+    not fail a job."""
     try:
-        validate_spec(spec, check_urls=False, url_rules=rules)
+        validate_spec(spec, check_urls=False, url_rules=c.url_rules, s3=c.s3)
     except ValueError as e:  # UnsafeCommand, URLRefused
         return [str(e)]
     return []
@@ -199,7 +197,7 @@ def plan(c: Context, spec: dict[str, Any]) -> tuple[FFmpegJobSpec, str, NodePool
         model = read_spec(dict(spec))
     except ValidationError as e:
         raise Refused("ValidationFailed", f"invalid spec: {e}") from None
-    problems = safety_problems(model, url_rules(c))
+    problems = safety_problems(c, model)
     if problems:
         raise Refused("ValidationFailed", "; ".join(problems))
     pools = c.pools.get()  # PoolsUnavailable: a configuration fault, retried by the caller
@@ -243,7 +241,7 @@ def ensure_job(body: kopf.Body, spec: kopf.Spec, meta: kopf.Meta, patch: kopf.Pa
         return
     with timed(c, "ensure_job"):
         if spec.get("cancel"):
-            cancel_job(c, obj)
+            cancel_ffmpegjob(c, obj)
             return
         if st.get("jobName"):
             # Resumed: the Job was created before. Whether it still exists, and what its pods
@@ -253,7 +251,7 @@ def ensure_job(body: kopf.Body, spec: kopf.Spec, meta: kopf.Meta, patch: kopf.Pa
         try:
             model, pool_name, pool = plan(c, dict(spec))
             if model.parallel is not None:  # split-and-stitch (split.py), or one pod with the reason why
-                started = split.start(c, obj, model, pool_name, pool, patch, url_rules(c),
+                started = split.start(c, obj, model, pool_name, pool, patch, c.url_rules,
                                       lambda reason, msg: fail(c, obj, patch, reason, msg))
                 if started.handled:
                     return
@@ -354,7 +352,7 @@ def release_identity(c: Context, namespace: str, name: str) -> None:
 
 
 # ---------------------------------------------------------------------------- cancel / suspend
-def cancel_job(c: Context, body: dict[str, Any]) -> None:
+def cancel_ffmpegjob(c: Context, body: dict[str, Any]) -> None:
     """The terminal status is written first, then the Job goes: whoever sees the Job vanish
     finds a finished FFmpegJob, never one to re-create."""
     meta = body["metadata"]
@@ -381,7 +379,7 @@ def on_cancel(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
         return
     c = ctx(memo)
     with timed(c, "cancel"):
-        cancel_job(c, obj)
+        cancel_ffmpegjob(c, obj)
 
 
 @kopf.on.field(*FFJ, field="spec.suspend")
@@ -629,8 +627,7 @@ def ttl_expired(spec: dict[str, Any], status: dict[str, Any], t: datetime) -> bo
     ttl, done = spec.get("ttlSecondsAfterFinished"), parse_time(status.get("completionTime"))
     if ttl is None or done is None or t < done + timedelta(seconds=int(ttl)):
         return False
-    hook = status.get("webhook") or {}
-    return not spec.get("webhook") or bool(hook.get("delivered") or hook.get("gaveUp"))
+    return not spec.get("webhook") or webhooks.settled(status.get("webhook") or {})
 
 
 def release_free_memory() -> None:
@@ -661,7 +658,7 @@ async def storage_sweeper(c: Context) -> None:
     """Expired storage directories (and with them temporary files) are deleted periodically."""
     while True:
         try:
-            removed = await asyncio.to_thread(sweep_expired_dirs, s3_client(c.s3), c.s3.bucket, now())
+            removed = await asyncio.to_thread(sweep_expired_dirs, c.storage, c.s3.bucket, now())
             if removed:
                 log.info("deleted expired storage directories: %s", ", ".join(removed))
         except asyncio.CancelledError:

@@ -7,7 +7,7 @@ from typing import Any
 
 from ffmpegjob_model.exitcodes import EXIT_INVALID, EXIT_STEP, EXIT_TERMINATED, FINAL_EXIT_CODES
 from ffmpegjob_model.grants import GRANTS_FILE, GRANTS_FILE_ENV, GRANTS_MOUNT, grants_secret_name
-from ffmpegjob_model.model import API_VERSION, GROUP, KIND, FFmpegJobSpec
+from ffmpegjob_model.model import API_VERSION, GROUP, KIND, TENANT_LABEL, FFmpegJobSpec
 from ffmpegjob_model.pools import NodePool
 from ffmpegjob_model.settings import S3Settings
 
@@ -19,7 +19,7 @@ MANAGED_BY = "kubeffmpeg-operator"
 LABEL_UID = f"{GROUP}/ffmpegjob-uid"
 LABEL_NAME = f"{GROUP}/ffmpegjob"
 LABEL_POOL = f"{GROUP}/pool"
-LABEL_TENANT = f"{GROUP}/tenant"
+LABEL_TENANT = TENANT_LABEL
 # Label values are at most 63 characters, object names 253: the name also goes in an annotation.
 ANNOTATION_NAME = f"{GROUP}/ffmpegjob-name"
 # Kueue's labels are carried over so that a Kueue-managed cluster queues the Job.

@@ -17,18 +17,11 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
+from ffmpegjob_model.times import format_micro_time, parse_time
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 log = logging.getLogger("ffmpeg_operator.leader")
-
-
-def _fmt(t: datetime) -> str:
-    return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")  # MicroTime wants 6 digits
-
-
-def _parse(v: str | None) -> datetime | None:
-    return datetime.fromisoformat(v.replace("Z", "+00:00")) if v else None
 
 
 def lease_is_free(spec: dict[str, Any], identity: str, now: datetime) -> bool:
@@ -36,7 +29,7 @@ def lease_is_free(spec: dict[str, Any], identity: str, now: datetime) -> bool:
     holder = spec.get("holderIdentity")
     if not holder or holder == identity:
         return True
-    renewed = _parse(spec.get("renewTime")) or _parse(spec.get("acquireTime"))
+    renewed = parse_time(spec.get("renewTime")) or parse_time(spec.get("acquireTime"))
     duration = int(spec.get("leaseDurationSeconds") or 15)
     return renewed is None or renewed + timedelta(seconds=duration) < now
 
@@ -60,7 +53,8 @@ class LeaseLock:
                 "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
                 "metadata": {"name": self.name, "namespace": self.namespace},
                 "spec": {"holderIdentity": self.identity, "leaseDurationSeconds": self.duration,
-                         "acquireTime": _fmt(now), "renewTime": _fmt(now), "leaseTransitions": 0},
+                         "acquireTime": format_micro_time(now), "renewTime": format_micro_time(now),
+                         "leaseTransitions": 0},
             }
             try:
                 self.coord.create_namespaced_lease(self.namespace, cast(Any, body))
@@ -73,9 +67,9 @@ class LeaseLock:
         if not lease_is_free(spec, self.identity, now):
             return False
         if spec.get("holderIdentity") != self.identity:
-            spec["acquireTime"] = _fmt(now)
+            spec["acquireTime"] = format_micro_time(now)
             spec["leaseTransitions"] = int(spec.get("leaseTransitions") or 0) + 1
-        spec.update(holderIdentity=self.identity, leaseDurationSeconds=self.duration, renewTime=_fmt(now))
+        spec.update(holderIdentity=self.identity, leaseDurationSeconds=self.duration, renewTime=format_micro_time(now))
         lease["spec"] = spec
         try:
             self.coord.replace_namespaced_lease(self.name, self.namespace, cast(Any, lease))

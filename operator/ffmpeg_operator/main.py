@@ -7,7 +7,6 @@ import asyncio
 import logging
 import os
 import signal
-import socket
 import sys
 import tracemalloc
 from typing import Any, cast
@@ -34,14 +33,13 @@ def dump_allocations(*_: object) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=os.environ.get("LOG_LEVEL", "INFO"),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    signal.signal(signal.SIGUSR1, dump_allocations)
     settings = OperatorSettings()
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    signal.signal(signal.SIGUSR1, dump_allocations)
     ctx = Context.from_env(settings)
     namespace = settings.watched_namespace()
     lock: LeaseLock | None = None
-    identity = os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}"
+    identity = settings.identity()
     if settings.leader_election:
         lock = LeaseLock(client.CoordinationV1Api(ctx.kube.api), settings.home_namespace(),
                          settings.leader_lease_name, identity, settings.leader_lease_seconds)

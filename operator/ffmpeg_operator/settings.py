@@ -3,6 +3,8 @@ handlers through kopf's `memo`: no module-level state."""
 
 from __future__ import annotations
 
+import os
+import socket
 from pathlib import Path
 
 from ffmpegjob_model.webhooks import DEFAULT_SECRETS_SECRET
@@ -18,6 +20,8 @@ class OperatorSettings(BaseSettings):
     # Where FFmpegJobs live. Empty: the operator pod's own namespace. `*`: every namespace.
     ffmpeg_namespace: str = ""
     pod_namespace: str = Field(default="", description="Downward API: the operator pod's namespace.")
+    pod_name: str = Field(default="", description="Downward API: the operator pod's name (its Lease identity).")
+    log_level: str = "INFO"
     pools_configmap: str = "kubeffmpeg-pools"
     pools_cache_seconds: float = Field(default=5.0, ge=0, description="How long a read pools map is reused.")
     worker_command: list[str] = Field(default_factory=lambda: ["ffmpeg-worker"])
@@ -74,5 +78,6 @@ class OperatorSettings(BaseSettings):
             return self.pod_namespace or "default"
         return ns
 
-    def allow_hosts(self) -> list[str]:
-        return [h.strip() for h in self.url_allow_hosts.split(",") if h.strip()]
+    def identity(self) -> str:
+        """Who holds the Lease and what kopf calls itself: the pod's name, else host and pid."""
+        return self.pod_name or f"{socket.gethostname()}-{os.getpid()}"

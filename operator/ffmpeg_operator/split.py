@@ -27,7 +27,7 @@ from datetime import UTC, datetime
 from typing import Any, cast
 
 import kopf
-from ffmpegjob_model.model import GROUP, PLURAL, VERSION, FFmpegJobSpec, Phase
+from ffmpegjob_model.model import GROUP, PLURAL, TERMINAL, VERSION, FFmpegJobSpec, Phase
 from ffmpegjob_model.pools import NodePool
 from ffmpegjob_model.split import (
     NotSplittable,
@@ -43,15 +43,16 @@ from ffmpegjob_model.storage_layout import (
     segment_key,
     segment_name,
     split_storage_path,
+    tenant_files_prefix,
 )
+from ffmpegjob_model.times import format_time, parse_time
 from ffmpegjob_model.urls import URLRefused, URLRules, check_url, storage_key_for_url
 from kubernetes.client.rest import ApiException
 
-from . import identity, jobs
+from . import identity, jobs, storage
 from .context import Context
 from .grants import Write, abort_unfinished, job_grants, presign_grants
-from .status import TERMINAL, _pod_blocker, iso, parse_time, set_condition, terminal_patch
-from .storage import s3_client
+from .status import _pod_blocker, set_condition, terminal_patch
 
 log = logging.getLogger("ffmpeg_operator.split")
 FFJ = (GROUP, VERSION, PLURAL)
@@ -95,16 +96,15 @@ def probe_source(c: Context, spec: FFmpegJobSpec, rules: URLRules) -> list[str]:
             check_url(inp.source, rules)
             allowed = "https,tls,tcp" + (",http" if rules.allow_http else "")
             return ["-protocol_whitelist", allowed, inp.source]
-        if not key.startswith(f"files/{spec.tenant}/"):
+        if not key.startswith(tenant_files_prefix(spec.tenant)):
             raise ProbeFailed(f"input {inp.name!r} does not exist")
     else:
         parts = split_storage_path(inp.source)
         if parts is None:
             raise ProbeFailed(f"input {inp.name!r}: {inp.source!r} is neither an https URL nor dir_id/file_name")
         key = file_key(spec.tenant, *parts)
-    url = s3_client(c.s3).generate_presigned_url(
-        "get_object", Params={"Bucket": c.s3.bucket, "Key": key}, ExpiresIn=PROBE_TIMEOUT + 60)
-    return ["-protocol_whitelist", "http,https,tls,tcp", str(url)]
+    url = c.signer.get(key, PROBE_TIMEOUT + 60)  # the SigV4 signer of the pods' grants
+    return ["-protocol_whitelist", "http,https,tls,tcp", url]
 
 
 def run_probe(source: list[str], ffprobe: str = "ffprobe") -> dict[str, Any]:
@@ -453,7 +453,7 @@ def observe_split(status: dict[str, Any], chunk_job_obj: dict[str, Any] | None,
     cjst = (chunk_job_obj or {}).get("status") or {}
     start = parse_time(cjst.get("startTime")) or parse_time(status.get("startTime"))
     if start is not None:
-        desired["startTime"] = iso(start)
+        desired["startTime"] = format_time(start)
     if pods:
         desired["attempts"] = len(pods)
 
@@ -623,17 +623,11 @@ def delete_scratch(c: Context, status: dict[str, Any]) -> int:
     prefix = (status.get("split") or {}).get("scratchPrefix")
     if not prefix:
         return 0
-    client = s3_client(c.s3)
-    count = 0
     try:
-        for page in client.get_paginator("list_objects_v2").paginate(Bucket=c.s3.bucket, Prefix=prefix):
-            keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
-            if keys:
-                client.delete_objects(Bucket=c.s3.bucket, Delete={"Objects": keys, "Quiet": True})
-                count += len(keys)
+        return storage.delete_prefix(c.storage, c.s3.bucket, prefix)
     except Exception as e:  # the store is down: the sweeper's orphan pass finds them later
         log.warning("could not delete scratch %s: %s", prefix, e)
-    return count
+        return 0
 
 
 def cancel(c: Context, body: dict[str, Any]) -> None:

@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from ffmpegjob_model.model import Phase
+from ffmpegjob_model.model import TERMINAL, Phase
+from ffmpegjob_model.times import format_time, parse_time
 
 from .jobs import COUNT, FAIL_JOB, FINAL_EXIT_REASONS, IGNORE, disrupted, exit_code, failure_action
 
@@ -21,20 +22,7 @@ STUCK_WAITING = frozenset({
     "ErrImagePull", "ImagePullBackOff", "InvalidImageName", "CreateContainerConfigError",
     "CreateContainerError", "RunContainerError", "CrashLoopBackOff",
 })
-TERMINAL = frozenset(p.value for p in Phase if p.terminal)
 MESSAGE_MAX = 4096
-
-
-def iso(t: datetime) -> str:
-    return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def parse_time(value: Any) -> datetime | None:
-    if isinstance(value, datetime):
-        return value if value.tzinfo else value.replace(tzinfo=UTC)
-    if not value:
-        return None
-    return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
 
 
 def fmt_duration(seconds: float) -> str:
@@ -56,13 +44,13 @@ def set_condition(conditions: list[dict[str, Any]] | None, type_: str, status: s
     for c in out:
         if c.get("type") == type_:
             if c.get("status") != status:
-                c["lastTransitionTime"] = iso(now)
+                c["lastTransitionTime"] = format_time(now)
             c.update(status=status, reason=reason, message=message[:MESSAGE_MAX])
             if generation is not None:
                 c["observedGeneration"] = generation
             return out
     new: dict[str, Any] = {"type": type_, "status": status, "reason": reason, "message": message[:MESSAGE_MAX],
-           "lastTransitionTime": iso(now)}
+           "lastTransitionTime": format_time(now)}
     if generation is not None:
         new["observedGeneration"] = generation
     return [*out, new]
@@ -105,7 +93,7 @@ def terminal_patch(status: dict[str, Any], phase: Phase, reason: str, message: s
         "message": message[:MESSAGE_MAX],
         "conditions": conds,
         "observedGeneration": generation,
-        "completionTime": iso(end),
+        "completionTime": format_time(end),
     }
     start = parse_time(status.get("startTime"))
     if start is not None:
@@ -225,7 +213,7 @@ def observe(status: dict[str, Any], job: dict[str, Any], pods: list[dict[str, An
     attempts = sum(int(jst.get(k) or 0) for k in ("active", "succeeded", "failed"))
     desired: dict[str, Any] = {"observedGeneration": generation}
     if start is not None:
-        desired["startTime"] = iso(start)
+        desired["startTime"] = format_time(start)
     if attempts:
         desired["attempts"] = attempts
 

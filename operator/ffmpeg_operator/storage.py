@@ -8,9 +8,8 @@ from collections.abc import Collection
 from datetime import datetime, timedelta
 from typing import Any
 
-import boto3
-from botocore.config import Config
 from botocore.exceptions import ClientError
+from ffmpegjob_model.s3client import s3_client
 from ffmpegjob_model.settings import S3Settings
 from ffmpegjob_model.storage_layout import (
     SCRATCH_ROOT,
@@ -24,17 +23,6 @@ from pydantic import ValidationError
 
 log = logging.getLogger("ffmpeg_operator.storage")
 DIRS_ROOT = "dirs/"
-
-
-def s3_client(s3: S3Settings, public: bool = False) -> Any:
-    return boto3.client(
-        "s3",
-        endpoint_url=s3.public_endpoint if public else s3.endpoint_url,
-        region_name=s3.region,
-        aws_access_key_id=s3.access_key_id,
-        aws_secret_access_key=s3.secret_access_key,
-        config=Config(signature_version="s3v4", s3={"addressing_style": "path"}),
-    )
 
 
 class Presigner:

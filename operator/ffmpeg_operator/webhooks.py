@@ -19,6 +19,7 @@ from typing import Any
 
 import httpx
 from ffmpegjob_model import payloads
+from ffmpegjob_model.times import format_time, parse_time
 from ffmpegjob_model.webhooks import (
     ATTEMPT_HEADER,
     ID_HEADER,
@@ -135,7 +136,7 @@ class Attempt:
         return self.status_code is not None and 200 <= self.status_code < 300
 
     def record(self, delivery_id: str | None = None, attempt: int | None = None) -> dict[str, Any]:
-        rec: dict[str, Any] = {"time": iso(self.time)}
+        rec: dict[str, Any] = {"time": format_time(self.time)}
         if delivery_id:
             rec["deliveryId"] = delivery_id
         if attempt:
@@ -145,10 +146,6 @@ class Attempt:
         if self.error:
             rec["error"] = self.error[:ERROR_MAX]
         return rec
-
-
-def iso(t: datetime) -> str:
-    return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def parse_retry_after(value: str | None) -> float | None:
@@ -202,11 +199,7 @@ def settled(record: dict[str, Any]) -> bool:
 
 
 def due_at(record: dict[str, Any]) -> datetime | None:
-    value = record.get("nextAttemptAt")
-    if not value:
-        return None
-    t = value if isinstance(value, datetime) else datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-    return t if t.tzinfo else t.replace(tzinfo=UTC)
+    return parse_time(record.get("nextAttemptAt"))
 
 
 def after_attempt(record: dict[str, Any], a: Attempt, schedule: Schedule, keep: int,
@@ -217,7 +210,7 @@ def after_attempt(record: dict[str, Any], a: Attempt, schedule: Schedule, keep: 
     attempts = [*(record.get("attempts") or []), a.record(record.get("deliveryId"), n)][-keep:]
     out = {**record, "attemptCount": n, "attempts": attempts, "nextAttemptAt": None}
     if a.ok:
-        return {**out, "delivered": True, "deliveredAt": iso(a.time), "gaveUp": False}
+        return {**out, "delivered": True, "deliveredAt": format_time(a.time), "gaveUp": False}
     delay = schedule.next_delay(n, rng) if a.retry else None
     if delay is None:
         return {**out, "delivered": False, "gaveUp": True}
@@ -226,7 +219,7 @@ def after_attempt(record: dict[str, Any], a: Attempt, schedule: Schedule, keep: 
     # Whole seconds, rounded up: the time written is the time kept, before and after a restart.
     due = a.time + timedelta(seconds=delay)
     due = due.replace(microsecond=0) + timedelta(seconds=1 if due.microsecond else 0)
-    return {**out, "nextAttemptAt": iso(due)}
+    return {**out, "nextAttemptAt": format_time(due)}
 
 
 def seconds_until(t: datetime, now: datetime) -> float:

@@ -9,9 +9,9 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from ffmpeg_operator import identity
 from ffmpeg_operator.grants import Signer, Write, job_grants, presign_grants
-from ffmpeg_operator.storage import s3_client
 from ffmpegjob_model.grants import GRANTS_FILE, Grants
 from ffmpegjob_model.model import FFmpegJobSpec
+from ffmpegjob_model.s3client import s3_client
 from ffmpegjob_model.settings import S3Settings
 
 S3 = S3Settings.model_validate({

@@ -8,6 +8,10 @@ from typing import Any
 import pytest
 from ffmpegjob_model.model import FFmpegJobSpec
 from ffmpegjob_model.safety import UnsafeCommand, validate_spec
+from ffmpegjob_model.settings import S3Settings
+from ffmpegjob_model.urls import URLRules
+
+NO_S3 = S3Settings(endpoint_url=None, public_endpoint_url=None)
 
 
 def _public_dns(host: str, port: int) -> list[str]:
@@ -27,7 +31,7 @@ def spec(commands: list[str] | None = None, **extra: Any) -> FFmpegJobSpec:
 
 
 def check(s: FFmpegJobSpec) -> list[list[str]]:
-    return validate_spec(s, resolve=_public_dns)
+    return validate_spec(s, url_rules=URLRules(), s3=NO_S3, resolve=_public_dns)
 
 
 # (command, words the refusal must contain)
@@ -196,11 +200,9 @@ def test_structured_task_compiles_and_passes() -> None:
 
 
 def test_presigned_url_of_our_own_bucket_passes_even_on_plain_http() -> None:
-    from ffmpegjob_model.settings import S3Settings
-
     own = S3Settings(endpoint_url="http://127.0.0.1:19000", bucket="ffmpeg")
     url = "http://127.0.0.1:19000/ffmpeg/files/default/d/in.mp4?X-Amz-Signature=x"
     s = spec(["-i {{in}} {{out.mp4}}"], inputs=[{"name": "in", "source": url}])
     with pytest.raises(UnsafeCommand, match="https"):
         check(s)
-    assert validate_spec(s, resolve=_public_dns, s3=own)
+    assert validate_spec(s, url_rules=URLRules(), resolve=_public_dns, s3=own)

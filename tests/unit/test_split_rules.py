@@ -300,8 +300,8 @@ def test_split_grants_cover_the_segments_the_input_and_the_output() -> None:
     from types import SimpleNamespace
 
     from ffmpeg_operator.grants import Signer
-    from ffmpeg_operator.storage import s3_client
     from ffmpegjob_model.grants import Grants
+    from ffmpegjob_model.s3client import s3_client
     from ffmpegjob_model.settings import S3Settings
 
     s3 = S3Settings.model_validate({"endpoint_url": "http://minio:9000", "bucket": "media",

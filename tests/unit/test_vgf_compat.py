@@ -12,7 +12,10 @@ from ffmpeg_api.errors import ApiError, vgf_error_code
 from ffmpegjob_model import payloads
 from ffmpegjob_model.model import FFmpegJobSpec, InputFile, OutputFile, OutputLocation
 from ffmpegjob_model.safety import UnsafeCommand, validate_spec
-from ffmpegjob_model.urls import URLUnresolvable
+from ffmpegjob_model.settings import S3Settings
+from ffmpegjob_model.urls import URLRules, URLUnresolvable
+
+RULES = {"url_rules": URLRules(), "s3": S3Settings(endpoint_url=None, public_endpoint_url=None)}
 
 # ------------------------------------------------------------------- inputs/<key>, outputs/<name>
 README_COMMANDS = [
@@ -48,7 +51,7 @@ def test_longer_paths_are_left_for_the_safety_rules_to_refuse(arg: str) -> None:
     spec = FFmpegJobSpec(inputs=[InputFile(name="input.mp4", source="dir_a/input.mp4")],
                          outputs=[OutputFile(name="o.mp4")], commands=[cmd], output=OutputLocation(dir_id="d"))
     with pytest.raises(UnsafeCommand):
-        validate_spec(spec, check_urls=False)
+        validate_spec(spec, check_urls=False, **RULES)
 
 
 # ------------------------------------------------------------------------------- @{file.ext}
@@ -170,21 +173,21 @@ def unresolvable(host: str, port: int) -> list[str]:
 
 def test_an_unresolvable_host_is_accepted_only_when_asked() -> None:
     spec = spec_with("https://does-not-exist.invalid/x.mp4")
-    validate_spec(spec, resolve=unresolvable, unresolvable_ok=True)
+    validate_spec(spec, resolve=unresolvable, unresolvable_ok=True, **RULES)
     with pytest.raises(UnsafeCommand, match="cannot resolve"):
-        validate_spec(spec, resolve=unresolvable)
+        validate_spec(spec, resolve=unresolvable, **RULES)
 
 
 @pytest.mark.parametrize("url", ["http://example.com/x.mp4", "https://127.0.0.1/x.mp4", "https://10.1.2.3/x",
                                  "https://169.254.169.254/latest", "https://[::1]/x", "https://metadata.google.internal/x"])
 def test_security_refusals_stay_refusals(url: str) -> None:
     with pytest.raises(UnsafeCommand):
-        validate_spec(spec_with(url), resolve=unresolvable, unresolvable_ok=True)
+        validate_spec(spec_with(url), resolve=unresolvable, unresolvable_ok=True, **RULES)
 
 
 def test_private_names_are_refused_even_when_unresolvable_names_are_accepted() -> None:
     with pytest.raises(UnsafeCommand, match="private"):
-        validate_spec(spec_with("https://intranet.example/x.mp4"), resolve=lambda h, p: ["10.0.0.7"],
+        validate_spec(spec_with("https://intranet.example/x.mp4"), resolve=lambda h, p: ["10.0.0.7"], **RULES,
                       unresolvable_ok=True)
 
 

@@ -2,8 +2,8 @@
 
 Storage paths and presigned URLs of our own bucket are read from storage directly, through the
 read grants the operator presigned for this job (storage.py: the worker holds no credentials);
-other URLs are fetched over HTTPS under the URL rules, with each
-redirect checked and the connected address checked again (DNS rebinding)."""
+other URLs are fetched over HTTPS under the URL rules (`ffmpegjob_model.fetch.download`: each
+redirect checked and the connected address checked again, against DNS rebinding)."""
 
 from __future__ import annotations
 
@@ -12,23 +12,17 @@ from collections.abc import Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urlsplit
 
+from ffmpegjob_model.fetch import DownloadFailed, download
 from ffmpegjob_model.grants import Grants, ObjectGrant
 from ffmpegjob_model.model import FFmpegJobSpec, InputFile
 from ffmpegjob_model.settings import S3Settings
-from ffmpegjob_model.storage_layout import file_key, split_storage_path
-from ffmpegjob_model.urls import URLRefused, URLRules, check_address, check_url, storage_key_for_url
+from ffmpegjob_model.storage_layout import file_key, split_storage_path, tenant_files_prefix
+from ffmpegjob_model.urls import URLRules, storage_key_for_url
 
 from . import storage
 from .storage import StorageError, is_missing
-
-if TYPE_CHECKING:  # httpx is imported only when a job has a URL input: ~60 ms of start-up
-    import httpx
-
-MAX_REDIRECTS = 5
-CHUNK = 1024 * 1024
 
 
 class FetchError(Exception):
@@ -93,7 +87,7 @@ class Fetcher:
         src = inp.source
         if "://" in src:
             key = storage_key_for_url(src, self.s3_settings)
-            if key is not None and not key.startswith(f"files/{tenant}/"):
+            if key is not None and not key.startswith(tenant_files_prefix(tenant)):
                 # a URL into our bucket but outside this tenant: treat as not found
                 raise FetchError(f"input {inp.name!r}: {src.split('?', 1)[0]} does not exist")
             return key
@@ -157,40 +151,8 @@ class Fetcher:
             raise FetchError(f"input {name!r}: cannot read {shown} from storage: {exc}") from exc
 
     def _http(self, name: str, url: str, dest: Path) -> None:
-        import httpx
-
-        shown = url.split("?", 1)[0]
-        timeout = httpx.Timeout(30.0, connect=10.0)
         try:
-            with httpx.Client(follow_redirects=False, timeout=timeout) as http:
-                for _ in range(MAX_REDIRECTS + 1):
-                    check_url(url, self.rules)
-                    with http.stream("GET", url, headers={"User-Agent": "kubeffmpeg-worker"}) as resp:
-                        self._check_peer(resp, url)
-                        if resp.is_redirect and "location" in resp.headers:
-                            url = urljoin(url, resp.headers["location"])
-                            continue
-                        if resp.status_code >= 400:
-                            raise FetchError(f"input {name!r}: {shown} answered HTTP {resp.status_code}")
-                        self._save(name, resp, dest)
-                        return
-            raise FetchError(f"input {name!r}: {shown} redirects more than {MAX_REDIRECTS} times")
-        except URLRefused as exc:
+            with open(dest, "wb") as f:
+                download(url, f, self.rules, max_bytes=self.max_bytes, user_agent="kubeffmpeg-worker")
+        except DownloadFailed as exc:
             raise FetchError(f"input {name!r}: {exc}") from None
-        except httpx.HTTPError as exc:
-            raise FetchError(f"input {name!r}: cannot fetch {shown}: {exc}") from None
-
-    def _check_peer(self, resp: httpx.Response, url: str) -> None:
-        stream = resp.extensions.get("network_stream")
-        peer = stream.get_extra_info("server_addr") if stream is not None else None
-        if peer:
-            check_address(str(peer[0]), urlsplit(url).hostname or "", self.rules)
-
-    def _save(self, name: str, resp: httpx.Response, dest: Path) -> None:
-        written = 0
-        with open(dest, "wb") as f:
-            for chunk in resp.iter_bytes(CHUNK):
-                written += len(chunk)
-                if self.max_bytes is not None and written > self.max_bytes:
-                    raise FetchError(f"input {name!r} is larger than the limit of {self.max_bytes} bytes")
-                f.write(chunk)

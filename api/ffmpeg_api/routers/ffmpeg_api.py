@@ -1,4 +1,6 @@
-"""The "FFmpeg API" surface (seed 001): processing, jobs, ffprobe, files and directories."""
+"""The "FFmpeg API" surface (seed 001; `/ffmpeg/*`, `/job/*`, `/ffprobe/*`, `/file*`,
+`/directory*`): processing, jobs, ffprobe, files and directories. The "Very Good FFmpeg" surface
+is routers/vgf.py; both compile to the one FFmpegJob spec in compile.py."""
 
 from __future__ import annotations
 
@@ -9,17 +11,18 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Path
 from fastapi.responses import JSONResponse
-from ffmpegjob_model.model import FFmpegJobSpec, InputFile, OutputFile, OutputLocation, Usage
+from ffmpegjob_model.model import Usage
 from ffmpegjob_model.payloads import SURFACE_FFMPEG_API, failure_detail
 from ffmpegjob_model.probe import ProbeFailed, ProbeOptionsError, probe
 from ffmpegjob_model.storage_layout import DEFAULT_DIR_TTL, valid_dir_id, valid_file_name
-from ffmpegjob_model.urls import URLRefused, URLRules
+from ffmpegjob_model.times import format_time
+from ffmpegjob_model.urls import URLRefused
 from starlette.concurrency import run_in_threadpool
 
-from ..compile import input_placeholder, parallel_spec, plan_task, resolve_file_refs
+from ..compile import ffmpeg_api_spec, plan_task
 from ..errors import ERROR_RESPONSES, ApiError
 from ..imports import import_input
-from ..jobs import check_webhook, error_of, new_job_name, rest_status, results, status_of, usage_of
+from ..jobs import error_of, new_job_name, rest_status, results, status_of, usage_of
 from ..schemas import (
     AnalyzeRequest,
     AnalyzeResponse,
@@ -47,17 +50,13 @@ from ..schemas import (
     UsageOut,
 )
 from ..services import Auth, Caller, Services, Svc
-from ..webhooks import webhook_spec
+from ..submission import submission
 
 router = APIRouter(responses=ERROR_RESPONSES)
 
 DirId = Annotated[str, Path(description="Directory ID (1-64 chars, A-Z a-z 0-9 _ -)", min_length=1, max_length=64)]
 FileName = Annotated[str, Path(description="File name (1-255 chars, no slashes)", min_length=1, max_length=255)]
 JobId = Annotated[str, Path(description="The job id", min_length=1, max_length=253)]
-
-
-def iso(dt: datetime) -> str:
-    return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def check_path(dir_id: str, file_name: str | None = None) -> None:
@@ -74,8 +73,9 @@ def require_dir(svc: Services, tenant: str, dir_id: str) -> None:
 
 
 # ----------------------------------------------------------------------------------- processing
-def submit_task(svc: Services, who: Caller, req: ProcessRequest) -> str:
-    """Everything before the job runs: checks, directories, URL imports, then the FFmpegJob."""
+def submit_ffmpeg_api_task(svc: Services, who: Caller, req: ProcessRequest) -> str:
+    """Everything before an "FFmpeg API" task runs: checks, directories, URL imports, then the
+    FFmpegJob; returns its name (the job id)."""
     plan = plan_task(req.task)
     tenant = who.tenant
     if plan.input_dir is not None:
@@ -85,9 +85,7 @@ def submit_task(svc: Services, who: Caller, req: ProcessRequest) -> str:
                 raise ApiError(404, f"File not found: {p.storage_path}")
     if req.task.output_dir_id is not None and req.task.output_dir_id != plan.input_dir:
         require_dir(svc, tenant, req.task.output_dir_id)
-    rules = URLRules()
-    check_webhook(req.webhook_url, rules)
-    machine = svc.jobs.machine("cpu")
+    sub = submission(svc, tenant, req.machine, req.webhook_url)
     output_dir = plan.output_dir
     if output_dir is None:
         output_dir = svc.storage.create_dir(tenant, DEFAULT_DIR_TTL, temporary=True).id
@@ -95,33 +93,12 @@ def submit_task(svc: Services, who: Caller, req: ProcessRequest) -> str:
     for p in plan.inputs:
         if p.url is not None:
             p.dir_id = import_dir
-    # `@{file.ext}` in options and the filter graph: the input of that file name.
-    refs = {p.file_name or "": input_placeholder(p.index) for p in plan.inputs}
-    refs.update({p.storage_path: input_placeholder(p.index) for p in plan.inputs if p.url is None})
-
-    def resolved(opts: list[str] | None, where: str) -> list[str] | None:
-        return None if opts is None else [resolve_file_refs(o, refs, where) for o in opts]
-
-    spec = FFmpegJobSpec(
-        tenant=tenant,
-        inputs=[InputFile(name=input_placeholder(p.index), source=p.storage_path,
-                          options=resolved(p.options, f"inputs[{p.index}].options")) for p in plan.inputs],
-        outputs=[OutputFile(name=o.file, options=resolved(o.options, f"outputs[{j}].options"),
-                            maps=o.maps) for j, o in enumerate(req.task.outputs)],
-        filter_complex=resolve_file_refs(req.task.filter_complex, refs, "filter_complex")
-        if req.task.filter_complex else None,
-        machine=machine,
-        output=OutputLocation(dir_id=output_dir),
-        webhook=webhook_spec(svc.settings, tenant, req.webhook_url),
-        timeout_seconds=svc.settings.job_timeout_seconds,
-        ttl_seconds_after_finished=svc.settings.job_ttl_seconds_after_finished,
-        parallel=parallel_spec(req.task.parallel),
-    )
+    spec = ffmpeg_api_spec(req.task, plan, sub, output_dir, svc.settings.job_timeout_seconds)
     svc.jobs.validate(spec)
     svc.jobs.check_quota(tenant, who.quota)
     for p in plan.inputs:  # imported only once everything else is known to be acceptable
         if p.url is not None:
-            import_input(svc.storage, tenant, p.url, import_dir, p.file_name or "", rules,
+            import_input(svc.storage, tenant, p.url, import_dir, p.file_name or "", svc.jobs.url_rules,
                          svc.settings.import_max_bytes, svc.settings.import_timeout_seconds)
     name = new_job_name()
     svc.jobs.create(name, spec, SURFACE_FFMPEG_API)
@@ -135,7 +112,7 @@ def presigner(svc: Services) -> Any:
 @router.post("/ffmpeg/process", response_model=ProcessResponse, tags=["Processing"],
              summary="Process synchronously: waits for the job and returns its result")
 async def process(req: ProcessRequest, who: Auth, svc: Svc) -> Any:
-    name = await run_in_threadpool(submit_task, svc, who, req)
+    name = await run_in_threadpool(submit_ffmpeg_api_task, svc, who, req)
     obj = await svc.watcher.wait(name, svc.settings.sync_wait_seconds)
     if obj is None or not obj.get("spec"):
         raise ApiError(500, f"FFmpeg processing failed: job {name} was deleted before it finished")
@@ -152,7 +129,7 @@ async def process(req: ProcessRequest, who: Auth, svc: Svc) -> Any:
 @router.post("/ffmpeg/process/async", status_code=202, response_model=AsyncAccepted, tags=["Processing"],
              summary="Queue a task; returns a job id at once")
 def process_async(req: ProcessRequest, who: Auth, svc: Svc) -> AsyncAccepted:
-    return AsyncAccepted(job_id=submit_task(svc, who, req))
+    return AsyncAccepted(job_id=submit_ffmpeg_api_task(svc, who, req))
 
 
 @router.post("/ffmpeg/run", status_code=410, tags=["Processing"], deprecated=True,
@@ -207,7 +184,7 @@ def analyze(req: AnalyzeRequest, who: Auth, svc: Svc) -> AnalyzeResponse:
     start = time.monotonic()
     try:
         with svc.probe_gate.or_503("ffprobe runs"):
-            result = probe(target, opts, check_urls=check)
+            result = probe(target, opts, url_rules=svc.jobs.url_rules, check_urls=check)
     except URLRefused as e:
         raise ApiError(400, f"URL refused: {e}") from None
     except ProbeOptionsError as e:
@@ -239,7 +216,7 @@ def register_file(req: RegisterFileRequest, who: Auth, svc: Svc) -> RegisterFile
     url = svc.storage.presign_put(who.tenant, dir_id, req.file_name, expires)
     return RegisterFileResponse(
         file=FileRecord(dir_id=dir_id, file_name=req.file_name, file_path=f"{dir_id}/{req.file_name}",
-                        added_on=iso(datetime.now(UTC))),
+                        added_on=format_time(datetime.now(UTC))),
         upload=UploadInfo(url=url, expiresInSeconds=expires),
     )
 
@@ -282,18 +259,18 @@ def delete_file(who: Auth, svc: Svc, dirId: DirId, fileName: FileName) -> Delete
 def create_directory(who: Auth, svc: Svc, req: Annotated[CreateDirectoryRequest | None, Body()] = None) -> Any:
     ttl = (req.ttl if req else None) or DEFAULT_DIR_TTL
     meta = svc.storage.create_dir(who.tenant, ttl)
-    return CreateDirectoryResponse(directory=DirectoryOut(id=meta.id, ttl=meta.ttl, added_on=iso(meta.created)))
+    return CreateDirectoryResponse(directory=DirectoryOut(id=meta.id, ttl=meta.ttl, added_on=format_time(meta.created)))
 
 
 @router.get("/directory", response_model=DirectoriesResponse, tags=["Directories"])
 def list_directories(who: Auth, svc: Svc) -> DirectoriesResponse:
-    return DirectoriesResponse(directories=[DirectoryOut(id=m.id, ttl=m.ttl, added_on=iso(m.created))
+    return DirectoriesResponse(directories=[DirectoryOut(id=m.id, ttl=m.ttl, added_on=format_time(m.created))
                                             for m in svc.storage.list_dirs(who.tenant)])
 
 
 @router.get("/directory/{dirId}", response_model=DirectoryFilesResponse, tags=["Directories"])
 def list_directory(who: Auth, svc: Svc, dirId: DirId) -> DirectoryFilesResponse:
     require_dir(svc, who.tenant, dirId)
-    return DirectoryFilesResponse(files=[DirFileOut(file_name=f.file_name, added_on=iso(f.modified),
+    return DirectoryFilesResponse(files=[DirFileOut(file_name=f.file_name, added_on=format_time(f.modified),
                                                     size_bytes=f.size)
                                          for f in svc.storage.list_files(who.tenant, dirId)])

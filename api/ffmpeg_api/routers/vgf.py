@@ -1,4 +1,4 @@
-"""The "Very Good FFmpeg" surface, as the service's own SDKs call it (Python `very-good-ffmpeg`,
+"""The "Very Good FFmpeg" surface (seed 000; `/api/*`), as the service's own SDKs call it (Python `very-good-ffmpeg`,
 the TypeScript SDK of its n8n node): `POST /api/ffmpeg` (`?wait=true`), `GET /api/jobs/{id}`,
 `GET /api/jobs?limit&offset`, `POST /api/jobs/{id}/cancel`, `POST /api/tmp-file`. Bodies are
 wrapped in `{"data": ...}`; the job object is built by `ffmpegjob_model.payloads.vgf_job`, which
@@ -12,15 +12,14 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Path, Query
 from ffmpegjob_model import payloads
-from ffmpegjob_model.model import FFmpegJobSpec, InputFile, OutputFile, OutputLocation
+from ffmpegjob_model.model import OutputLocation
 from ffmpegjob_model.storage_layout import split_storage_path, valid_file_name
-from ffmpegjob_model.urls import URLRules
 from starlette.concurrency import run_in_threadpool
 
-from ..compile import check_vgf_names, parallel_spec, vgf_commands
+from ..compile import vgf_spec
 from ..errors import ERROR_RESPONSES, ApiError
 from ..imports import own_storage_path
-from ..jobs import check_webhook, job_tenant, new_job_name
+from ..jobs import job_tenant, new_job_name
 from ..schemas import (
     PagingParams,
     TmpFileRequest,
@@ -32,7 +31,7 @@ from ..schemas import (
     VgfJobResponse,
 )
 from ..services import Auth, Caller, Services, Svc
-from ..webhooks import webhook_spec
+from ..submission import submission
 
 router = APIRouter(prefix="/api", responses=ERROR_RESPONSES)
 JobId = Annotated[str, Path(description="The job's id", min_length=1, max_length=253)]
@@ -57,33 +56,20 @@ def view(svc: Services, obj: dict[str, Any]) -> VgfJob:
     return VgfJob.model_validate(payloads.vgf_job(obj, presign))
 
 
-def submit(svc: Services, who: Caller, req: VgfJobRequest) -> dict[str, Any]:
-    """Create the FFmpegJob; returns it as the API server stored it."""
-    check_vgf_names(req.input_files, req.output_files)
-    commands = vgf_commands(req.ffmpeg_commands, list(req.input_files), req.output_files)
-    tenant, rules = who.tenant, URLRules()
-    machine = svc.jobs.machine(req.machine)
-    check_webhook(req.webhook_url, rules, unresolvable_ok=True)
-    inputs: list[InputFile] = []
+def submit_vgf_job(svc: Services, who: Caller, req: VgfJobRequest) -> dict[str, Any]:
+    """Create the FFmpegJob of a "Very Good FFmpeg" request; returns it as the API server stored it."""
+    tenant = who.tenant
+    sub = submission(svc, tenant, req.machine, req.webhook_url, unresolvable_ok=True)
+    sources: dict[str, str] = {}
     for name, url in req.input_files.items():
         url = url.strip()
         if "://" not in url:
             raise ApiError(400, f"input_files.{name}: {url!r} is not a URL")
         # A temp file's download_url (or any presigned URL of our bucket) is read from storage.
-        source = own_storage_path(svc.storage, tenant, url) or url
-        inputs.append(InputFile(name=name, source=source))
-    spec = FFmpegJobSpec(
-        tenant=tenant,
-        inputs=inputs,
-        outputs=[OutputFile(name=n) for n in req.output_files],
-        commands=commands,
-        machine=machine,
-        output=OutputLocation(dir_id="pending"),
-        webhook=webhook_spec(svc.settings, tenant, req.webhook_url),
-        timeout_seconds=req.timeout_seconds or payloads.VGF_DEFAULT_TIMEOUT_SECONDS,
-        ttl_seconds_after_finished=svc.settings.job_ttl_seconds_after_finished,
-        parallel=parallel_spec(req.parallel),
-    )
+        sources[name] = own_storage_path(svc.storage, tenant, url) or url
+    # The output directory is created once the job is known to be acceptable.
+    spec = vgf_spec(req, sub, sources, output_dir="pending",
+                    timeout_seconds=req.timeout_seconds or payloads.VGF_DEFAULT_TIMEOUT_SECONDS)
     # An input or webhook host that does not resolve is accepted: the job fails when it is
     # fetched, with an error_message, as on the service. Forbidden addresses stay a 400.
     svc.jobs.validate(spec, unresolvable_ok=True)
@@ -101,7 +87,7 @@ def submit(svc: Services, who: Caller, req: VgfJobRequest) -> dict[str, Any]:
              summary="Submit a job; with ?wait=true the answer comes when it finished (at most 5 minutes)")
 async def create_job(req: VgfJobRequest, who: Auth, svc: Svc,
                      wait: Annotated[bool, Query(description="Wait for the job to finish")] = False) -> VgfJobResponse:
-    obj: dict[str, Any] | None = await run_in_threadpool(submit, svc, who, req)
+    obj: dict[str, Any] | None = await run_in_threadpool(submit_vgf_job, svc, who, req)
     if wait and obj is not None:
         # The object create returned doubles as the answer: no second read when not waiting.
         obj = await svc.watcher.wait(obj["metadata"]["name"], min(svc.settings.sync_wait_seconds, WAIT_MAX_SECONDS))

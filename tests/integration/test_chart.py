@@ -217,7 +217,7 @@ def test_operator_reads_the_chart_objects_by_their_rendered_names(
     one(docs, "ConfigMap", s.pools_configmap)
     assert (s.grant_multipart_parts, s.grant_queue_seconds) == (16, 86400)
     assert s.watched_namespace() == "media" and s.leader_election is True
-    assert s.allow_hosts() == ["hooks.internal", "10.1.2.3"] and s.url_allow_http is True
+    assert s.url_allow_hosts == "hooks.internal,10.1.2.3" and s.url_allow_http is True
     assert s.metrics_port == 9100
     assert (s3.endpoint_url, s3.public_endpoint, s3.bucket) == ("http://minio:9000", "https://s3.example.com", "media")
     # Every variable the chart sets is one the operator (or the shared S3 settings) reads.
