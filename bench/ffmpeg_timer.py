@@ -10,6 +10,20 @@ import sys
 import time
 
 start = time.time()
+
+
+def parent_cpu() -> float | None:
+    """CPU seconds the worker (this process's parent) has used so far: what its start-up costs
+    on a quiet machine, whatever the load when measured."""
+    try:
+        with open(f"/proc/{os.getppid()}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+worker_cpu_at_start = parent_cpu()
 proc = subprocess.Popen([os.environ.get("BENCH_REAL_FFMPEG", "ffmpeg"), *sys.argv[1:]], stdout=subprocess.PIPE)
 spawn = time.time()
 first = end = None
@@ -23,7 +37,8 @@ for line in proc.stdout:
     sys.stdout.buffer.write(line)
     sys.stdout.buffer.flush()
 rc = proc.wait()
-record = {"start": start, "spawn": spawn, "first_progress": first, "progress_end": end, "exit": time.time(), "rc": rc}
+record = {"start": start, "spawn": spawn, "worker_cpu_at_start": worker_cpu_at_start, "first_progress": first,
+          "progress_end": end, "exit": time.time(), "rc": rc}
 with open(os.environ["BENCH_TIMING_FILE"], "a") as f:
     f.write(json.dumps(record) + "\n")
 sys.exit(rc)

@@ -47,7 +47,7 @@ class WorkerRun:
 
 
 def run_worker(api: client.ApiClient, ns: str, rid: str, name: str, source: str, command: str,
-               dir_id: str) -> WorkerRun:
+               dir_id: str, extra_env: dict[str, str] | None = None) -> WorkerRun:
     custom = client.CustomObjectsApi(api)
     seen: dict[str, float] = {}
     offset = time.time() - time.monotonic()
@@ -72,7 +72,7 @@ def run_worker(api: client.ApiClient, ns: str, rid: str, name: str, source: str,
         env |= {GRANTS_FILE_ENV: f"{tmp}/{GRANTS_FILE}", "FFMPEGJOB_NAME": name, "FFMPEGJOB_NAMESPACE": ns,
                "FFMPEG_WORKDIR": f"{tmp}/scratch", "TERMINATION_LOG_PATH": f"{tmp}/termination-log",
                "FFMPEG_BIN": str(timer_bin()), "BENCH_REAL_FFMPEG": shutil.which("ffmpeg") or "ffmpeg",
-               "BENCH_TIMING_FILE": str(timing)}
+               "BENCH_TIMING_FILE": str(timing), **(extra_env or {})}
         start = time.time()
         proc = subprocess.run([sys.executable, "-m", "ffmpeg_worker.main"], env=env, capture_output=True,
                               text=True, timeout=900)

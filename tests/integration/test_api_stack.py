@@ -5,13 +5,9 @@ curl examples are replayed with curl as written (`-d` without a Content-Type hea
 
 from __future__ import annotations
 
-import http.server
 import json
-import socket
 import subprocess
-import sys
 import tempfile
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -22,6 +18,7 @@ import httpx
 import pytest
 from devstack.stack import StackInfo
 from ffmpeg_api.keys import create_key
+from helpers import FFMPEG_API_TERMINAL, VGF_TERMINAL, Receiver, api_process
 from kubernetes import client
 
 pytestmark = pytest.mark.stack
@@ -29,12 +26,6 @@ JOB_WAIT = 180.0
 
 
 # ------------------------------------------------------------------------------------- helpers
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class Api:
     def __init__(self, url: str, key: str) -> None:
         self.url, self.key = url, key
@@ -66,25 +57,9 @@ def keys(kube_api: client.ApiClient, stack: StackInfo) -> Callable[..., str]:
 
 
 @pytest.fixture(scope="module")
-def api_url(stack: StackInfo, stack_env: dict[str, str]) -> Iterator[str]:
-    port = free_port()
-    env = {**stack_env, "API_HOST": "127.0.0.1", "API_PORT": str(port), "SYNC_WAIT_SECONDS": str(JOB_WAIT)}
-    log = tempfile.NamedTemporaryFile(prefix="api-test-", suffix=".log", delete=False)  # noqa: SIM115
-    proc = subprocess.Popen([sys.executable, "-m", "ffmpeg_api.main"], env=env, stdout=log, stderr=log)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120  # a loaded machine (several stacks) starts it slowly
-    while True:
-        try:
-            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"API did not start; see {log.name}")
-        time.sleep(0.2)
-    yield url
-    proc.terminate()
-    proc.wait(10)
+def api_url(stack_env: dict[str, str]) -> Iterator[str]:
+    with api_process(stack_env, JOB_WAIT) as url:
+        yield url
 
 
 def tenant_name(prefix: str) -> str:
@@ -120,7 +95,7 @@ def upload(api: Api, video: Path, name: str = "video.mp4", dir_id: str | None = 
     return str(reg["file"]["dir_id"])
 
 
-def wait_job(api: Api, job_id: str, done: tuple[str, ...] = ("completed", "failed", "cancelled")) -> dict[str, Any]:
+def wait_job(api: Api, job_id: str, done: tuple[str, ...] = FFMPEG_API_TERMINAL) -> dict[str, Any]:
     deadline = time.monotonic() + JOB_WAIT
     while time.monotonic() < deadline:
         code, body = api.curl(path=f"/job/{job_id}")
@@ -136,7 +111,7 @@ def wait_vgf(api: Api, job_id: str) -> dict[str, Any]:
     while time.monotonic() < deadline:
         r = api.call("GET", f"/api/jobs/{job_id}")
         assert r.status_code == 200, r.text
-        if r.json()["data"]["status"] in ("succeeded", "failed", "cancelled"):
+        if r.json()["data"]["status"] in VGF_TERMINAL:
             return dict(r.json()["data"])
         time.sleep(0.5)
     raise AssertionError(f"job {job_id} did not finish")
@@ -149,50 +124,6 @@ def probe_file(data: bytes) -> dict[str, Any]:
         out = subprocess.run(["ffprobe", "-v", "error", "-of", "json", "-show_format", "-show_streams", f.name],
                              capture_output=True, check=True).stdout
     return dict(json.loads(out))
-
-
-class Receiver:
-    """A loopback HTTP server: records webhook POSTs and serves `files` on GET."""
-
-    def __init__(self) -> None:
-        self.posts: list[dict[str, Any]] = []
-        self.files: dict[str, bytes] = {}
-        outer = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                outer.posts.append(json.loads(body))
-                self.send_response(200)
-                self.end_headers()
-
-            def do_GET(self) -> None:
-                data = outer.files.get(self.path)
-                self.send_response(200 if data is not None else 404)
-                self.send_header("Content-Length", str(len(data or b"")))
-                self.end_headers()
-                self.wfile.write(data or b"")
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def wait_post(self, timeout: float = 60) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        while not self.posts and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert self.posts, "no webhook arrived"
-        return self.posts[0]
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    r = Receiver()
-    yield r
-    r.server.shutdown()
 
 
 # ------------------------------------------------------------------ seed 001 "Quick Examples"
@@ -266,11 +197,11 @@ def test_async_job_with_url_inputs_and_webhook(api: Api, video: Path, receiver: 
     receiver.files["/media/clip.mp4"] = video.read_bytes()
     code, tmp = api.curl("-X", "POST", path="/api/tmp-file", scheme="Bearer")
     assert put(tmp["data"]["upload_url"], video) == 200
-    body = {"task": {"inputs": [{"file_path": f"{receiver.url}/media/clip.mp4"},
+    body = {"task": {"inputs": [{"file_path": f"{receiver.base}/media/clip.mp4"},
                                 {"file_path": tmp["data"]["download_url"]}],
                      "outputs": [{"file": "stacked.mp4", "options": ["-t", "1", "-preset", "ultrafast"]}],
                      "filter_complex": "[0:v][1:v]hstack"},
-            "webhook_url": f"{receiver.url}/hook"}
+            "webhook_url": receiver.url}
     code, acc = api.curl("-X", "POST", "-d", json.dumps(body), path="/ffmpeg/process/async")
     assert code == 202 and acc["ok"] is True and acc["job_id"].startswith("job-")
     job = wait_job(api, acc["job_id"])
@@ -296,7 +227,7 @@ def test_vgf_tmp_file_two_step_chain_with_webhook(api: Api, video: Path, receive
         "output_files": ["part.mp4", "output.mp4"],
         "ffmpeg_commands": ["-i {{input}} -t 1 -c copy {{part.mp4}}",
                             "-i <<part.mp4>> -vf scale=160:-2 -preset ultrafast {{output.mp4}}"],
-        "webhook_url": f"{receiver.url}/webhooks/ffmpeg",
+        "webhook_url": f"{receiver.base}/webhooks/ffmpeg",
         "machine": "cpu",
     }
     r = api.call("POST", "/api/ffmpeg", json=req)

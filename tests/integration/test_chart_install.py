@@ -6,9 +6,7 @@ accepted by `kubectl apply --dry-run=server`, `helm upgrade` with a changed valu
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,18 +17,14 @@ import pytest
 import yaml
 from devstack.paths import REPO_ROOT, binaries
 from devstack.stack import StackInfo
+from ffmpegjob_model.model import TERMINAL
+from helpers import free_port, wait_for
 
 pytestmark = pytest.mark.stack
 
 CHART = REPO_ROOT / "charts" / "kubeffmpeg"
 RELEASE = "kff"
 INSTANCE = f"app.kubernetes.io/instance={RELEASE}"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def run(env: dict[str, str], *cmd: str, stdin: str | None = None, timeout: int = 120) -> str:
@@ -81,16 +75,6 @@ def release(stack_env: dict[str, str], helm: str, values: tuple[Path, dict[str, 
     subprocess.run(["kubectl", "delete", "ns", ns, "--wait=false"], env=stack_env, capture_output=True, timeout=60)
 
 
-def wait_for(check: Any, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(1)
-
-
 def test_install_creates_a_working_operator(stack_env: dict[str, str], release: str, s3: Any,
                                             stack: StackInfo, tmp_path: Path) -> None:
     ns = release
@@ -137,7 +121,7 @@ def _lease_holder(env: dict[str, str], ns: str) -> str | None:
 
 def _terminal(env: dict[str, str], ns: str, name: str) -> dict[str, Any] | None:
     status = kubectl_json(env, "-n", ns, "get", "ffj", name).get("status") or {}
-    return status if status.get("phase") in ("Succeeded", "Failed", "Cancelled") else None
+    return status if status.get("phase") in TERMINAL else None
 
 
 def test_api_pod_answers_health(release: str, values: tuple[Path, dict[str, Any]]) -> None:

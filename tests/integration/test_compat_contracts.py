@@ -18,14 +18,13 @@ from urllib.parse import quote
 import httpx
 import pytest
 from devstack.stack import StackInfo
+from helpers import VGF_TERMINAL, Receiver
 from kubernetes import client
 from test_api_stack import (  # noqa: F401 (fixtures)
     Api,
-    Receiver,
     api,
     api_url,
     keys,
-    receiver,
     tenant_name,
     upload,
     video,
@@ -33,7 +32,6 @@ from test_api_stack import (  # noqa: F401 (fixtures)
 )
 
 pytestmark = pytest.mark.stack
-TERMINAL = ("succeeded", "failed", "cancelled")
 
 
 class Node:
@@ -63,7 +61,7 @@ class Node:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             job = self.get(job_id)
-            if job["status"] in TERMINAL:
+            if job["status"] in VGF_TERMINAL:
                 return job
             time.sleep(0.5)
         raise AssertionError(f"job {job_id} did not finish")
@@ -142,7 +140,7 @@ def test_cancel_stops_a_queued_job(node: Node, node_input: str) -> None:
 def test_an_input_that_answers_404_is_a_failed_job(node: Node, receiver: Receiver) -> None:
     """Accepted at submission, as on the service; the job says which input could not be fetched.
     (The receiver is on loopback, which the local stack's URL_ALLOW_HOSTS lets through.)"""
-    job = node.run({"input_files": {"input": f"{receiver.url}/missing.mp4"}, "output_files": ["o.mp4"],
+    job = node.run({"input_files": {"input": f"{receiver.base}/missing.mp4"}, "output_files": ["o.mp4"],
                     "ffmpeg_commands": ["-i {{input}} {{o.mp4}}"], "machine": "cpu"}, wait=True)
     assert job["status"] == "failed" and "404" in job["error_message"] and job["output_files"] == {}
 
@@ -150,7 +148,7 @@ def test_an_input_that_answers_404_is_a_failed_job(node: Node, receiver: Receive
 def test_trigger_receives_the_full_job_object(node: Node, node_input: str, receiver: Receiver) -> None:
     job = node.run({"input_files": {"input": node_input}, "output_files": ["output.mp4"],
                     "ffmpeg_commands": ["-i {{input}} -t 1 {{output.mp4}}"], "machine": "cpu",
-                    "webhook_url": f"{receiver.url}/webhook/vgf"})
+                    "webhook_url": f"{receiver.base}/webhook/vgf"})
     body = receiver.wait_post(timeout=120)
     final = node.get(job["id"])
     assert body["id"] == job["id"] and body["status"] == final["status"] == "succeeded"
@@ -228,7 +226,7 @@ def test_webhook_and_job_errors_carry_the_documented_prefix(api: Api, video: Pat
     d = upload(api, video)
     task = {"task": {"inputs": [{"file_path": f"{d}/video.mp4"}],
                      "outputs": [{"file": "bad.mp4", "options": ["-c:v", "no_such_encoder"]}]},
-            "webhook_url": f"{receiver.url}/hook"}
+            "webhook_url": f"{receiver.base}/hook"}
     code, acc = api.curl("-X", "POST", "-d", json.dumps(task), path="/ffmpeg/process/async")
     assert code == 202, acc
     job = wait_job(api, acc["job_id"])
@@ -241,7 +239,7 @@ def test_webhook_and_job_errors_carry_the_documented_prefix(api: Api, video: Pat
 def test_success_webhook_has_usage(api: Api, video: Path, receiver: Receiver) -> None:
     d = upload(api, video)
     task = {"task": {"inputs": [{"file_path": f"{d}/video.mp4"}], "outputs": [{"file": "o.mp4"}]},
-            "webhook_url": f"{receiver.url}/hook"}
+            "webhook_url": f"{receiver.base}/hook"}
     code, acc = api.curl("-X", "POST", "-d", json.dumps(task), path="/ffmpeg/process/async")
     assert code == 202, acc
     hook = receiver.wait_post(timeout=120)

@@ -15,12 +15,10 @@ whatever is not running). A table of faults and outcomes is printed at the end o
 
 from __future__ import annotations
 
-import http.server
-import json
+import functools
 import os
 import signal
 import subprocess
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -28,15 +26,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import helpers
 import httpx
 import pytest
 from devstack.stack import Stack, StackInfo
 from ffmpegjob_model.model import GROUP, PLURAL, VERSION
 from ffmpegjob_model.storage_layout import dir_prefix, scratch_prefix
+from helpers import TERMINAL_PHASES, Receiver, get_ffmpegjob
 from kubernetes import client
 
 pytestmark = [pytest.mark.stack, pytest.mark.fault]
-TERMINAL = ("Succeeded", "Failed", "Cancelled")
 # About 8 s of FFmpeg at native rate: long enough to hit mid-run, short enough for a quick suite.
 # (`-t` lets the worker report percent, which the tests use to fault mid-run.)
 SLOW = "-re -f lavfi -i testsrc=size=160x120:rate=10 -t {secs} -c:v libx264 -preset ultrafast {{{{out.mp4}}}}"
@@ -83,61 +82,8 @@ class _Summary:
 
 
 # ------------------------------------------------------------------------------------ helpers
-class Receiver:
-    """A loopback webhook receiver that answers 503 to the first `fail_first` deliveries."""
-
-    def __init__(self, fail_first: int = 0) -> None:
-        self.calls: list[dict[str, Any]] = []
-        self.fail_first = fail_first
-        outer = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                outer.calls.append(json.loads(body))
-                self.send_response(503 if len(outer.calls) <= outer.fail_first else 200)
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_port}/hook"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    r = Receiver()
-    yield r
-    r.close()
-
-
-@pytest.fixture
-def custom(kube_api: client.ApiClient) -> client.CustomObjectsApi:
-    return client.CustomObjectsApi(kube_api)
-
-
-def wait_for(check: Callable[[], Any], timeout: float, what: str, every: float = 0.3) -> Any:
-    deadline = time.monotonic() + timeout
-    last_error: Exception | None = None
-    while time.monotonic() < deadline:
-        try:
-            value = check()
-            if value:
-                return value
-        except Exception as e:  # the API server or the store may be the thing that is down
-            last_error = e
-        time.sleep(every)
-    raise AssertionError(f"timed out waiting for {what}" + (f" (last error: {last_error})" if last_error else ""))
-
-
-def get(custom: client.CustomObjectsApi, ns: str, name: str) -> dict[str, Any]:
-    obj: dict[str, Any] = custom.get_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, name)
-    return obj
+# The fault suite waits through outages: what is down may be the API server or the store itself.
+wait_for = functools.partial(helpers.wait_for, tolerate=(Exception,))
 
 
 class Run:
@@ -166,7 +112,7 @@ class Run:
         self.name, self.uid, self.dir = name, uid, outputs_dir
 
     def status(self) -> dict[str, Any]:
-        return dict(get(self.custom, self.ns, self.name).get("status") or {})
+        return dict(get_ffmpegjob(self.custom, self.ns, self.name).get("status") or {})
 
     def wait_running(self, step: int = 1, percent: float = 10) -> None:
         """FFmpeg is producing (the worker reported progress of `step` past `percent`)."""
@@ -189,7 +135,7 @@ class Run:
         """Wait for the terminal phase and check everything the suite promises."""
         def done() -> dict[str, Any] | None:
             st = self.status()
-            return st if st.get("phase") in TERMINAL else None
+            return st if st.get("phase") in TERMINAL_PHASES else None
         try:
             st: dict[str, Any] = wait_for(done, timeout, f"{self.name} terminal", every=0.5)
         except AssertionError:
@@ -205,7 +151,7 @@ class Run:
         # the webhook: at least once, with the final state
         # (the word depends on the surface: "completed" on the FFmpeg API, "succeeded" on VGF)
         words = {"Succeeded": ("completed", "succeeded"), "Failed": ("failed",)}[phase]
-        wait_for(lambda: any(c.get("status") in words for c in self.receiver.calls), 90, "the webhook")
+        wait_for(lambda: any(c.get("status") in words for c in self.receiver.posts), 90, "the webhook")
         # outputs: exactly the declared ones, or nothing
         outputs = {o["fileName"] for o in st.get("result") or []} if phase == "Succeeded" else set()
         keys = self.keys(dir_prefix("default", self.dir))
@@ -388,7 +334,7 @@ def test_node_drained_mid_job(run: Callable[[str, str], Run], stack_env: dict[st
 
 def test_operator_restarted_during_webhook_retries(run: Callable[[str, str], Run], receiver: Receiver) -> None:
     r = run("kill operator during webhook retries", "Succeeded, hook delivered")
-    receiver.fail_first = 2
+    receiver.answers = [503, 503]
     r.submit(commands=[SLOW.format(secs=2)])
     wait_for(lambda: len(receiver.calls) >= 1, 90, "the first delivery")
     kill("operator")

@@ -10,15 +10,16 @@ credentials and RBAC decide."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import helpers
 import pytest
 from ffmpegjob_model.grants import grants_secret_name
 from ffmpegjob_model.model import GROUP, PLURAL, VERSION
@@ -96,11 +97,6 @@ open(os.environ.get("TERMINATION_LOG_PATH", "/dev/termination-log"), "w").write(
 '''
 
 
-@pytest.fixture
-def custom(kube_api: client.ApiClient) -> client.CustomObjectsApi:
-    return client.CustomObjectsApi(kube_api)
-
-
 def ffmpegjob(custom: client.CustomObjectsApi, ns: str, tenant: str, source: str, out_dir: str,
               suspend: bool) -> dict[str, Any]:
     name = f"hw-{tenant}-{uuid.uuid4().hex[:6]}"
@@ -114,15 +110,8 @@ def ffmpegjob(custom: client.CustomObjectsApi, ns: str, tenant: str, source: str
     return dict(obj)
 
 
-def wait_for(what: str, fn: Any, timeout: float = 120) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with contextlib.suppress(client.ApiException):
-            value = fn()
-            if value:
-                return value
-        time.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {what}")
+# What a test waits for may not exist yet: reading it answers 404 until then.
+wait_for = functools.partial(helpers.wait_for, tolerate=(client.ApiException,))
 
 
 @pytest.fixture
@@ -162,13 +151,13 @@ def test_a_compromised_worker_reaches_nothing_but_its_own_job(
 
     # The operator made the Job (suspended) with its pod template: identity, grants, environment.
     batch, core = client.BatchV1Api(kube_api), client.CoreV1Api(kube_api)
-    job = wait_for("the operator's Job", lambda: batch.read_namespaced_job(own_job, ns))
+    job = wait_for(lambda: batch.read_namespaced_job(own_job, ns), 120, "the operator's Job")
     template = kube_api.sanitize_for_serialization(job.spec.template)
     pod_spec = template["spec"]
     assert pod_spec["serviceAccountName"] == own_job
     c = pod_spec["containers"][0]
     assert "envFrom" not in c and not [e for e in c["env"] if e["name"].startswith("AWS_")]
-    wait_for("the grants Secret", lambda: core.read_namespaced_secret(grants_secret_name(own_job), ns))
+    wait_for(lambda: core.read_namespaced_secret(grants_secret_name(own_job), ns), 120, "the grants Secret")
 
     # The same pod, running the probe instead of the worker.
     c["command"] = [sys.executable, "-c", PROBE]
@@ -187,7 +176,7 @@ def test_a_compromised_worker_reaches_nothing_but_its_own_job(
         states = [p.status.container_statuses[0].state.terminated for p in pods if p.status.container_statuses]
         return next((s for s in states if s), None)
 
-    term = wait_for("the probe to finish", finished)
+    term = wait_for(finished, 120, "the probe to finish")
     assert term.exit_code == 0, term.message
     got = json.loads(term.message)
     assert got.pop("k8s_read_own_ffmpegjob") == 200  # its identity works, for its own job
@@ -211,11 +200,11 @@ def test_a_compromised_worker_reaches_nothing_but_its_own_job(
         st = custom.get_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, own["metadata"]["name"]).get("status")
         return st["phase"] if st and st.get("phase") in ("Succeeded", "Failed") else None
 
-    assert wait_for("the job to finish", phase, 180) == "Succeeded"
+    assert wait_for(phase, 180, "the job to finish") == "Succeeded"
     stored = s3.list_objects_v2(Bucket=bucket, Prefix=f"files/mallory/dir_mo{run}/")["Contents"]
     assert [o["Key"].rsplit("/", 1)[1] for o in stored] == ["out.mp4"]
     # Finished: the identity and its grants are gone.
-    wait_for("the identity to be released", lambda: _gone(core, ns, own_job), 30)
+    wait_for(lambda: _gone(core, ns, own_job), 30, "the identity to be released")
 
 
 def _gone(core: client.CoreV1Api, ns: str, name: str) -> bool:

@@ -25,6 +25,7 @@ from devstack.paths import REPO_ROOT, binaries
 from devstack.runc import RuncNode, image_tool
 from devstack.stack import StackInfo
 from ffmpeg_operator.jobs import NONROOT_UID
+from ffmpegjob_model.model import TERMINAL
 from kubernetes import client
 
 pytestmark = [pytest.mark.stack, pytest.mark.images]
@@ -220,7 +221,7 @@ def test_the_gpu_worker_image_takes_an_ffmpegjob_to_succeeded(node: RuncNode, re
     def terminal() -> dict[str, Any] | None:
         ffj = json.loads(run(stack_env, "kubectl", "-n", ns, "get", "ffj", "gpu-image", "-o", "json"))
         st = ffj.get("status") or {}
-        return st if st.get("phase") in ("Succeeded", "Failed", "Cancelled") else None
+        return st if st.get("phase") in TERMINAL else None
 
     status = wait_for(terminal, 180, "the FFmpegJob to finish", node)
     assert status["phase"] == "Succeeded", status

@@ -3,14 +3,9 @@ worker -> status, webhook. Uses the operator process the stack runs (hack/devsta
 
 from __future__ import annotations
 
-import http.server
-import json
 import subprocess
 import tempfile
-import threading
 import time
-import uuid
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,11 +15,11 @@ from devstack.stack import Stack, StackInfo, _bin
 from ffmpeg_operator.webhooks import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify
 from ffmpegjob_model.model import FINISHED_LABEL, GROUP, PLURAL, VERSION
 from ffmpegjob_model.storage_layout import file_key
+from helpers import TERMINAL_PHASES, Receiver, get_ffmpegjob, unique, wait_for, wait_phase
 from kubernetes import client
 
 pytestmark = pytest.mark.stack
 DIR = "dir_optest"
-TERMINAL = ("Succeeded", "Failed", "Cancelled")
 
 
 # ------------------------------------------------------------------------------------- helpers
@@ -39,11 +34,6 @@ def clip(stack: StackInfo, s3: Any) -> str:
     return f"{DIR}/clip.mp4"
 
 
-@pytest.fixture
-def custom(kube_api: client.ApiClient) -> client.CustomObjectsApi:
-    return client.CustomObjectsApi(kube_api)
-
-
 def manifest(name: str, source: str, command: str = "-i {{in.mp4}} -c:v libx264 -preset ultrafast {{out.mp4}}",
              **spec: Any) -> dict[str, Any]:
     return {
@@ -56,69 +46,6 @@ def manifest(name: str, source: str, command: str = "-i {{in.mp4}} -c:v libx264 
 def create(custom: client.CustomObjectsApi, ns: str, body: dict[str, Any]) -> dict[str, Any]:
     obj: dict[str, Any] = custom.create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, body)
     return obj
-
-
-def get(custom: client.CustomObjectsApi, ns: str, name: str) -> dict[str, Any]:
-    obj: dict[str, Any] = custom.get_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, name)
-    return obj
-
-
-def wait_for(check: Callable[[], Any], timeout: float = 180, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def wait_phase(custom: client.CustomObjectsApi, ns: str, name: str, phases: tuple[str, ...] = TERMINAL,
-               timeout: float = 240) -> dict[str, Any]:
-    def check() -> dict[str, Any] | None:
-        obj = get(custom, ns, name)
-        return obj if (obj.get("status") or {}).get("phase") in phases else None
-
-    result: dict[str, Any] = wait_for(check, timeout, f"{name} in {phases}")
-    return result
-
-
-def unique(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:6]}"
-
-
-class Receiver:
-    """A loopback webhook receiver (allowed by the stack's URL_ALLOW_HOSTS) that answers 503
-    to the first `fail_first` deliveries."""
-
-    def __init__(self, fail_first: int = 0) -> None:
-        self.calls: list[tuple[dict[str, str], bytes]] = []
-        self.fail_first = fail_first
-        outer = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                outer.calls.append((dict(self.headers), body))
-                self.send_response(503 if len(outer.calls) <= outer.fail_first else 200)
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_port}/hook"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    r = Receiver(fail_first=1)
-    yield r
-    r.close()
 
 
 # --------------------------------------------------------------------------------------- tests
@@ -169,14 +96,14 @@ def test_cancel_and_delete_remove_the_job(stack: StackInfo, kube_api: client.Api
     slow = "-re -stream_loop -1 -i {{in.mp4}} -t 120 -c:v libx264 -preset ultrafast {{out.mp4}}"
     name = unique("cancel")
     create(custom, ns, manifest(name, clip, command=slow))
-    job = wait_for(lambda: get(custom, ns, name).get("status", {}).get("jobName"), 60, "Job")
+    job = wait_for(lambda: get_ffmpegjob(custom, ns, name).get("status", {}).get("jobName"), 60, "Job")
     custom.patch_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, name, {"spec": {"cancel": True}})
     assert wait_phase(custom, ns, name, timeout=60)["status"]["phase"] == "Cancelled"
     wait_for(lambda: job not in [j.metadata.name for j in batch.list_namespaced_job(ns).items], 60, "Job gone")
 
     name = unique("delete")
     obj = create(custom, ns, manifest(name, clip, command=slow))
-    job = wait_for(lambda: get(custom, ns, name).get("status", {}).get("jobName"), 60, "Job")
+    job = wait_for(lambda: get_ffmpegjob(custom, ns, name).get("status", {}).get("jobName"), 60, "Job")
     custom.delete_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, name)
     core = client.CoreV1Api(kube_api)
     sel = f"{GROUP}/ffmpegjob-uid={obj['metadata']['uid']}"
@@ -186,29 +113,31 @@ def test_cancel_and_delete_remove_the_job(stack: StackInfo, kube_api: client.Api
 
 def test_signed_webhook_is_retried_after_503(stack: StackInfo, kube_api: client.ApiClient, custom: Any,
                                              clip: str, receiver: Receiver) -> None:
+    receiver.answers = [503]
     ns, name = stack.namespace, unique("hook")
     secret = unique("hook-secret")
     client.CoreV1Api(kube_api).create_namespaced_secret(
         ns, {"metadata": {"name": secret}, "stringData": {"secret": "s3cr3t"}})
     create(custom, ns, manifest(name, clip, webhook={"url": receiver.url, "secretRef": {"name": secret}}))
     wait_for(lambda: len(receiver.calls) >= 2, 240, "two deliveries")
-    for headers, body in receiver.calls:
+    for headers, body in ((c.headers, c.body) for c in receiver.calls):
         assert verify(b"s3cr3t", headers[TIMESTAMP_HEADER], body, headers[SIGNATURE_HEADER])
-    payload = json.loads(receiver.calls[-1][1])
+    payload = receiver.posts[-1]
     assert payload["job_id"] == name and payload["status"] == "completed"
     assert payload["result"][0]["file_name"] == "out.mp4" and payload["result"][0]["download_url"].startswith("http")
     assert set(payload["usage"]) == {"time_sec", "input_size_gb", "output_size_gb", "gb_sec"}
-    hook = wait_for(lambda: get(custom, ns, name)["status"].get("webhook", {}).get("delivered")
-                    and get(custom, ns, name)["status"]["webhook"], 30, "delivery record")
+    hook = wait_for(lambda: get_ffmpegjob(custom, ns, name)["status"].get("webhook", {}).get("delivered")
+                    and get_ffmpegjob(custom, ns, name)["status"]["webhook"], 30, "delivery record")
     assert [a.get("statusCode") for a in hook["attempts"]] == [503, 200]
 
 
 def test_operator_restart_mid_job_loses_nothing(stack: StackInfo, custom: Any, clip: str,
                                                 receiver: Receiver) -> None:
+    receiver.answers = [503]  # the first delivery is retried
     ns, name = stack.namespace, unique("restart")
     slowish = "-re -i {{in.mp4}} -c:v libx264 -preset ultrafast {{out.mp4}}"
     create(custom, ns, manifest(name, clip, command=slowish, webhook={"url": receiver.url}))
-    wait_for(lambda: get(custom, ns, name).get("status", {}).get("jobName"), 60, "Job")
+    wait_for(lambda: get_ffmpegjob(custom, ns, name).get("status", {}).get("jobName"), 60, "Job")
     s = Stack()
     s.procs.stop("operator")
     try:
@@ -217,7 +146,7 @@ def test_operator_restart_mid_job_loses_nothing(stack: StackInfo, custom: Any, c
         s.procs.start("operator", [_bin("ffmpeg-operator")], env=stack.env)
     st = wait_phase(custom, ns, name, timeout=240)["status"]
     assert st["phase"] == "Succeeded"
-    wait_for(lambda: any(json.loads(b)["job_id"] == name for _, b in receiver.calls), 120, "webhook after restart")
+    wait_for(lambda: any(p["job_id"] == name for p in receiver.posts), 120, "webhook after restart")
 
 
 def test_fifty_jobs_at_once(stack: StackInfo, stack_env: dict[str, str], custom: Any, clip: str) -> None:
@@ -234,7 +163,7 @@ def test_fifty_jobs_at_once(stack: StackInfo, stack_env: dict[str, str], custom:
     def all_done() -> list[str] | None:
         items = custom.list_namespaced_custom_object(GROUP, VERSION, ns, PLURAL)["items"]
         phases = [(i.get("status") or {}).get("phase") for i in items if i["metadata"]["name"].startswith(prefix)]
-        return phases if len(phases) == 50 and all(p in TERMINAL for p in phases) else None
+        return phases if len(phases) == 50 and all(p in TERMINAL_PHASES for p in phases) else None
 
     phases = wait_for(all_done, 900, "50 terminal jobs")
     assert phases.count("Succeeded") == 50, phases
@@ -248,12 +177,12 @@ def test_finished_job_is_deleted_after_its_ttl(stack: StackInfo, kube_api: clien
     assert done["status"]["phase"] == "Succeeded"
     job_name = done["status"]["jobName"]
     # Finished jobs are labelled, so clients can select the unfinished ones server-side.
-    wait_for(lambda: (get(custom, ns, name)["metadata"].get("labels") or {}).get(FINISHED_LABEL) == "true",
+    wait_for(lambda: (get_ffmpegjob(custom, ns, name)["metadata"].get("labels") or {}).get(FINISHED_LABEL) == "true",
              30, f"{name} labelled finished")
 
     def gone() -> bool:
         try:
-            get(custom, ns, name)
+            get_ffmpegjob(custom, ns, name)
         except client.ApiException as e:
             return e.status == 404
         return False

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 import time
@@ -11,14 +10,9 @@ from pathlib import Path
 import httpx
 import pytest
 from devstack.stack import StackInfo
+from helpers import free_port
 
 pytestmark = pytest.mark.stack
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def test_standby_replica_answers_healthz_while_waiting(stack: StackInfo, stack_env: dict[str, str],

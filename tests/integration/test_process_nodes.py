@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import kubectl, make_namespace
 from kubernetes import client, watch
 
 pytestmark = pytest.mark.stack
@@ -28,22 +29,9 @@ NS = "node-tests"
 IGNORE_DISRUPTIONS = {"rules": [{"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]}]}
 
 
-def kubectl(env: dict[str, str], *args: str, stdin: str | None = None, timeout: int = 120) -> str:
-    out = subprocess.run(["kubectl", *args], input=stdin, capture_output=True, text=True, env=env, timeout=timeout)
-    assert out.returncode == 0, f"kubectl {' '.join(args)}: {out.stderr}"
-    return out.stdout
-
-
 @pytest.fixture(scope="module", autouse=True)
 def ns(stack_env: dict[str, str]) -> str:
-    kubectl(stack_env, "apply", "-f", "-", stdin=json.dumps(
-        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}}))
-    deadline = time.monotonic() + 30
-    while subprocess.run(["kubectl", "get", "sa", "default", "-n", NS], env=stack_env,
-                         capture_output=True).returncode != 0:
-        assert time.monotonic() < deadline, "no default service account in the test namespace"
-        time.sleep(0.3)
-    return NS
+    return make_namespace(stack_env, NS)
 
 
 class PodRecorder:

@@ -9,6 +9,7 @@ own figures (60 s of 1080p with audio, 4 chunks) and is marked `slow` (it still 
 from __future__ import annotations
 
 import array
+import functools
 import re
 import subprocess
 import tempfile
@@ -18,16 +19,17 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import helpers
 import pytest
 from devstack.stack import StackInfo
 from ffmpegjob_model.grants import grants_secret_name
 from ffmpegjob_model.model import GROUP, PLURAL, VERSION
 from ffmpegjob_model.storage_layout import file_key
+from helpers import get_ffmpegjob, unique, wait_for
 from kubernetes import client
 
 pytestmark = pytest.mark.stack
 DIR = "dir_splittest"
-TERMINAL = ("Succeeded", "Failed", "Cancelled")
 ENCODE = "-c:v libx264 -preset ultrafast -crf 23 -c:a aac -b:a 128k"
 
 
@@ -50,15 +52,6 @@ def clip(stack: StackInfo, s3: Any) -> str:
     return f"{DIR}/clip.mp4"
 
 
-@pytest.fixture
-def custom(kube_api: client.ApiClient) -> client.CustomObjectsApi:
-    return client.CustomObjectsApi(kube_api)
-
-
-def unique(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:6]}"
-
-
 def manifest(name: str, source: str, out: str, command: str, parallel: dict[str, Any] | None,
              **spec: Any) -> dict[str, Any]:
     body: dict[str, Any] = {
@@ -76,29 +69,8 @@ def create(custom: client.CustomObjectsApi, ns: str, body: dict[str, Any]) -> di
     return obj
 
 
-def get(custom: client.CustomObjectsApi, ns: str, name: str) -> dict[str, Any]:
-    obj: dict[str, Any] = custom.get_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, name)
-    return obj
-
-
-def wait_for(check: Any, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def wait_phase(custom: client.CustomObjectsApi, ns: str, name: str, phases: tuple[str, ...] = TERMINAL,
-               timeout: float = 600) -> dict[str, Any]:
-    def check() -> dict[str, Any] | None:
-        obj = get(custom, ns, name)
-        return obj if (obj.get("status") or {}).get("phase") in phases else None
-
-    result: dict[str, Any] = wait_for(check, timeout, f"{name} in {phases}")
-    return result
+# A split encode on this loaded machine may take minutes.
+wait_phase = functools.partial(helpers.wait_phase, timeout=600)
 
 
 def pods_of(kube_api: client.ApiClient, ns: str, uid: str) -> list[Any]:
@@ -283,7 +255,7 @@ def test_killed_chunk_pod_is_retried_alone(stack: StackInfo, custom: Any, kube_a
     uid = job["metadata"]["uid"]
 
     def encoding() -> Any:
-        obj = get(custom, ns, job["metadata"]["name"])
+        obj = get_ffmpegjob(custom, ns, job["metadata"]["name"])
         report = ((obj.get("status") or {}).get("chunkReports") or {}).get("1") or {}
         return _running_chunk(kube_api, ns, uid, 1) if 0 < float(report.get("percent") or 0) < 80 else None
 

@@ -5,13 +5,8 @@ The API runs as its own uvicorn process from this tree (as in test_api_stack.py)
 
 from __future__ import annotations
 
-import http.server
-import json
-import socket
 import subprocess
-import sys
 import tempfile
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -24,16 +19,11 @@ from devstack.stack import StackInfo
 from ffmpeg_api.keys import create_key
 from ffmpegjob_model.model import GROUP, PLURAL, VERSION, Phase
 from ffmpegjob_model.payloads import VGF_STATUS, VGF_TERMINAL
+from helpers import Receiver, api_process
 from kubernetes import client
 
 pytestmark = pytest.mark.stack
 WAIT = 240.0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
@@ -41,24 +31,8 @@ def api(stack: StackInfo, stack_env: dict[str, str], kube_api: client.ApiClient)
     """(url, key) of an API process with a fresh tenant."""
     key = create_key(client.CoreV1Api(kube_api), stack.namespace, "kubeffmpeg-api-keys",
                      f"split-{uuid.uuid4().hex[:8]}")
-    port = free_port()
-    env = {**stack_env, "API_HOST": "127.0.0.1", "API_PORT": str(port), "SYNC_WAIT_SECONDS": str(WAIT)}
-    log = tempfile.NamedTemporaryFile(prefix="api-split-", suffix=".log", delete=False)  # noqa: SIM115
-    proc = subprocess.Popen([sys.executable, "-m", "ffmpeg_api.main"], env=env, stdout=log, stderr=log)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120  # a loaded shared machine starts it slowly
-    while True:
-        try:
-            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"API did not start; see {log.name}")
-        time.sleep(0.2)
-    yield url, key
-    proc.terminate()
-    proc.wait(10)
+    with api_process(stack_env, WAIT, log_prefix="api-split-") as url:
+        yield url, key
 
 
 @pytest.fixture(scope="module")
@@ -94,25 +68,6 @@ def count_frames(data: bytes) -> int:
     return int(out.stdout.strip())
 
 
-class Receiver:
-    def __init__(self) -> None:
-        self.posts: list[dict[str, Any]] = []
-        outer = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                outer.posts.append(json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0)))))
-                self.send_response(200)
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-
 def test_ffmpeg_api_task_parallel_runs_split_and_completes(api: tuple[str, str], video: Path,
                                                           stack: StackInfo, kube_api: client.ApiClient) -> None:
     dir_id = upload(api, video)
@@ -141,29 +96,23 @@ def tmp_url(api: tuple[str, str], video: Path) -> str:
     return str(tmp.json()["data"]["download_url"])
 
 
-def test_vgf_parallel_with_one_webhook(api: tuple[str, str], tmp_url: str) -> None:
-    receiver = Receiver()
-    try:
-        r = call(api, "POST", "/api/ffmpeg", json={
-            "input_files": {"input": tmp_url}, "output_files": ["out.mp4"],
-            "ffmpeg_commands": ["-i {{input}} -c:v libx264 -preset ultrafast -c:a aac {{out.mp4}}"],
-            "webhook_url": receiver.url, "parallel": {"chunks": 2}})
-        assert r.status_code in (200, 201, 202), r.text
-        job_id = r.json()["data"]["id"]
-        deadline = time.monotonic() + WAIT
-        while time.monotonic() < deadline:
-            data = call(api, "GET", f"/api/ffmpeg/{job_id}").json()["data"]
-            if data["status"] in VGF_TERMINAL:
-                break
-            time.sleep(0.5)
-        assert data["status"] == VGF_STATUS[Phase.SUCCEEDED], data
-        deadline = time.monotonic() + 30
-        while not receiver.posts and time.monotonic() < deadline:
-            time.sleep(0.2)
-        time.sleep(2)  # a second delivery would arrive now
-        assert len(receiver.posts) == 1, receiver.posts
-    finally:
-        receiver.server.shutdown()
+def test_vgf_parallel_with_one_webhook(api: tuple[str, str], tmp_url: str, receiver: Receiver) -> None:
+    r = call(api, "POST", "/api/ffmpeg", json={
+        "input_files": {"input": tmp_url}, "output_files": ["out.mp4"],
+        "ffmpeg_commands": ["-i {{input}} -c:v libx264 -preset ultrafast -c:a aac {{out.mp4}}"],
+        "webhook_url": receiver.url, "parallel": {"chunks": 2}})
+    assert r.status_code in (200, 201, 202), r.text
+    job_id = r.json()["data"]["id"]
+    deadline = time.monotonic() + WAIT
+    while time.monotonic() < deadline:
+        data = call(api, "GET", f"/api/ffmpeg/{job_id}").json()["data"]
+        if data["status"] in VGF_TERMINAL:
+            break
+        time.sleep(0.5)
+    assert data["status"] == VGF_STATUS[Phase.SUCCEEDED], data
+    receiver.wait(1, timeout=30)
+    time.sleep(2)  # a second delivery would arrive now
+    assert len(receiver.posts) == 1, receiver.posts
 
 
 @pytest.mark.parametrize(("command", "named"), [

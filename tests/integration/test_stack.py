@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
+from helpers import kubectl, make_namespace
 from kubernetes import client, watch
 
 pytestmark = pytest.mark.stack
@@ -19,23 +20,9 @@ pytestmark = pytest.mark.stack
 NS = "stack-tests"
 
 
-def kubectl(env: dict[str, str], *args: str, stdin: str | None = None) -> str:
-    out = subprocess.run(["kubectl", *args], input=stdin, capture_output=True, text=True, env=env, timeout=120)
-    assert out.returncode == 0, f"kubectl {' '.join(args)}: {out.stderr}"
-    return out.stdout
-
-
 @pytest.fixture(scope="module", autouse=True)
 def ns(stack_env: dict[str, str]) -> str:
-    kubectl(stack_env, "apply", "-f", "-", stdin=json.dumps(
-        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}}))
-    # The service-account controller creates "default" shortly after the namespace.
-    deadline = time.monotonic() + 30
-    while subprocess.run(["kubectl", "get", "sa", "default", "-n", NS], env=stack_env,
-                         capture_output=True).returncode != 0:
-        assert time.monotonic() < deadline, "no default service account in the test namespace"
-        time.sleep(0.3)
-    return NS
+    return make_namespace(stack_env, NS)
 
 
 def run_job(stack_env: dict[str, str], name: str, pod_spec: dict[str, Any], **job_spec: Any) -> str:

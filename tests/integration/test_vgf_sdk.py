@@ -25,12 +25,12 @@ import httpx
 import pytest
 
 # The stack's API process and helpers of the REST suite (fixtures are found by name).
-from test_api_stack import Receiver, api_url, keys, probe_file, receiver, tenant_name, video  # noqa: F401
+from helpers import Receiver
+from test_api_stack import api_url, keys, probe_file, tenant_name, video  # noqa: F401
 from very_good_ffmpeg import VGF, Job, JobList, PagingParams, TmpFile, VGFAuthError, VGFError, VGFNotFoundError
 
 pytestmark = pytest.mark.stack
 UNREACHABLE = "https://does-not-exist.invalid/nope.mp4"  # does not resolve: not a forbidden address
-TERMINAL = ("succeeded", "failed", "cancelled")
 JOB_KEYS = ("id", "status", "queued_at", "started_at", "finished_at", "created_at", "updated_at", "error_message",
             "ffmpeg_commands", "input_files", "output_files", "webhook_url", "timeout_seconds", "total_input_bytes",
             "total_output_bytes")
@@ -235,7 +235,7 @@ def test_webhook_url_reflected(client: VGF, sample: str) -> None:
 
 def test_webhook_delivers_the_job_object(client: VGF, sample: str, receiver: Receiver) -> None:
     job = client.run(input_files={"input": sample}, output_files=["output.mp4"],
-                     ffmpeg_commands=["-i {{input}} -t 1 {{output.mp4}}"], webhook_url=f"{receiver.url}/hook",
+                     ffmpeg_commands=["-i {{input}} -t 1 {{output.mp4}}"], webhook_url=f"{receiver.base}/hook",
                      wait=True)
     body = receiver.wait_post()
     assert tuple(k for k in JOB_KEYS if k in body) == JOB_KEYS

@@ -31,6 +31,7 @@ from ffmpeg_api.keys import create_key
 from ffmpegjob_model.model import GROUP, PLURAL, VERSION
 from ffmpegjob_model.storage_layout import file_key
 from ffmpegjob_model.webhooks import ATTEMPT_HEADER, ID_HEADER, TIMESTAMP_HEADER
+from helpers import Receiver, wait_for
 from kubernetes import client
 
 pytestmark = pytest.mark.stack
@@ -38,60 +39,6 @@ README_SNIPPET = re.compile(r"<!-- webhook-verify -->\s*```python\n(.*?)```", re
 
 
 # ------------------------------------------------------------------------------------- helpers
-class Receiver:
-    """Answers the given status codes in order, then 200; records every call."""
-
-    def __init__(self, answers: list[int] | None = None) -> None:
-        self.answers = list(answers or [])
-        self.calls: list[tuple[float, dict[str, str], bytes]] = []
-        outer = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                outer.calls.append((time.time(), dict(self.headers), body))
-                n = len(outer.calls)
-                self.send_response(outer.answers[n - 1] if n <= len(outer.answers) else 200)
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_port}/hook"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def wait(self, n: int, timeout: float = 180) -> list[tuple[float, dict[str, str], bytes]]:
-        wait_for(lambda: len(self.calls) >= n, timeout, f"{n} deliveries (got {len(self.calls)})")
-        return self.calls
-
-    def close(self) -> None:
-        self.server.shutdown()
-
-
-@pytest.fixture
-def receiver_factory() -> Iterator[Callable[..., Receiver]]:
-    made: list[Receiver] = []
-
-    def make(answers: list[int] | None = None) -> Receiver:
-        made.append(Receiver(answers))
-        return made[-1]
-
-    yield make
-    for r in made:
-        r.close()
-
-
-def wait_for(check: Callable[[], Any], timeout: float = 180, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def readme_verify() -> Callable[..., bool]:
     """The README's snippet, exactly as written."""
     match = README_SNIPPET.search((REPO_ROOT / "README.md").read_text())

@@ -67,7 +67,7 @@ class _Recorder:
 
 
 def test_progress_patches_are_rate_limited_and_the_last_value_is_flushed() -> None:
-    from ffmpeg_worker.main import ProgressReporter
+    from ffmpeg_worker.worker import ProgressReporter
 
     rec = _Recorder()
     reporter = ProgressReporter(rec, steps=2, interval=60)  # type: ignore[arg-type]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from ffmpeg_worker import storage
-from ffmpegjob_model.grants import GRANTS_FILE_ENV, Grants
+from ffmpegjob_model.grants import GRANTS_FILE_ENV, MIN_PART_BYTES, Grants, ObjectGrant
 
 
 def test_a_form_body_streams_head_file_slice_and_tail(tmp_path: Path) -> None:
@@ -34,8 +34,12 @@ def test_grants_file_from_the_environment(tmp_path: Path, monkeypatch: pytest.Mo
 def test_nothing_is_requested_without_a_grant(tmp_path: Path) -> None:
     out = tmp_path / "o.mp4"
     out.write_bytes(b"x")
-    grant = storage.ObjectGrant(key="files/t/d/o.mp4")
+    grant = ObjectGrant(key="files/t/d/o.mp4")
     with pytest.raises(storage.StorageError, match="no write grant"):
         storage.upload(grant, out)
     with pytest.raises(storage.StorageError, match="no read grant"):
         storage.object_size(grant)
+
+
+def test_the_multipart_threshold_is_the_contracts_smallest_part() -> None:
+    assert storage.MULTIPART_THRESHOLD == MIN_PART_BYTES

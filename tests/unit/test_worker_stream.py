@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from ffmpeg_worker.main import _with_stream_options
 from ffmpeg_worker.run import InputReadFailed, run_ffmpeg
 from ffmpeg_worker.stream import streamable
+from ffmpeg_worker.worker import _with_stream_options
 
 LOCAL = {"in": "inputs/in.mp4", "subs": "inputs/subs.srt", "list": "inputs/list.mp4", "v": "inputs/v.mkv"}
 

@@ -8,7 +8,8 @@ redirect checked and the connected address checked again, against DNS rebinding)
 from __future__ import annotations
 
 import posixpath
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -55,9 +56,12 @@ class Fetcher:
         url_rules: URLRules,
         concurrency: int = 4,
         max_bytes: int | None = None,
+        early_sizes: Mapping[str, Future[int]] | None = None,
     ) -> None:
         self.grants, self.s3_settings, self.rules = grants, s3_settings, url_rules
         self.concurrency, self.max_bytes = concurrency, max_bytes
+        # Sizes already asked for at start-up (early.py), by the presigned GET URL they read.
+        self.early_sizes = early_sizes or {}
 
     def fetch_all(
         self, spec: FFmpegJobSpec, workdir: Path, streamed: frozenset[str] = frozenset()
@@ -105,7 +109,9 @@ class Fetcher:
         assert key is not None
         shown = inp.source.split("?", 1)[0]
         try:
-            size = storage.object_size(self.grant(inp))
+            grant = self.grant(inp)
+            early = self.early_sizes.get(grant.get_url or "")
+            size = early.result() if early is not None else storage.object_size(grant)
         except FetchError:
             raise
         except Exception as exc:

@@ -1,370 +1,27 @@
 """`ffmpeg-worker`: serve one FFmpegJob (named by FFMPEGJOB_NAME/FFMPEGJOB_NAMESPACE).
 
-validate -> fetch inputs -> run the commands in order -> upload the declared outputs -> status.
-Exit code 0 means every declared output was uploaded and the status written; on failure the
-worker writes `status.error` and one line to the termination log, and exits non-zero:
-1 a command failed or timed out, 2 the job is invalid or unsafe, 3 inputs or storage failed,
-143 terminated (SIGTERM).
+Start-up is on every job's critical path, so this module imports only the standard library:
+it reads the settings, installs the SIGTERM handler and sends the first requests (the FFmpegJob,
+the inputs' sizes: early.py), and only then imports the flow (worker.py) and its models while
+those requests are on the network. The flow itself and the exit codes are described in worker.py.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-import shlex
-import shutil
 import signal
 import sys
-import threading
-import time
-from concurrent.futures import Future, ThreadPoolExecutor
-from pathlib import Path
 from types import FrameType
-from typing import Any
 
-from ffmpegjob_model.commands import render
-from ffmpegjob_model.exitcodes import EXIT_INVALID, EXIT_IO, EXIT_STEP, EXIT_TERMINATED
-from ffmpegjob_model.grants import Grants
-from ffmpegjob_model.kubeclient import load_client
-from ffmpegjob_model.model import FFmpegJob, Progress, ResultFile, Usage
-from ffmpegjob_model.probe import ProbeFailed, ProbeOptions, media_summary, probe
-from ffmpegjob_model.safety import UnsafeCommand, validate_spec
-from ffmpegjob_model.settings import S3Settings
-from ffmpegjob_model.urls import URLRules
-
-from .checkpoint import CheckpointStore, GrantCheckpoints, Snapshot
-from .fetch import Fetcher, FetchError, local_name
-from .kube import JobClient
-from .run import InputReadFailed, StepFailed, StepProgress, expected_duration, run_ffmpeg
-from .settings import WorkerSettings
-from .storage import load_grants
-from .stream import streamable
-from .upload import UploadFailed, upload_outputs
+from .errors import Terminated
+from .settings import SettingsError, WorkerSettings
 
 log = logging.getLogger("ffmpeg_worker")
 
-__all__ = ["EXIT_INVALID", "EXIT_IO", "EXIT_STEP", "EXIT_TERMINATED", "main"]
-
-
-class JobFailed(Exception):
-    def __init__(self, message: str, code: int) -> None:
-        super().__init__(message)
-        self.code = code
-
-
-class Terminated(Exception):
-    pass
-
-
-class ProgressReporter:
-    """Patches `status.progress` at most once per `interval` seconds (many jobs must not flood the
-    API server); the last value is always written by `flush`."""
-
-    def __init__(self, jobs: JobClient, steps: int, interval: float, background: bool = False) -> None:
-        self.jobs, self.steps, self.interval = jobs, steps, interval
-        self.last_sent = 0.0
-        self.pending: Progress | None = None
-        self.lock = threading.Lock()
-        # In the background, patches go out in order from one thread, off FFmpeg's critical path.
-        self.sender = ThreadPoolExecutor(max_workers=1) if background else None
-        self.last: Future[bool] | None = None
-        self.resumed: int | None = None  # the step this attempt began at, after checkpoints
-
-    def post(self, status: dict[str, Any]) -> None:
-        """Patch (best effort), in the background when so configured; ordered with `update`s."""
-        if self.sender is None:
-            self.jobs.try_patch_status(status)
-        else:
-            self.last = self.sender.submit(self.jobs.try_patch_status, status)
-
-    def update(self, step: int, fraction: float, speed: str | None = None, force: bool = False) -> None:
-        percent = round(100.0 * ((step - 1) + max(0.0, min(fraction, 1.0))) / max(self.steps, 1), 1)
-        with self.lock:
-            self.pending = Progress(step=step, steps=self.steps, percent=percent, speed=speed)
-            if not force and time.monotonic() - self.last_sent < self.interval:
-                return
-            self._send()
-
-    def flush(self) -> None:
-        with self.lock:
-            if self.pending is not None:
-                self._send()
-        self.drain()
-
-    def drain(self, drop_pending: bool = False) -> None:
-        """Wait until every patch handed over went out (a later patch must not be overtaken)."""
-        if drop_pending:
-            with self.lock:
-                self.pending = None
-        last = self.last
-        if last is not None:
-            with contextlib.suppress(Exception):
-                last.result(timeout=60)
-
-    def _send(self) -> None:
-        assert self.pending is not None
-        # An explicit null: a merge patch would otherwise keep the previous step's speed.
-        self.last_sent = time.monotonic()
-        resumed = {"resumedFromStep": self.resumed} if self.resumed else {}  # else null since the start
-        self.post({"progress": {"speed": None, **resumed, **self.pending.to_k8s()}})
-        self.pending = None
-
-
-class Worker:
-    def __init__(
-        self,
-        settings: WorkerSettings,
-        jobs: JobClient,
-        s3_settings: S3Settings,
-        rules: URLRules,
-        grants: Grants,
-    ) -> None:
-        self.settings, self.jobs, self.s3_settings, self.rules = settings, jobs, s3_settings, rules
-        # Storage is reached only through these presigned URLs (storage.py): no credentials.
-        self.grants = grants
-        # ffprobe runs beside FFmpeg and the uploads, not before them.
-        self.pool = ThreadPoolExecutor(max_workers=4)
-        self.reporter: ProgressReporter | None = None
-
-    # ------------------------------------------------------------------------------ steps
-    def run(self) -> int:
-        started = time.monotonic()
-        try:
-            job = self.jobs.get()
-        except Exception as exc:
-            return self._fail(f"cannot read FFmpegJob {self.settings.ffmpegjob_name}: {exc}", EXIT_IO, write=False)
-        workdir = Path(self.settings.workdir) / (job.name or "job")
-        try:
-            self._process(job, workdir, started)
-            return 0
-        except JobFailed as exc:
-            return self._fail(str(exc), exc.code)
-        except Terminated:
-            return self._fail("terminated: the worker received SIGTERM; nothing was uploaded", EXIT_TERMINATED)
-        except Exception as exc:  # storage or API server trouble: still leave a readable reason
-            log.exception("worker error")
-            return self._fail(f"worker error: {type(exc).__name__}: {exc}", EXIT_IO)
-        finally:
-            if not self.settings.keep_workdir:
-                shutil.rmtree(workdir, ignore_errors=True)
-
-    def _process(self, job: FFmpegJob, workdir: Path, started: float) -> None:
-        spec = job.spec
-        deadline = started + spec.timeout_seconds
-        try:
-            # DNS of URL inputs is checked when they are fetched, against the connected address.
-            commands = validate_spec(spec, check_urls=False, url_rules=self.rules, s3=self.s3_settings)
-        except UnsafeCommand as exc:
-            raise JobFailed(f"invalid job: {exc}", EXIT_INVALID) from None
-        steps = len(commands)
-        self.reporter = reporter = ProgressReporter(self.jobs, steps, self.settings.progress_interval, background=True)
-        reporter.post({"progress": {"resumedFromStep": None, **Progress(step=0, steps=steps, percent=0).to_k8s()},
-                       "error": None})
-
-        shutil.rmtree(workdir, ignore_errors=True)  # a retried pod starts clean
-        workdir.mkdir(parents=True)
-        store = self.checkpoints(job, steps)
-        saved = self._restore(store, steps, workdir)
-        if saved:
-            reporter.resumed = saved + 1
-        fetcher = Fetcher(
-            self.grants, self.s3_settings, self.rules, self.settings.fetch_concurrency, self.settings.max_input_bytes
-        )
-        local = {i.name: local_name(i) for i in spec.inputs}
-        try:
-            keys = self._stream_keys(spec, commands, fetcher, local)
-            fetched = fetcher.fetch_all(spec, workdir, frozenset(keys))
-        except FetchError as exc:
-            raise JobFailed(str(exc), EXIT_IO) from None
-        input_bytes = sum(f.size for f in fetched.values())
-        by_name = {i.name: i for i in spec.inputs}
-        urls = {n: fetcher.grant(by_name[n]).get_url or "" for n in keys}
-        paths = {n: urls.get(n, p) for n, p in local.items()} | {o.name: o.name for o in spec.outputs}
-        probes: dict[str, Future[float | None]] = {}
-
-        ffmpeg_seconds = 0.0
-        global_args = shlex.split(self.settings.ffmpeg_global_args)
-        outputs = [o.name for o in spec.outputs]
-        for step, args in enumerate(commands, start=1):
-            if step <= saved:
-                continue  # its files were restored from the checkpoint
-            reporter.update(step, 0.0, force=True)
-            before = Snapshot.take(workdir, outputs)
-            for attempt in (1, 2):
-                redact = {urls[n]: local[n] for n in urls if paths[n] == urls[n]}
-                rendered = _with_stream_options(render(args, paths), redact)
-                for p in (rendered[i + 1] for i, a in enumerate(rendered[:-1]) if a == "-i"):
-                    if p not in probes:  # an input, or an earlier step's output
-                        probes[p] = self.pool.submit(self._duration, workdir, p)
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise JobFailed(f"job timed out after {spec.timeout_seconds}s before command {step}", EXIT_STEP)
-                timeout = min(remaining, spec.step_timeout_seconds or remaining)
-
-                def on_progress(p: StepProgress, step: int = step) -> None:
-                    if p.fraction is not None:
-                        reporter.update(step, p.fraction, p.speed)
-
-                def expected(rendered: list[str] = rendered) -> float | None:
-                    known = {p: f.result() for p, f in probes.items() if f.done() and f.exception() is None}
-                    return expected_duration(rendered, known)
-
-                try:
-                    ffmpeg_seconds += run_ffmpeg(
-                        rendered,
-                        cwd=workdir,
-                        step=step,
-                        steps=steps,
-                        timeout=timeout,
-                        expected=expected,
-                        on_progress=on_progress,
-                        ffmpeg=self.settings.ffmpeg_bin,
-                        global_args=global_args,
-                        redact=redact,
-                    )
-                    break
-                except InputReadFailed as exc:
-                    if attempt == 2:
-                        reporter.flush()
-                        raise JobFailed(str(exc), EXIT_STEP) from None
-                    # Reading from storage failed (or may have been cut short): download instead.
-                    log.warning("streamed input failed, downloading instead: %s", exc)
-                    self._download(fetcher, spec, workdir, [n for n in urls if urls[n] in rendered])
-                    paths |= {n: local[n] for n in urls if urls[n] in rendered}
-                except StepFailed as exc:
-                    reporter.flush()
-                    raise JobFailed(str(exc), EXIT_STEP) from None
-            if store is not None and step < steps:
-                self._save(store, step, workdir, before.written_since(Snapshot.take(workdir, outputs)))
-
-        files = [workdir / o.name for o in spec.outputs]
-        missing = [f.name for f in files if not f.is_file()]
-        if missing:
-            raise JobFailed(f"declared outputs were not written by any command: {', '.join(missing)}", EXIT_STEP)
-        media_future = self.pool.submit(self._media, files)  # beside the uploads
-        try:
-            uploaded = upload_outputs(self.grants.outputs, files, self.settings.upload_concurrency)
-        except UploadFailed as exc:
-            raise JobFailed(str(exc), EXIT_IO) from None
-        media = media_future.result()
-        result = [
-            ResultFile(
-                file_name=u.name,
-                size_bytes=u.size,
-                storage_path=f"{spec.output.dir_id}/{u.name}",
-                media=media.get(u.name),
-            ).to_k8s()
-            for u in uploaded
-        ]
-        usage = Usage.compute(ffmpeg_seconds, input_bytes, sum(u.size for u in uploaded))
-        reporter.drain(drop_pending=True)  # the result patch below carries the final progress
-        self.jobs.patch_status(
-            {
-                "progress": {"speed": None, "resumedFromStep": reporter.resumed,
-                             **Progress(step=steps, steps=steps, percent=100).to_k8s()},
-                "result": result,
-                "usage": usage.to_k8s(),
-                "error": None,
-            }
-        )
-        log.info("done: %d outputs, usage %s", len(result), usage.to_k8s())
-
-    # ------------------------------------------------------------------------ checkpoints
-    def checkpoints(self, job: FFmpegJob, steps: int) -> CheckpointStore | None:
-        """Where a chain's finished steps are saved (a single command needs none)."""
-        if steps < 2 or not self.grants.scratch:
-            return None
-        return GrantCheckpoints(self.grants.scratch)
-
-    def _restore(self, store: CheckpointStore | None, steps: int, workdir: Path) -> int:
-        """The number of leading steps restored from checkpoints (0: start from the first)."""
-        if store is None:
-            return 0
-        try:
-            saved = store.saved_steps(steps)
-            if saved:
-                names = store.restore(saved, workdir)
-                log.info("resuming at step %d of %d: restored %s", saved + 1, steps, ", ".join(names) or "nothing")
-            return saved
-        except Exception as exc:  # a checkpoint is a shortcut: without it, start over
-            log.warning("cannot restore checkpoints, starting from the first step: %s", exc)
-            shutil.rmtree(workdir, ignore_errors=True)
-            workdir.mkdir(parents=True)
-            return 0
-
-    def _save(self, store: CheckpointStore, step: int, workdir: Path, names: list[str]) -> None:
-        try:
-            store.save(step, [workdir / n for n in names])
-            log.info("checkpoint of step %d saved: %s", step, ", ".join(names) or "no files")
-        except Exception as exc:  # never fail the job for a missed shortcut
-            log.warning("checkpoint of step %d not saved: %s", step, exc)
-
-    # ---------------------------------------------------------------------------- helpers
-    def _stream_keys(
-        self, spec: Any, commands: list[list[str]], fetcher: Fetcher, local: dict[str, str]
-    ) -> dict[str, str]:
-        """Input name -> object key, for the inputs FFmpeg reads from storage itself."""
-        if not self.settings.stream_inputs:
-            return {}
-        by_name = {i.name: i for i in spec.inputs}
-        keys = {n: fetcher.storage_key(spec.tenant, by_name[n]) for n in streamable(commands, local)}
-        return {n: k for n, k in keys.items() if k is not None}
-
-    def _download(self, fetcher: Fetcher, spec: Any, workdir: Path, names: list[str]) -> None:
-        by_name = {i.name: i for i in spec.inputs}
-        try:
-            for n in names:
-                fetcher.fetch_one(spec.tenant, by_name[n], workdir / local_name(by_name[n]))
-        except FetchError as exc:
-            raise JobFailed(str(exc), EXIT_IO) from None
-
-    def _duration(self, workdir: Path, target: str) -> float | None:
-        """An input's duration for percent, or None (an image, unreadable): never fails the job.
-        A streamed input is probed at its URL (our own bucket, so no URL rules to apply)."""
-        path = target if "://" in target else str(workdir / target)
-        try:
-            fmt = probe(path, ProbeOptions(format=["duration"]), check_urls=False, ffprobe=self.settings.ffprobe_bin)
-            return float(fmt["format"]["duration"])
-        except (ProbeFailed, KeyError, ValueError, OSError):
-            return None
-
-    def _media(self, files: list[Path]) -> dict[str, dict[str, Any] | None]:
-        def one(path: Path) -> dict[str, Any] | None:
-            try:
-                return media_summary(str(path), ffprobe=self.settings.ffprobe_bin) or None
-            except Exception:
-                return None  # not a media file (a playlist, a text report): no summary
-
-        with ThreadPoolExecutor(max_workers=min(4, len(files))) as pool:
-            return dict(zip([f.name for f in files], pool.map(one, files), strict=True))
-
-    def _fail(self, message: str, code: int, write: bool = True) -> int:
-        log.error("%s", message)
-        if self.reporter is not None:  # no queued progress patch may come after the error
-            self.reporter.drain(drop_pending=True)
-        if write:
-            self.jobs.try_patch_status({"error": message})
-        lines = [ln.strip() for ln in message.splitlines() if ln.strip()]
-        line = lines[0] if len(lines) < 2 else f"{lines[0]} ... {' | '.join(lines[-3:])}"
-        line = line if len(line) <= 1000 else line[:300] + " ... " + line[-690:]
-        with contextlib.suppress(OSError):
-            Path(self.settings.termination_log_path).write_text(line + "\n")
-        return code
-
-
-def _with_stream_options(args: list[str], urls: dict[str, str]) -> list[str]:
-    """Before each `-i <streamed URL>`: only HTTP(S) may be opened for it, a dropped connection
-    is resumed where it broke, and a stalled one fails instead of hanging."""
-    out: list[str] = []
-    for i, a in enumerate(args):
-        nxt = args[i + 1] if i + 1 < len(args) else ""
-        if a == "-i" and nxt in urls:
-            allowed = "https,tls,tcp" if nxt.startswith("https:") else "http,tcp"
-            out += ["-protocol_whitelist", allowed, "-reconnect", "1", "-reconnect_on_network_error", "1"]
-            out += ["-reconnect_delay_max", "4", "-rw_timeout", "30000000"]
-        out.append(a)
-    return out
+# ffmpegjob_model.exitcodes, for the exits taken before the contract package is imported
+# (tests/unit/test_worker_loop.py keeps them equal).
+EXIT_INVALID, EXIT_IO, EXIT_TERMINATED = 2, 3, 143
 
 
 def _on_sigterm(signum: int, frame: FrameType | None) -> None:
@@ -373,30 +30,76 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> None:
 
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # pydantic looks for plugins among every installed distribution's entry points on its first
+    # model; the worker uses none.
+    os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
     try:
-        settings = WorkerSettings()  # FFMPEGJOB_NAME comes from the env
-    except Exception as exc:
+        settings = WorkerSettings.from_env()
+    except SettingsError as exc:
         print(f"ffmpeg-worker: bad environment: {exc}", file=sys.stderr)
         sys.exit(EXIT_INVALID)
     signal.signal(signal.SIGTERM, _on_sigterm)
-    s3_settings = S3Settings()  # where storage is (to recognise its URLs), no credentials
-    jobs = JobClient(load_client(), settings.ffmpegjob_namespace, settings.ffmpegjob_name)
     try:
-        grants = load_grants()
-    except Exception as exc:
-        message = f"cannot read the storage grants: {type(exc).__name__}: {exc}"
-        print(f"ffmpeg-worker: {message}", file=sys.stderr)
-        jobs.try_patch_status({"error": message})
-        sys.exit(EXIT_IO)
-    from .split import ENV_MODE, worker_class  # split-and-stitch: chunk and stitch pods
+        code = _serve(settings)
+    except Terminated:
+        print("ffmpeg-worker: terminated (SIGTERM) while starting", file=sys.stderr)
+        code = EXIT_TERMINATED
+    _exit(code)
 
-    sys.exit(worker_class(os.environ.get(ENV_MODE))(settings, jobs, s3_settings, URLRules(), grants).run())
+
+def _exit(code: int) -> None:
+    """Exit without the interpreter's clean-up: tearing down the modules of a process that loaded
+    pydantic costs about 100 ms, after the work is done and its every thread finished or idle."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    from .kube import remove_temp_files
+
+    remove_temp_files()
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+def _serve(settings: WorkerSettings) -> int:
+    from .early import EarlyReads
+    from .kube import ConfigError, job_client
+
+    try:
+        jobs = job_client(settings.ffmpegjob_namespace, settings.ffmpegjob_name)
+    except (ConfigError, OSError, ValueError) as exc:
+        print(f"ffmpeg-worker: cannot reach the API server: {exc}", file=sys.stderr)
+        return EXIT_IO
+    early = EarlyReads(jobs, settings.grants_file)
+    try:
+        # While the FFmpegJob and the input sizes are on their way: the models and the rules.
+        from ffmpegjob_model.settings import S3Settings
+        from ffmpegjob_model.urls import URLRules
+
+        from .storage import load_grants
+        from .worker import Worker
+
+        if settings.mode:  # split-and-stitch: chunk and stitch pods
+            from .split import worker_class
+
+            worker: type[Worker] = worker_class(settings.mode)
+        else:
+            worker = Worker
+        s3_settings = S3Settings()  # where storage is (to recognise its URLs), no credentials
+        try:
+            grants = load_grants(settings.grants_file)
+        except Exception as exc:
+            message = f"cannot read the storage grants: {type(exc).__name__}: {exc}"
+            print(f"ffmpeg-worker: {message}", file=sys.stderr)
+            jobs.try_patch_status({"error": message})
+            return EXIT_IO
+        return worker(settings, jobs, s3_settings, URLRules(), grants, early).run()
+    finally:
+        early.close()
 
 
 if __name__ == "__main__":
     # `python -m ffmpeg_worker.main` runs this file as `__main__`, a second copy of the module
-    # beside the `ffmpeg_worker.main` that split.py imports: run that one's main, so that the
-    # SIGTERM handler raises the very `Terminated` the Worker catches.
+    # beside `ffmpeg_worker.main`: run that one's main (one module, one SIGTERM handler).
     from ffmpeg_worker.main import main as _main
 
     _main()

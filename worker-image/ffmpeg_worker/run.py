@@ -129,6 +129,7 @@ def run_ffmpeg(
     timeout: float,
     expected: Expected = None,
     on_progress: ProgressCallback | None = None,
+    on_start: Callable[[], None] | None = None,
     ffmpeg: str = "ffmpeg",
     global_args: list[str] | None = None,
     redact: Mapping[str, str] | None = None,
@@ -136,6 +137,7 @@ def run_ffmpeg(
     """Run one command; return its wall time in seconds, raise StepFailed otherwise. The child
     is in its own process group and is killed with it on timeout, failure or interruption.
 
+    `on_start` is called once FFmpeg runs (work that must not delay its start goes there).
     `redact` maps streamed input URLs to the names shown instead (no signed URL in an error);
     a stderr line naming one of them raises InputReadFailed, even after exit code 0."""
     cmd = [ffmpeg, *BASE_ARGS, *(global_args or []), *args]
@@ -176,6 +178,8 @@ def run_ffmpeg(
     for r in readers:
         r.start()
     try:
+        if on_start is not None:
+            on_start()
         try:
             code = proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shlex
 import shutil
 import subprocess
@@ -32,12 +31,14 @@ from ffmpegjob_model.split import SEGMENT_LIST, NotSplittable, SplitCommand, ana
 from ffmpegjob_model.storage_layout import segment_name
 
 from . import storage
+from .errors import JobFailed
 from .fetch import Fetcher, FetchError, local_name
-from .main import EXIT_INVALID, EXIT_IO, EXIT_STEP, JobFailed, Worker, _with_stream_options
 from .run import InputReadFailed, StepFailed, StepProgress, run_ffmpeg
 from .upload import UploadFailed, upload_outputs
+from .worker import EXIT_INVALID, EXIT_IO, EXIT_STEP, Worker, _with_stream_options
 
 log = logging.getLogger("ffmpeg_worker.split")
+# The variables settings.WorkerSettings reads them from (`mode`, `split_plan`, `completion_index`).
 ENV_MODE = "FFMPEG_WORKER_MODE"
 ENV_PLAN = "FFMPEG_SPLIT_PLAN"
 ENV_INDEX = "JOB_COMPLETION_INDEX"
@@ -86,8 +87,8 @@ class SplitWorker(Worker):
 
     def plan(self) -> dict[str, Any]:
         try:
-            return dict(json.loads(os.environ[ENV_PLAN]))
-        except (KeyError, ValueError) as e:
+            return dict(json.loads(self.settings.split_plan or ""))
+        except (TypeError, ValueError) as e:
             raise JobFailed(f"split worker without a plan ({ENV_PLAN}): {e}", EXIT_INVALID) from None
 
     def command(self, job: FFmpegJob) -> SplitCommand:
@@ -148,7 +149,7 @@ class SplitWorker(Worker):
 
     def fetcher(self) -> Fetcher:
         return Fetcher(self.grants, self.s3_settings, self.rules, self.settings.fetch_concurrency,
-                       self.settings.max_input_bytes)
+                       self.settings.max_input_bytes, early_sizes=self.early.sizes if self.early else None)
 
     def video_start(self, path: Path) -> float:
         """A segment's video start time (the first segment's is where the joined video starts)."""
@@ -176,13 +177,13 @@ class ChunkWorker(SplitWorker):
     def _process(self, job: FFmpegJob, workdir: Path, started: float) -> None:
         plan = self.plan()
         try:
-            index = int(os.environ[ENV_INDEX])
+            index = int(self.settings.completion_index or "")
             chunk = ChunkRange.model_validate(plan["ranges"][index])
         except (KeyError, ValueError, IndexError) as e:
             raise JobFailed(f"chunk worker without a valid {ENV_INDEX}: {e}", EXIT_INVALID) from None
         cmd = self.command(job)
         report = Reporter(self, str(index))
-        pod = os.environ.get("HOSTNAME") or os.environ.get("POD_NAME")
+        pod = self.settings.pod
         report.send({"percent": 0, "speed": None, "pod": pod, "timeSec": None}, force=True)
         shutil.rmtree(workdir, ignore_errors=True)
         (workdir / "inputs").mkdir(parents=True)
@@ -213,7 +214,7 @@ class StitchWorker(SplitWorker):
         cmd = self.command(job)
         spec = job.spec
         report = Reporter(self, "stitch")
-        report.send({"percent": 0, "pod": os.environ.get("HOSTNAME")}, force=True)
+        report.send({"percent": 0, "pod": self.settings.pod}, force=True)
         shutil.rmtree(workdir, ignore_errors=True)
         (workdir / "inputs").mkdir(parents=True)
         names = [segment_name(i, cmd.segment_ext) for i in range(int(plan["chunks"]))]

@@ -13,26 +13,18 @@ import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 from xml.sax.saxutils import escape
 
-from ffmpegjob_model.grants import (
-    GRANTS_FILE,
-    GRANTS_FILE_ENV,
-    GRANTS_MOUNT,
-    MAX_PART_BYTES,
-    MIN_PART_BYTES,
-    Grants,
-    MultipartGrant,
-    ObjectGrant,
-    PrefixGrant,
-)
+if TYPE_CHECKING:  # imported where used: this module is on the way to FFmpeg, the model is not
+    from ffmpegjob_model.grants import Grants, MultipartGrant, ObjectGrant, PrefixGrant
 
 CHUNK = 1024 * 1024
 TIMEOUT = 60.0
 ATTEMPTS = 4
-# Outputs up to this size go up in one PUT; bigger ones in parts, several at a time.
-MULTIPART_THRESHOLD = MIN_PART_BYTES
+# Outputs up to this size go up in one PUT; bigger ones in parts, several at a time
+# (ffmpegjob_model.grants.MIN_PART_BYTES, S3's smallest part; test_worker_storage.py keeps them equal).
+MULTIPART_THRESHOLD = 16 * 1024 * 1024
 
 
 class StorageError(Exception):
@@ -51,6 +43,8 @@ _opener = urllib.request.build_opener(_NoRedirect)
 
 def load_grants(path: str | None = None) -> Grants:
     """The grants file named by `$GRANTS_FILE` (the operator mounts it from the job's Secret)."""
+    from ffmpegjob_model.grants import GRANTS_FILE, GRANTS_FILE_ENV, GRANTS_MOUNT, Grants
+
     return Grants.load(path or os.environ.get(GRANTS_FILE_ENV) or f"{GRANTS_MOUNT}/{GRANTS_FILE}")
 
 
@@ -113,7 +107,12 @@ def object_size(g: ObjectGrant) -> int:
     """The size of a readable object (a one-byte range GET: a presigned GET cannot HEAD)."""
     if not g.get_url:
         raise StorageError(f"no read grant for {g.key}")
-    status, headers, _ = _request("GET", g.get_url, headers={"Range": "bytes=0-0"}, ok=(200, 206, 416))
+    return size_at(g.get_url)
+
+
+def size_at(get_url: str) -> int:
+    """The size of the object a presigned GET URL reads."""
+    status, headers, _ = _request("GET", get_url, headers={"Range": "bytes=0-0"}, ok=(200, 206, 416))
     if status == 206:
         return int(str(headers.get("Content-Range", "")).rsplit("/", 1)[-1])
     if status == 416:
@@ -143,6 +142,8 @@ def upload(g: ObjectGrant, path: Path, concurrency: int = 8) -> int:
     """Write `path` to the granted key: one PUT when small, else the granted multipart upload,
     and one PUT after all when that fails (an upload a failed earlier attempt left aborted is
     refused with 404, often before its body is read, so as a broken connection)."""
+    from ffmpegjob_model.grants import MAX_PART_BYTES
+
     size = path.stat().st_size
     if g.multipart is not None and size > MULTIPART_THRESHOLD:
         try:
@@ -162,6 +163,8 @@ def upload(g: ObjectGrant, path: Path, concurrency: int = 8) -> int:
 
 
 def _multipart(mp: MultipartGrant, path: Path, size: int, concurrency: int) -> None:
+    from ffmpegjob_model.grants import MAX_PART_BYTES, MIN_PART_BYTES
+
     parts = len(mp.part_urls)
     part = max(MIN_PART_BYTES, -(-size // parts))
     if part > MAX_PART_BYTES:
