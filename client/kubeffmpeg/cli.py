@@ -199,12 +199,14 @@ class Display:
         self.progress.update(self._task(f"step{d.step}", f"step {d.step}/{d.steps}"), completed=within, info=info)
 
 
-def follow(kf: Client, job_id: str, surface: Any = VGF) -> Job:
-    """Follow a job's events to its end: a progress display, or JSON lines with --json."""
+def follow(kf: Client, job_id: str, surface: Any = VGF, json_lines: bool = True) -> Job:
+    """Follow a job's events to its end: a progress display, or with --json one JSON line per
+    event (`json_lines`) or nothing."""
     if state.json:
         final = None
         for ev in kf.events(job_id, surface):
-            emit_json({"event": ev.name, "id": ev.id, "data": ev.data.model_dump(mode="json", exclude_none=True)})
+            if json_lines:
+                emit_json({"event": ev.name, "id": ev.id, "data": ev.data.model_dump(mode="json", exclude_none=True)})
             if ev.final:
                 final = ev
         assert final is not None
@@ -261,8 +263,11 @@ def ask_cancel(kf: Client, job_id: str) -> None:
 
 @app.command(context_settings={"allow_interspersed_args": False}, epilog=EPILOG)
 def run(
-    ffmpeg_args: Annotated[list[str], typer.Argument(help="FFmpeg arguments after `--`; files as {{name}}",
-                                                     show_default=False)],
+    ffmpeg_args: Annotated[list[str] | None, typer.Argument(help="FFmpeg arguments after `--`; files as {{name}}",
+                                                            show_default=False)] = None,
+    commands: Annotated[list[str] | None, typer.Option("-c", "--command", help="An FFmpeg command as one string, "
+                                                       "run before the one after `--` (repeat for several steps)")]
+    = None,
     inputs: Annotated[list[str] | None, typer.Option("-i", "--input", help="Input file or URL (NAME=PATH to name "
                                                      "it; else in, in2, ...)")] = None,
     machine: Annotated[str | None, typer.Option(help="Node pool: cpu, gpu, ...")] = None,
@@ -271,13 +276,18 @@ def run(
     dest: Annotated[Path, typer.Option("--dest", "-d", help="Where outputs are downloaded")] = Path("."),
     download: Annotated[bool, typer.Option(help="Download the outputs")] = True,
 ) -> None:
-    """Upload local inputs, run one FFmpeg command, show its progress and download its outputs.
+    """Upload local inputs, run FFmpeg, show its progress and download its outputs.
 
     kubeffmpeg run -i in.mp4 -- -i {{in}} -vf scale=1280:-2 {{out.mp4}}
+
+    Outputs are the {{name.ext}} that are not inputs; a later command (-c ... -- ...) may read an
+    earlier one's output.
     """
     named = parse_inputs(inputs or [])
-    command = shlex.join(ffmpeg_args)
-    outs = outputs_of(command, named)
+    steps = [*(commands or []), *([shlex.join(ffmpeg_args)] if ffmpeg_args else [])]
+    if not steps:
+        raise typer.BadParameter("give the FFmpeg arguments after `--` (or -c \"...\")")
+    outs = outputs_of(" ".join(steps), named)
     if not outs:
         raise typer.BadParameter("the command names no output ({{name.ext}} that is not an input)")
     with errors():
@@ -286,12 +296,12 @@ def run(
             for name, src in named.items():
                 if "://" not in src:
                     err.print(f"uploading {src} as {{{{{name}}}}}")
-        job = kf.submit([command], named, outs, machine=machine, timeout_seconds=timeout,
+        job = kf.submit(steps, named, outs, machine=machine, timeout_seconds=timeout,
                         parallel={"chunks": chunks} if chunks else None)
         if not state.json:
             err.print(f"job [bold]{job.id}[/] submitted", markup=True)
         try:
-            done = follow(kf, job.id)
+            done = follow(kf, job.id, json_lines=False)
         except KeyboardInterrupt:
             ask_cancel(kf, job.id)
             raise typer.Exit(EXIT_INTERRUPTED) from None
