@@ -299,7 +299,7 @@ def run(
         job = kf.submit(steps, named, outs, machine=machine, timeout_seconds=timeout,
                         parallel={"chunks": chunks} if chunks else None)
         if not state.json:
-            err.print(f"job [bold]{job.id}[/] submitted", markup=True)
+            err.print(f"job {job.id} submitted")
         try:
             done = follow(kf, job.id, json_lines=False)
         except KeyboardInterrupt:
