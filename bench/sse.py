@@ -52,7 +52,7 @@ def apiserver_watches(api: client.ApiClient) -> float:
     r = api.call_api("GET", api.configuration.host + "/metrics")
     r.read()
     total = 0.0
-    for line in r.data.decode().splitlines():
+    for line in (r.data or b"").decode().splitlines():
         if line.startswith("apiserver_longrunning_requests{") and 'resource="ffmpegjobs"' in line \
                 and 'verb="WATCH"' in line:
             total += float(line.rsplit(" ", 1)[1])

@@ -168,7 +168,7 @@ def apiserver_watches(kube_api: k8s.ApiClient) -> float:
     r = kube_api.call_api("GET", kube_api.configuration.host + "/metrics")
     r.read()
     total = 0.0
-    for line in r.data.decode().splitlines():
+    for line in (r.data or b"").decode().splitlines():
         if line.startswith("apiserver_longrunning_requests{") and 'resource="ffmpegjobs"' in line \
                 and 'verb="WATCH"' in line:
             total += float(line.rsplit(" ", 1)[1])
