@@ -166,3 +166,32 @@ def test_rest_errors_are_readable_and_have_exit_codes(env: dict[str, str], tmp_p
                                                                        "status": 404}
     r = run_cli(["jobs", "ls"], {k: v for k, v in env.items() if k != "API_URL"}, tmp_path)
     assert r.returncode == 2 and "API_URL" in r.stderr
+
+
+def test_the_readme_cli_block_and_python_example_run_as_written(env: dict[str, str], tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    import re
+
+    from devstack.paths import REPO_ROOT
+
+    readme = (REPO_ROOT / "README.md").read_text()
+    block = re.search(r"<!-- readme-test-cli -->\s*```bash\n(.*?)```", readme, re.S)
+    assert block is not None
+    path = f"{Path(sys.executable).parent}:{env.get('PATH', '/usr/bin:/bin')}"
+    out = subprocess.run(["bash", "-c", "set -euo pipefail\n" + block.group(1)], cwd=tmp_path,
+                         env={**env, "PATH": path}, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stdout + out.stderr
+    size = subprocess.run(["ffprobe", "-v", "error", "-select_streams", "v:0", "-show_entries", "stream=width,height",
+                           "-of", "csv=p=0", str(tmp_path / "out.mp4")], capture_output=True, text=True, check=True)
+    assert size.stdout.strip() == "1280,720"
+    events = [json.loads(line) for line in out.stdout.splitlines() if line.startswith('{"event"')]
+    assert events and events[-1]["event"] == "result"
+    # the Python example beside it
+    example = re.search(r"The same from Python:\s*```python\n(.*?)```", readme, re.S)
+    assert example is not None
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("API_URL", env["API_URL"])
+    monkeypatch.setenv("API_KEY", env["API_KEY"])
+    (tmp_path / "out.mp4").unlink()
+    exec(compile(example.group(1), "README.md", "exec"), {})
+    assert (tmp_path / "out.mp4").stat().st_size > 0
