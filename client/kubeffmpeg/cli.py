@@ -188,7 +188,8 @@ class Display:
                 self.progress.update(self._task(f"chunk{c.index}", f"chunk {c.index + 1}/{len(d.chunks)}"),
                                      completed=100 if c.phase == "Succeeded" else c.percent, info=c.speed or "")
             if d.stage in ("Stitch", "Done"):
-                self.progress.update(self._task("stitch", "stitch"), completed=100 if d.stage == "Done" else 0)
+                self.progress.update(self._task("stitch", "stitch"), completed=d.stitch_percent or 0,
+                                     info=(d.speed or "") if d.stage == "Stitch" else "")
             return
         if d.steps <= 0 or d.step <= 0:
             return

@@ -89,6 +89,7 @@ class ProgressEvent(BaseModel):
     eta_seconds: float | None = Field(default=None, description="Estimated seconds left, from the time so far")
     stage: Literal["Chunks", "Stitch", "Done"] | None = Field(default=None, description="Split jobs: the stage")
     chunks: list[ChunkProgress] | None = Field(default=None, description="Split jobs: each chunk")
+    stitch_percent: float | None = Field(default=None, description="Split jobs: the stitch's own progress")
 
 
 class FinalEvent(BaseModel):
@@ -170,9 +171,14 @@ def progress_of(name: str, obj: dict[str, Any], now: datetime | None = None) -> 
                                 percent=float(c.get("percent") or 0),
                                 speed=(reports.get(str(c.get("index", i))) or {}).get("speed"))
                   for i, c in enumerate(st["chunks"]) if isinstance(c, dict)]
+    stitch = None
+    if split is not None and split.get("stage") in ("Stitch", "Done"):
+        reports_ = st.get("chunkReports") if isinstance(st.get("chunkReports"), dict) else {}
+        report = reports_.get("stitch") if isinstance(reports_, dict) else None
+        stitch = 100.0 if split.get("stage") == "Done" else float((report or {}).get("percent") or 0)
     return ProgressEvent(job_id=name, step=int(p.get("step") or 0), steps=int(p.get("steps") or 0),
                          percent=percent, speed=p.get("speed"), eta_seconds=eta,
-                         stage=split.get("stage") if split else None, chunks=chunks)
+                         stage=split.get("stage") if split else None, chunks=chunks, stitch_percent=stitch)
 
 
 def progress_id(p: ProgressEvent) -> EventId:

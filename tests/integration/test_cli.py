@@ -82,6 +82,19 @@ def test_run_uploads_shows_a_progress_bar_per_step_and_downloads_the_outputs(
         assert (tmp_path / name).stat().st_size > 0
 
 
+def test_a_split_job_shows_a_bar_per_chunk_and_the_stitch(env: dict[str, str], tmp_path: Path) -> None:
+    clip = tmp_path / "clip.mp4"
+    subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "testsrc=size=320x240:rate=25:duration=8", "-g", "25",
+                    "-c:v", "libx264", "-pix_fmt", "yuv420p", str(clip)], check=True)
+    child = spawn(["run", "-i", str(clip), "--chunks", "2", "--", "-i", "{{in}}", "-c:v", "libx264", "{{split.mp4}}"],
+                  env, tmp_path)
+    child.expect(r"chunk 1/2 [^\r\n]*%")
+    child.expect(r"chunk 2/2 [^\r\n]*%")
+    child.expect(r"stitch [^\r\n]*%")
+    child.expect(r"split\.mp4 \([\d,]+ bytes\)")
+    assert finish(child) == 0
+
+
 def test_ctrl_c_during_watch_leaves_the_job_running(env: dict[str, str], kf: Client, tmp_path: Path) -> None:
     job = kf.submit([LONG], {}, ["long.mp4"])
     try:
