@@ -93,7 +93,8 @@ def test_wait_follows_the_event_stream() -> None:
 def test_configuration_from_the_environment_or_a_checkouts_devstack_env(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / ".devstack").mkdir()
-    (tmp_path / ".devstack" / "env").write_text("# x\nexport API_URL=http://127.0.0.1:18080\nexport API_KEY='kff_a b'\n")
+    env = "# x\nexport API_URL=http://127.0.0.1:18080\nexport API_KEY='kff_a b'\n"
+    (tmp_path / ".devstack" / "env").write_text(env)
     (tmp_path / "sub").mkdir()
     monkeypatch.delenv("API_URL", raising=False)
     monkeypatch.delenv("API_KEY", raising=False)
