@@ -89,14 +89,22 @@ class StreamHub:
 
     def dispatch(self, kind: str, obj: dict[str, Any]) -> None:
         """Called from the watch thread for each event."""
-        if kind == "RESYNC":
+        if kind == "RESYNC":  # events may have been missed: one read per job with streams, not per stream
             with self._lock:
-                subs = [s for lst in self._subs.values() for s in lst]
-            item = RESYNC
-        else:
-            name = (obj.get("metadata") or {}).get("name", "")
-            with self._lock:
-                subs = list(self._subs.get(name, ()))
-            item = {DELETED_MARK: True, **obj} if kind == "DELETED" else obj
+                names = list(self._subs)
+            for name in names:
+                try:
+                    current = self.watcher.kube.get_job(name)
+                except Exception:
+                    self._put(name, RESYNC)  # each stream reads it again itself
+                    continue
+                self._put(name, current if current is not None else {DELETED_MARK: True, "metadata": {"name": name}})
+            return
+        name = (obj.get("metadata") or {}).get("name", "")
+        self._put(name, {DELETED_MARK: True, **obj} if kind == "DELETED" else obj)
+
+    def _put(self, name: str, item: dict[str, Any]) -> None:
+        with self._lock:
+            subs = list(self._subs.get(name, ()))
         for s in subs:
             s.loop.call_soon_threadsafe(s.queue.put_nowait, item)

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 from ffmpeg_api.errors import ApiError
-from ffmpeg_api.streams import RESYNC, StreamHub
+from ffmpeg_api.streams import DELETED_MARK, StreamHub
 from ffmpegjob_model import events as ev
 from ffmpegjob_model.model import Phase
 from kubeffmpeg import sse
@@ -128,9 +128,19 @@ def test_the_client_parses_what_the_stream_sends() -> None:
     assert event_of(raws[1]) is None
 
 
+class FakeKube:
+    def __init__(self) -> None:
+        self.reads: list[str] = []
+
+    def get_job(self, name: str) -> dict[str, Any] | None:
+        self.reads.append(name)
+        return job("Succeeded") if name == "job-1" else None
+
+
 class FakeWatcher:
     def __init__(self) -> None:
         self.observers: list[Any] = []
+        self.kube = FakeKube()
 
     def observe(self, fn: Any) -> None:
         self.observers.append(fn)
@@ -150,10 +160,13 @@ async def test_one_observer_for_all_streams_and_a_bound_per_key() -> None:
     subs = [hub.subscribe("job-1") for _ in range(50)] + [hub.subscribe("job-2")]
     assert len(w.observers) == 1
     hub.dispatch("MODIFIED", job("Running"))
-    hub.dispatch("RESYNC", {})
+    hub.dispatch("RESYNC", {})  # after a re-list: one read per job, whatever its streams
     await asyncio.sleep(0)
+    assert sorted(w.kube.reads) == ["job-1", "job-2"]
     assert all(s.queue.qsize() == 2 for s in subs[:50]) and subs[-1].queue.qsize() == 1
-    assert subs[-1].queue.get_nowait() is RESYNC
+    assert subs[0].queue.get_nowait()["status"]["phase"] == "Running"
+    assert subs[0].queue.get_nowait()["status"]["phase"] == "Succeeded"
+    assert subs[-1].queue.get_nowait()[DELETED_MARK]  # job-2 is gone
     for s in subs:
         hub.unsubscribe(s)
     hub.dispatch("MODIFIED", job("Running"))
