@@ -208,3 +208,16 @@ def test_the_readme_cli_block_and_python_example_run_as_written(env: dict[str, s
     (tmp_path / "out.mp4").unlink()
     exec(compile(example.group(1), "README.md", "exec"), {})
     assert (tmp_path / "out.mp4").stat().st_size > 0
+
+
+def test_keys_create_makes_a_key_that_works(env: dict[str, str], stack_env: dict[str, str], tmp_path: Path) -> None:
+    """Admin: through the key store with the kubeconfig; the new key is accepted at once."""
+    admin = {**env, "KUBECONFIG": stack_env["KUBECONFIG"], "FFMPEG_NAMESPACE": stack_env["FFMPEG_NAMESPACE"]}
+    r = run_cli(["--json", "keys", "create", "--tenant", tenant_name("clikey")], admin, tmp_path)
+    assert r.returncode == 0, r.stderr
+    new_key = json.loads(r.stdout)["api_key"]
+    assert new_key.startswith("kff_")
+    listed = run_cli(["--json", "jobs", "ls"], {**env, "API_KEY": new_key}, tmp_path)
+    assert listed.returncode == 0 and json.loads(listed.stdout) == []
+    r = run_cli(["keys", "create", "--tenant", "Not_A_Label"], admin, tmp_path)
+    assert r.returncode != 0 and "tenant" in r.stderr
