@@ -287,10 +287,10 @@ class Client:
                     if resp.status_code >= 400:
                         resp.read()
                         raise error_from(resp)
-                    parser = sse.Parser(last_id=last)
+                    parser, got_any = sse.Parser(last_id=last), False
                     for raw in sse.parse(resp.iter_lines(), parser):
                         last = parser.last_id
-                        failures = 0
+                        failures, got_any = 0, True
                         ev = event_of(raw)
                         if ev is None:
                             continue
@@ -306,7 +306,13 @@ class Client:
                 delay = e.retry_after if isinstance(e, ApiError) and e.retry_after else min(0.5 * 2 ** failures, 8)
                 time.sleep(delay)
                 continue
-            # The server closed the stream without a final event (its time limit): resume.
+            # The server closed the stream without a final event (its time limit): resume, after
+            # a pause if it sent nothing at all.
+            if not got_any:
+                failures += 1
+                if failures > reconnects:
+                    raise ConnectionFailed(f"event stream of {job_id} keeps closing without events")
+                time.sleep(min(0.5 * 2 ** failures, 8))
 
     def wait(self, job_id: str, surface: Surface = VGF, timeout: float | None = None,
              on_event: EventCallback | None = None, poll_seconds: float = 2.0, raise_on_failure: bool = True) -> Job:
@@ -475,10 +481,10 @@ class AsyncClient:
                     if resp.status_code >= 400:
                         await resp.aread()
                         raise error_from(resp)
-                    parser = sse.Parser(last_id=last)
+                    parser, got_any = sse.Parser(last_id=last), False
                     async for raw in sse.aparse(resp.aiter_lines(), parser):
                         last = parser.last_id
-                        failures = 0
+                        failures, got_any = 0, True
                         ev = event_of(raw)
                         if ev is None:
                             continue
@@ -493,6 +499,12 @@ class AsyncClient:
                     raise ConnectionFailed(f"event stream of {job_id} lost: {e}") from None
                 delay = e.retry_after if isinstance(e, ApiError) and e.retry_after else min(0.5 * 2 ** failures, 8)
                 await asyncio.sleep(delay)
+                continue
+            if not got_any:
+                failures += 1
+                if failures > reconnects:
+                    raise ConnectionFailed(f"event stream of {job_id} keeps closing without events")
+                await asyncio.sleep(min(0.5 * 2 ** failures, 8))
 
     async def wait(self, job_id: str, surface: Surface = VGF, timeout: float | None = None,
                    on_event: EventCallback | None = None, poll_seconds: float = 2.0,

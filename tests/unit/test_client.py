@@ -115,3 +115,23 @@ def test_cli_inputs_and_outputs(tmp_path: Path) -> None:
         parse_inputs([str(tmp_path / "missing.mp4")])
     assert outputs_of("-i {{in}} -i {{voice}} {{out.mp4}} {{out.mp4}} {{thumb.jpg}}", {"in": "", "voice": ""}) == [
         "out.mp4", "thumb.jpg"]
+
+
+def test_a_stream_that_keeps_closing_without_events_is_given_up(no_sleep: list[float]) -> None:
+    from kubeffmpeg import ConnectionFailed
+
+    calls: list[str | None] = []
+
+    def handler(r: httpx.Request) -> httpx.Response:
+        calls.append(r.headers.get("last-event-id"))
+        if len(calls) == 1:  # one event, then the server's time limit closes the stream
+            return httpx.Response(200, text='id: 1.1.300\nevent: progress\ndata: {"job_id":"j","step":1,"steps":1,'
+                                             '"percent":30}\n\n')
+        return httpx.Response(200, text=": ping\n\n")
+
+    kf = make(handler)
+    got = []
+    with pytest.raises(ConnectionFailed):
+        for ev in kf.events("job-1", reconnects=3):
+            got.append(ev.id)
+    assert got == ["1.1.300"] and calls[1:] == ["1.1.300"] * 4  # resumed from the last id each time

@@ -29,6 +29,7 @@ from ..streams import DELETED_MARK, RESYNC, Slot, StreamHub
 
 router = APIRouter(responses=ERROR_RESPONSES)
 JobId = Annotated[str, Path(description="The job id", min_length=1, max_length=253)]
+SEND_TIMEOUT_SECONDS = 30.0
 
 
 class EventSettings(BaseSettings):
@@ -179,7 +180,9 @@ async def open_stream(request: Request, svc: Services, who: Caller, job_id: str,
     slot = hub.acquire(key_of(svc, authorization))
     try:
         gen = _stream(svc, hub, settings, slot, surface, job_id, obj, last_id, request)
+        # send_timeout: a client that stops reading is dropped (and its slot freed) instead of held.
         return EventSourceResponse(gen, ping=settings.heartbeat_seconds, background=BackgroundTask(slot.release),
+                                   send_timeout=SEND_TIMEOUT_SECONDS,
                                    headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
     except BaseException:
         slot.release()
