@@ -3,7 +3,9 @@
 1. Generates a 5-second test clip with FFmpeg (lavfi testsrc + sine).
 2. REST ("FFmpeg API" surface): registers a file, uploads it to the presigned PUT URL,
    runs /ffmpeg/process, and downloads the result through its presigned URL.
-3. kubectl: applies an FFmpegJob reading the same uploaded file, waits for Succeeded, and
+3. The `kubeffmpeg` command line: uploads the clip, runs the same scale with a live progress bar,
+   and downloads the result.
+4. kubectl: applies an FFmpegJob reading the same uploaded file, waits for Succeeded, and
    prints its status.
 """
 
@@ -63,6 +65,11 @@ def main() -> int:
                                 "stream=width,height", "-of", "csv=p=0", str(out)],
                                capture_output=True, text=True, check=True).stdout.strip()
         print(f"    downloaded {out} ({out.stat().st_size} bytes, {probe})")
+
+    step("kubeffmpeg run: the same scale from the command line (upload, live progress, download)")
+    kubeffmpeg = Path(sys.executable).parent / "kubeffmpeg"
+    subprocess.run([str(kubeffmpeg), "run", "-i", str(clip), "--dest", str(work), "--",
+                    "-i", "{{in}}", "-vf", "scale=320:180", "-crf", "28", "{{cli.mp4}}"], env=env, check=True)
 
     step("kubectl apply: the same work as an FFmpegJob")
     name = f"demo-{int(time.time())}"

@@ -12,7 +12,7 @@ from ffmpegjob_model.release import RELEASE
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from . import errors
-from .routers import common, ffmpeg_api, vgf, webhooks
+from .routers import common, events, ffmpeg_api, vgf, webhooks
 from .services import Services
 from .settings import ApiSettings
 
@@ -62,6 +62,7 @@ def _routes(app: FastAPI) -> FastAPI:
     app.include_router(vgf.router)
     app.include_router(common.router)
     app.include_router(webhooks.router)
+    app.include_router(events.router)
     _openapi_without_422(app)
     return app
 

@@ -14,6 +14,7 @@ import logging
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from typing import Any, cast
 
 from ffmpegjob_model.model import GROUP, PLURAL, TERMINAL, VERSION
@@ -40,6 +41,22 @@ class JobWatcher:
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._watch: watch.Watch | None = None
+        # Called from the watch thread with (event type, object) for every event, and with
+        # ("RESYNC", {}) after each re-list (events may have been missed): live event streams.
+        self._observers: list[Callable[[str, dict[str, Any]], None]] = []
+
+    def observe(self, fn: Callable[[str, dict[str, Any]], None]) -> None:
+        """Register `fn` for every event of the shared watch and start the watch."""
+        with self._lock:
+            self._observers.append(fn)
+        self._ensure_started()
+
+    def _notify(self, kind: str, obj: dict[str, Any]) -> None:
+        for fn in self._observers:
+            try:
+                fn(kind, obj)
+            except Exception:
+                log.exception("watch observer failed")
 
     # --------------------------------------------------------------------------------- waiting
     async def wait(self, name: str, timeout: float) -> dict[str, Any] | None:
@@ -115,6 +132,7 @@ class JobWatcher:
             obj = self.kube.get_ffmpegjob(name)
             if obj is None or is_terminal(obj):
                 self._deliver(obj or {"metadata": {"name": name}})
+        self._notify("RESYNC", {})
         return rv
 
     def _stream(self, rv: str) -> None:
@@ -130,6 +148,8 @@ class JobWatcher:
             if kind == "ERROR":
                 code = obj.get("code") if isinstance(obj, dict) else None
                 raise ApiException(status=code or 500, reason=str(obj.get("message", "")) if obj else "")
+            if kind in ("ADDED", "MODIFIED", "DELETED") and self._observers:
+                self._notify(str(kind), obj)
             if kind == "DELETED" or (kind in ("ADDED", "MODIFIED") and is_terminal(obj)):
                 self._deliver(obj)
 

@@ -14,7 +14,7 @@ from packaging.requirements import Requirement
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPONENTS = {"crds": "kubeffmpeg-model", "api": "kubeffmpeg-api", "operator": "kubeffmpeg-operator",
-              "worker-image": "kubeffmpeg-worker"}
+              "worker-image": "kubeffmpeg-worker", "client": "kubeffmpeg-client"}
 
 
 def load(path: Path) -> dict[str, Any]:
@@ -28,7 +28,7 @@ def third_party(reqs: list[str]) -> set[str]:
 def root_runtime() -> set[str]:
     project = load(ROOT / "pyproject.toml")["project"]
     extras = project["optional-dependencies"]
-    return third_party(project["dependencies"] + extras["api"] + extras["operator"])
+    return third_party(project["dependencies"] + extras["api"] + extras["operator"] + extras["client"])
 
 
 @pytest.mark.parametrize("folder", sorted(COMPONENTS))
