@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from . import errors
+from . import dashboard, errors
 from .routers import common, ffmpeg_api, vgf, webhooks
 from .services import Services
 from .settings import ApiSettings
@@ -61,6 +61,7 @@ def _routes(app: FastAPI) -> FastAPI:
     app.include_router(vgf.router)
     app.include_router(common.router)
     app.include_router(webhooks.router)
+    app.include_router(dashboard.router)
     _openapi_without_422(app)
     return app
 
