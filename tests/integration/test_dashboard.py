@@ -34,7 +34,7 @@ from selenium.webdriver.support import expected_conditions as ec
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
 # The stack's API process and helpers of the REST suite (fixtures are found by name).
-from test_api_stack import Api, api_url, keys, tenant_name, upload, video, wait_vgf  # noqa: F401
+from test_api_stack import Api, Receiver, api_url, keys, receiver, tenant_name, upload, video, wait_vgf  # noqa: F401
 
 pytestmark = [pytest.mark.stack, pytest.mark.browser]
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts" / "dashboard"
@@ -126,12 +126,12 @@ def rest(api_url: str, key: str) -> Api:
 
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """12 s of 640x360 video with audio: the job below reads it at its own rate (-re), so the
-    page sees it run for several seconds whatever the machine's speed."""
+    """12 s of 640x360 video with audio, a keyframe each second (so it splits into chunks): the
+    job below reads it at its own rate (-re), so the page sees it run whatever the machine's speed."""
     out = tmp_path_factory.mktemp("ui") / "clip.mp4"
     subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "testsrc2=size=640x360:rate=25:duration=12",
                     "-f", "lavfi", "-i", "sine=frequency=330:duration=12", "-c:v", "libx264", "-preset", "ultrafast",
-                    "-pix_fmt", "yuv420p", "-c:a", "aac", "-shortest", str(out)], check=True)
+                    "-g", "25", "-pix_fmt", "yuv420p", "-c:a", "aac", "-shortest", str(out)], check=True)
     return out
 
 
@@ -233,6 +233,26 @@ def test_submit_in_the_form_watch_it_to_100_and_preview(browser: WebDriver, api_
     shot(browser, "05-jobs-list-phone", PHONE)
 
 
+def test_a_split_jobs_chunks_and_its_webhook_deliveries(browser: WebDriver, api_url: str, key: str, rest: Api,
+                                                        clip: Path, receiver: Receiver) -> None:
+    tmp = rest.call("POST", "/api/tmp-file", json={"file_name": "clip.mp4"}).json()["data"]
+    assert httpx.put(tmp["upload_url"], content=clip.read_bytes(), timeout=60).status_code == 200
+    r = rest.call("POST", "/api/ffmpeg", json={
+        "input_files": {"input": tmp["download_url"]}, "output_files": ["split.mp4"], "parallel": {"chunks": 2},
+        "ffmpeg_commands": ["-i {{input}} -c:v libx264 -preset ultrafast -c:a aac {{split.mp4}}"],
+        "webhook_url": f"{receiver.url}/hook"})
+    assert r.status_code == 200, r.text
+    job_id = r.json()["data"]["id"]
+    sign_in(browser, api_url, key)
+    browser.get(f"{api_url}/ui/jobs/{job_id}")
+    wait_until(browser, lambda d: text_of(d, "#job-status") == "succeeded", timeout=WAIT, what="the split job")
+    rows = browser.find_elements(By.CSS_SELECTOR, "#chunks tr")
+    assert len(rows) == 2 and all("Succeeded" in row.text and "100 %" in row.text for row in rows)
+    wait_until(browser, lambda d: "HTTP 200" in text_of(d, "#webhook-attempts"), timeout=60, what="the delivery")
+    assert "delivered" in text_of(browser, "#webhook-state") and receiver.posts[0]["id"] == job_id
+    shot(browser, "06-split-job-chunks-webhook")
+
+
 def test_cancel_a_queued_job(browser: WebDriver, api_url: str, key: str, rest: Api, kube_api: client.ApiClient,
                              stack: StackInfo) -> None:
     """A job held in the queue (suspended, as Kueue holds one) is cancelled from its page."""
@@ -249,7 +269,7 @@ def test_cancel_a_queued_job(browser: WebDriver, api_url: str, key: str, rest: A
     browser.get(f"{api_url}/ui/jobs/{name}")
     wait_until(browser, lambda d: text_of(d, "#job-status") == "queued", what="the queued job")
     cancel = visible(browser, "#cancel")
-    shot(browser, "06-job-queued")
+    shot(browser, "07-job-queued")
     cancel.click()
     wait_until(browser, ec.alert_is_present(), what="the confirmation")
     browser.switch_to.alert.accept()
