@@ -161,7 +161,9 @@ const KF = (() => {
       if (stopped) return;
       clearTimeout(timer);
       // While streaming, a slow poll only guards against a silent stream.
-      timer = setTimeout(async () => { await run(); schedule(); }, streaming ? Math.max(interval * 10, 15000) : interval);
+      // A hidden tab is not polled; it catches up when shown (visibilitychange below).
+      timer = setTimeout(async () => { if (!document.hidden) await run(); schedule(); },
+        streaming ? Math.max(interval * 10, 15000) : interval);
     }
     function stop() {
       stopped = true;
