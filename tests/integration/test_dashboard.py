@@ -183,6 +183,8 @@ def test_submit_in_the_form_watch_it_to_100_and_preview(browser: WebDriver, api_
         seen.add(pct)
         status = text_of(browser, "#job-status")
         if status == "running" and 0 < pct < 100 and not running_shot:
+            # Live: from the job's event stream where the API has one, else polled.
+            assert text_of(browser, "#live-mode") in ("Live: server events.", "Live: refreshed every second.")
             shot(browser, "03-job-running")
             running_shot = True
         if status == "succeeded":
@@ -328,6 +330,27 @@ def test_the_forms_show_the_apis_validation_messages(browser: WebDriver, api_url
     wait_until(browser, lambda d: text_of(d, "#task-error"), what="the task's error")
     assert "Directory not found: dir_nope" in text_of(browser, "#task-error")
     shot(browser, "10-submit-task-refused")
+
+
+def test_a_task_submitted_with_a_file_from_disk(browser: WebDriver, api_url: str, key: str, video: Path) -> None:
+    """The other request style: the file is registered (POST /file) and uploaded by the browser,
+    the task runs, and its page shows the structured form as one command."""
+    sign_in(browser, api_url, key)
+    browser.get(f"{api_url}/ui/submit")
+    browser.find_element(By.CSS_SELECTOR, "input[name=style][value=ffmpeg-api]").click()
+    visible(browser, "#task-form")
+    browser.find_element(By.CSS_SELECTOR, "#task-inputs .in-file").send_keys(str(video))
+    opts = browser.find_element(By.CSS_SELECTOR, "#task-outputs .out-opts")
+    opts.clear()
+    opts.send_keys("-vf scale=160:-2 -c:v libx264 -preset ultrafast")
+    browser.find_element(By.CSS_SELECTOR, "#task-form button[type=submit]").click()
+    wait_until(browser, ec.url_contains("/ui/jobs/job-"), timeout=60, what="the task's page")
+    wait_until(browser, lambda d: text_of(d, "#job-status") == "succeeded", timeout=WAIT, what="the task")
+    assert "-i {{in0}} -vf scale=160:-2 -c:v libx264 -preset ultrafast {{output.mp4}}" in text_of(browser, "#steps")
+    assert "/video.mp4" in text_of(browser, "#io") and "ffmpeg-api" in text_of(browser, "#facts")
+    video_el = visible(browser, "#preview video")
+    wait_until(browser, lambda d: d.execute_script("return arguments[0].videoWidth", video_el) == 160,
+               what="the preview")
 
 
 def test_files_deleted_and_usage_per_day(browser: WebDriver, api_url: str, key: str, rest: Api, video: Path) -> None:
