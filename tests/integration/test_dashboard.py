@@ -321,6 +321,7 @@ def test_the_forms_show_the_apis_validation_messages(browser: WebDriver, api_url
     assert text_of(browser, "#vgf-error") == f"The API refused the job (400): {over_rest.json()['message']}"
     assert "/ui/submit" in browser.current_url
     shot(browser, "09-submit-refused")
+    shot(browser, "09-submit-refused-phone", PHONE)
 
     # The other request style: an unknown input file is the API's 404, shown as it is.
     browser.find_element(By.CSS_SELECTOR, "input[name=style][value=ffmpeg-api]").click()
@@ -370,6 +371,13 @@ def test_files_deleted_and_usage_per_day(browser: WebDriver, api_url: str, key: 
     assert names == ["keep.mp4"]
     shot(browser, "11-files-phone", PHONE)
 
+    # At least one finished job today, whichever tests ran before.
+    tmp = rest.call("POST", "/api/tmp-file", json={"file_name": "in.mp4"}).json()["data"]
+    assert httpx.put(tmp["upload_url"], content=video.read_bytes(), timeout=60).status_code == 200
+    done = rest.call("POST", "/api/ffmpeg?wait=true", json={
+        "input_files": {"in": tmp["download_url"]}, "output_files": ["o.mp4"],
+        "ffmpeg_commands": ["-i {{in}} -t 1 {{o.mp4}}"]}).json()["data"]
+    assert done["status"] == "succeeded", done
     browser.get(f"{api_url}/ui/usage")
     wait_until(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#days tr"), what="usage per day")
     daily = rest.call("GET", "/ui/api/usage/daily").json()
@@ -377,6 +385,7 @@ def test_files_deleted_and_usage_per_day(browser: WebDriver, api_url: str, key: 
     assert today["jobs"] >= 1 and today["day"] in text_of(browser, "#days")
     assert str(rest.call("GET", "/usage").json()["usage"]["jobs"]) in text_of(browser, "#totals")
     shot(browser, "12-usage")
+    shot(browser, "12-usage-phone", PHONE)
 
 
 def test_keyboard_only_sign_in_and_navigation(browser: WebDriver, api_url: str, key: str) -> None:

@@ -11,10 +11,11 @@ document.addEventListener("DOMContentLoaded", async () => {
       ...fact("Tenant", usage.tenant), ...fact("Jobs", String(u.jobs) + (byStatus ? " (" + byStatus + ")" : "")),
       ...fact("FFmpeg time", KF.seconds(u.time_sec)), ...fact("Input", u.input_size_gb.toFixed(6) + " GB"),
       ...fact("Output", u.output_size_gb.toFixed(6) + " GB"), ...fact("gb_sec", u.gb_sec.toFixed(6)));
-    const num = (v, d) => KF.el("td", { class: "num" }, Number(v).toFixed(d));
+    // data-label: a phone shows each row as a card, each figure under its column's name.
+    const num = (v, d, label) => KF.el("td", { class: "num", "data-label": label }, Number(v).toFixed(d));
     KF.$("days").append(...daily.days.map((d) => KF.el("tr", {},
-      KF.el("th", { scope: "row" }, d.day), num(d.jobs, 0), num(d.time_sec, 1), num(d.input_size_gb, 6),
-      num(d.output_size_gb, 6), num(d.gb_sec, 6))));
+      KF.el("th", { scope: "row" }, d.day), num(d.jobs, 0, "Jobs"), num(d.time_sec, 1, "FFmpeg time (s)"),
+      num(d.input_size_gb, 6, "Input GB"), num(d.output_size_gb, 6, "Output GB"), num(d.gb_sec, 6, "gb_sec"))));
     KF.$("days-empty").hidden = daily.days.length > 0;
   } catch (e) {
     KF.notice(e.message);
