@@ -91,3 +91,9 @@ def test_usage_per_day_over_finished_jobs_by_completion_day() -> None:
     ]
     days = dashboard.per_day(jobs, dashboard.finished_day)
     assert [(d.day, d.jobs, d.gb_sec) for d in days] == [("2026-11-21", 1, 2.0), ("2026-11-20", 2, 4.0)]
+
+
+def test_the_job_id_in_a_page_is_escaped(ui: TestClient) -> None:
+    r = ui.get("/ui/jobs/a%3Cimg%20src%3Dx%3E%22")
+    assert r.status_code == 200
+    assert "<img src=x>" not in r.text and 'data-job-id="a&lt;img src=x&gt;&#34;"' in r.text
