@@ -50,7 +50,7 @@ test-unit: $(STAMP)
 lint: $(STAMP)
 	@$(VENV)/bin/ruff check .
 	@$(VENV)/bin/lint-imports
-	@$(VENV)/bin/mypy crds/ffmpegjob_model api/ffmpeg_api operator/ffmpeg_operator worker-image/ffmpeg_worker hack/devstack client/kubeffmpeg bench
+	@$(VENV)/bin/mypy crds/ffmpegjob_model api/ffmpeg_api operator/ffmpeg_operator worker-image/ffmpeg_worker hack/devstack client/kubeffmpeg bench mcp-server/ffmpeg_mcp
 
 crds: $(STAMP)
 	@$(PY) -m ffmpegjob_model.crd

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# System packages the stack needs: FFmpeg/ffprobe (Debian's), and a Go toolchain to build the
-# control plane. Installs only what is missing. `install-system-deps.sh images`: what building
-# and running the images needs instead (buildah unless a docker daemon answers, mmdebstrap, runc).
+# System packages the stack needs: FFmpeg/ffprobe (Debian's), Chromium and its driver for the
+# dashboard's browser tests, and a Go toolchain to build the control plane. Installs only what is
+# missing. `install-system-deps.sh images`: what building and running the images needs instead
+# (buildah unless a docker daemon answers, mmdebstrap, runc).
 set -euo pipefail
 missing=()
 if [[ ${1:-} == images ]]; then
@@ -22,6 +23,9 @@ command -v ffmpeg >/dev/null && command -v ffprobe >/dev/null || missing+=(ffmpe
 command -v openssl >/dev/null || missing+=(openssl)
 command -v curl >/dev/null || missing+=(curl)
 command -v jq >/dev/null || missing+=(jq)
+# The dashboard's browser tests (tests/integration/test_dashboard.py): Debian's Chromium and its driver.
+command -v chromium >/dev/null || missing+=(chromium)
+command -v chromedriver >/dev/null || missing+=(chromium-driver)
 if ((${#missing[@]})); then
   echo "installing ${missing[*]} from Debian" >&2
   SUDO=""; [[ $(id -u) -eq 0 ]] || SUDO=sudo

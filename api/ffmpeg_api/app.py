@@ -11,7 +11,7 @@ from fastapi.openapi.utils import get_openapi
 from ffmpegjob_model.release import RELEASE
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from . import errors
+from . import dashboard, errors
 from .routers import common, events, ffmpeg_api, vgf, webhooks
 from .services import Services
 from .settings import ApiSettings
@@ -63,6 +63,7 @@ def _routes(app: FastAPI) -> FastAPI:
     app.include_router(common.router)
     app.include_router(webhooks.router)
     app.include_router(events.router)
+    app.include_router(dashboard.router)
     _openapi_without_422(app)
     return app
 

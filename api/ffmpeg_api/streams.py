@@ -94,7 +94,7 @@ class StreamHub:
                 names = list(self._subs)
             for name in names:
                 try:
-                    current = self.watcher.kube.get_job(name)
+                    current = self.watcher.kube.get_ffmpegjob(name)
                 except Exception:
                     self._put(name, RESYNC)  # each stream reads it again itself
                     continue

@@ -132,7 +132,7 @@ class FakeKube:
     def __init__(self) -> None:
         self.reads: list[str] = []
 
-    def get_job(self, name: str) -> dict[str, Any] | None:
+    def get_ffmpegjob(self, name: str) -> dict[str, Any] | None:
         self.reads.append(name)
         return job("Succeeded") if name == "job-1" else None
 

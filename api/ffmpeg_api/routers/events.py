@@ -138,7 +138,7 @@ async def _stream(svc: Services, sub_hub: StreamHub, settings: EventSettings, sl
     deadline = loop.time() + settings.max_stream_seconds
     retry: int | None = settings.retry_ms
     try:
-        obj: dict[str, Any] | None = await run_in_threadpool(svc.kube.get_job, name)
+        obj: dict[str, Any] | None = await run_in_threadpool(svc.kube.get_ffmpegjob, name)
         if obj is not None and obj["metadata"].get("uid") != first["metadata"].get("uid"):
             obj = None  # deleted and created again under the same name: not the job asked for
         while True:
@@ -162,7 +162,7 @@ async def _stream(svc: Services, sub_hub: StreamHub, settings: EventSettings, sl
             while not sub.queue.empty():  # only the newest state matters
                 item = sub.queue.get_nowait()
             if item is RESYNC:
-                obj = await run_in_threadpool(svc.kube.get_job, name)
+                obj = await run_in_threadpool(svc.kube.get_ffmpegjob, name)
             elif item.get(DELETED_MARK):
                 obj = None
             else:

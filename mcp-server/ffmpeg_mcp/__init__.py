@@ -1,0 +1,1 @@
+"""An MCP server for kubeffmpeg: a client of its REST API."""

@@ -1,0 +1,5 @@
+"""`python -m ffmpeg_mcp`: the MCP server (see server.py)."""
+
+from .server import main
+
+main()
