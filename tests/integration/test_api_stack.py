@@ -262,6 +262,36 @@ def test_vgf_wait_true_and_gpu_machine_runs_on_the_gpu_node(api: Api, video: Pat
     assert r.status_code == 200 and r.json()["data"]["machine"] == "gpu"
 
 
+def test_vgf_url_input_is_fetched_by_the_worker(api: Api, video: Path, receiver: Receiver) -> None:
+    """A URL input outside our bucket stays a URL: the worker pod downloads it under the URL rules
+    (ffmpegjob_model.fetch; the local stack's URL_ALLOW_HOSTS lets the loopback server through)."""
+    receiver.files["/media/clip.mp4"] = video.read_bytes()
+    req = {"input_files": {"in": f"{receiver.url}/media/clip.mp4"}, "output_files": ["o.mp4"],
+           "ffmpeg_commands": ["-i {{in}} -t 1 -c copy {{o.mp4}}"]}
+    r = api.call("POST", "/api/ffmpeg?wait=true", json=req)
+    assert r.status_code == 200, r.text
+    data = r.json()["data"]
+    assert data["status"] == "succeeded", data
+    assert data["input_files"] == {"in": f"{receiver.url}/media/clip.mp4"} and data["machine"] == "cpu"
+    assert probe_file(httpx.get(data["output_files"]["o.mp4"]).content)["format"]["duration"]
+
+
+def test_ffmpeg_api_machine_picks_the_pool(api: Api, video: Path, kube_api: client.ApiClient,
+                                           stack: StackInfo) -> None:
+    """The "FFmpeg API" surface runs on the API's default pool (cpu), or on the one it names."""
+    d = upload(api, video)
+    task = {"inputs": [{"file_path": f"{d}/video.mp4"}],
+            "outputs": [{"file": "o.mp4", "options": ["-t", "1", "-c", "copy"]}]}
+    machines = {}
+    for body in ({"task": task}, {"task": task, "machine": "nvidia"}):
+        code, res = api.curl("-X", "POST", "-d", json.dumps(body), path="/ffmpeg/process")
+        assert code == 200, res
+        ffj: Any = client.CustomObjectsApi(kube_api).get_namespaced_custom_object(
+            "kubeffmpeg.io", "v1alpha1", stack.namespace, "ffmpegjobs", res["job_id"])
+        machines[body.get("machine")] = ffj["spec"]["machine"]
+    assert machines == {None: "cpu", "nvidia": "gpu"}
+
+
 def test_vgf_chain_stops_at_the_first_failing_command(api: Api, video: Path) -> None:
     urls = api.call("POST", "/api/tmp-file").json()["data"]
     assert put(urls["upload_url"], video) == 200
@@ -379,6 +409,9 @@ def test_409_only_pending_jobs_can_be_cancelled(api: Api, video: Path) -> None:
         ("POST", "/api/ffmpeg", {"input_files": {"in": "https://169.254.169.254/x"}, "output_files": ["o.mp4"],
                                  "ffmpeg_commands": ["-i {{in}} {{o.mp4}}"]}, 400, "metadata"),
         ("POST", "/api/ffmpeg", {"output_files": ["o.mp4"]}, 400, "ffmpeg_commands"),
+        ("POST", "/ffmpeg/process/async", {"task": {"inputs": [{"file_path": "https://example.com/a.mp4"}],
+                                                    "outputs": [{"file": "o.mp4"}]}, "machine": "tpu"},
+         400, "Unknown machine"),
         ("POST", "/ffmpeg/run", None, 410, "/ffmpeg/process"),
         ("GET", "/job/job-doesnotexist", None, 404, "not found"),
         ("GET", "/file/bad%20dir/x.mp4", None, 400, "dirId"),

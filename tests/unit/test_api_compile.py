@@ -1,13 +1,13 @@
-"""The "FFmpeg API" seed's task rules, as pure functions."""
+"""The "FFmpeg API" seed's task rules and the one spec both surfaces compile to, as pure functions."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import pytest
-from ffmpeg_api.compile import check_vgf_names, name_from_url, plan_task
+from ffmpeg_api.compile import Submission, check_vgf_names, ffmpeg_api_spec, name_from_url, plan_task, vgf_spec
 from ffmpeg_api.errors import ApiError
-from ffmpeg_api.schemas import Task
+from ffmpeg_api.schemas import Task, VgfJobRequest
 
 
 def task(**kw: Any) -> Task:
@@ -66,3 +66,26 @@ def test_vgf_names() -> None:
     for inputs, outputs in (({"in put": "u"}, ["o.mp4"]), ({}, ["a/b.mp4"]), ({"a": "u"}, ["a"])):
         with pytest.raises(ApiError):
             check_vgf_names(inputs, outputs)
+
+
+# ------------------------------------------------------------------- both surfaces, one spec
+SUB = Submission(tenant="acme", machine="gpu", webhook=None, ttl_seconds_after_finished=60)
+
+
+def test_both_surfaces_fill_the_shared_fields_alike() -> None:
+    t = task(inputs=[{"file_path": "dir_a/in.mp4", "options": ["-ss", "1"]}],
+             outputs=[{"file": "out.mp4", "options": ["-vf", "subtitles=@{in.mp4}"]}],
+             parallel={"chunks": 2})
+    api = ffmpeg_api_spec(t, plan_task(t), SUB, "dir_a", 120)
+    vgf = vgf_spec(VgfJobRequest(input_files={"in": "https://example.com/in.mp4"}, output_files=["out.mp4"],
+                                 ffmpeg_commands=["-i inputs/in -c copy outputs/out.mp4"], parallel={"chunks": 2}),
+                   SUB, {"in": "https://example.com/in.mp4"}, "dir_b", 300)
+    for spec in (api, vgf):
+        assert (spec.tenant, spec.machine, spec.ttl_seconds_after_finished) == ("acme", "gpu", 60)
+        assert spec.parallel is not None and spec.parallel.chunks == 2
+    assert (api.output.dir_id, api.timeout_seconds) == ("dir_a", 120)
+    assert (vgf.output.dir_id, vgf.timeout_seconds) == ("dir_b", 300)
+    # "FFmpeg API": input k is {{in<k>}}, `@{file}` resolved; VGF: paths become placeholders.
+    assert [(i.name, i.source, i.options) for i in api.inputs] == [("in0", "dir_a/in.mp4", ["-ss", "1"])]
+    assert api.outputs[0].options == ["-vf", "subtitles={{in0}}"] and api.commands is None
+    assert vgf.commands == ["-i {{in}} -c copy {{out.mp4}}"] and vgf.inputs[0].source == "https://example.com/in.mp4"

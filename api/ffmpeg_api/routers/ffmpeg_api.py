@@ -184,7 +184,7 @@ def analyze(req: AnalyzeRequest, who: Auth, svc: Svc) -> AnalyzeResponse:
     start = time.monotonic()
     try:
         with svc.probe_gate.or_503("ffprobe runs"):
-            result = probe(target, opts, check_urls=check)
+            result = probe(target, opts, url_rules=svc.jobs.url_rules, check_urls=check)
     except URLRefused as e:
         raise ApiError(400, f"URL refused: {e}") from None
     except ProbeOptionsError as e:
