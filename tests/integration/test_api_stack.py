@@ -266,13 +266,13 @@ def test_vgf_url_input_is_fetched_by_the_worker(api: Api, video: Path, receiver:
     """A URL input outside our bucket stays a URL: the worker pod downloads it under the URL rules
     (ffmpegjob_model.fetch; the local stack's URL_ALLOW_HOSTS lets the loopback server through)."""
     receiver.files["/media/clip.mp4"] = video.read_bytes()
-    req = {"input_files": {"in": f"{receiver.url}/media/clip.mp4"}, "output_files": ["o.mp4"],
+    req = {"input_files": {"in": f"{receiver.base}/media/clip.mp4"}, "output_files": ["o.mp4"],
            "ffmpeg_commands": ["-i {{in}} -t 1 -c copy {{o.mp4}}"]}
     r = api.call("POST", "/api/ffmpeg?wait=true", json=req)
     assert r.status_code == 200, r.text
     data = r.json()["data"]
     assert data["status"] == "succeeded", data
-    assert data["input_files"] == {"in": f"{receiver.url}/media/clip.mp4"} and data["machine"] == "cpu"
+    assert data["input_files"] == {"in": f"{receiver.base}/media/clip.mp4"} and data["machine"] == "cpu"
     assert probe_file(httpx.get(data["output_files"]["o.mp4"]).content)["format"]["duration"]
 
 
