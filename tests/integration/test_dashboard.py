@@ -21,8 +21,10 @@ from typing import Any
 import httpx
 import pytest
 from devstack.stack import StackInfo
-from ffmpeg_api.kube import TENANT_LABEL
-from ffmpegjob_model.model import API_VERSION, KIND, PLURAL
+from ffmpegjob_model.model import API_VERSION, KIND, PLURAL, TENANT_LABEL
+
+# The stack's API process and helpers of the REST suite (fixtures are found by name).
+from helpers import Receiver
 from kubernetes import client
 from selenium import webdriver
 from selenium.common.exceptions import TimeoutException
@@ -32,9 +34,7 @@ from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support import expected_conditions as ec
 from selenium.webdriver.support.ui import Select, WebDriverWait
-
-# The stack's API process and helpers of the REST suite (fixtures are found by name).
-from test_api_stack import Api, Receiver, api_url, keys, receiver, tenant_name, upload, video, wait_vgf  # noqa: F401
+from test_api_stack import Api, api_url, keys, tenant_name, upload, video, wait_vgf  # noqa: F401
 
 pytestmark = [pytest.mark.stack, pytest.mark.browser]
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts" / "dashboard"
@@ -242,7 +242,7 @@ def test_a_split_jobs_chunks_and_its_webhook_deliveries(browser: WebDriver, api_
     r = rest.call("POST", "/api/ffmpeg", json={
         "input_files": {"input": tmp["download_url"]}, "output_files": ["split.mp4"], "parallel": {"chunks": 2},
         "ffmpeg_commands": ["-i {{input}} -c:v libx264 -preset ultrafast -c:a aac {{split.mp4}}"],
-        "webhook_url": f"{receiver.url}/hook"})
+        "webhook_url": receiver.url})
     assert r.status_code == 200, r.text
     job_id = r.json()["data"]["id"]
     sign_in(browser, api_url, key)

@@ -20,11 +20,12 @@ from typing import Any
 import httpx
 import httpx2
 import pytest
-from mcp import Client, StdioServerParameters
-from mcp.client.streamable_http import streamable_http_client
 
 # The stack's API process and helpers of the REST suite (fixtures are found by name).
-from test_api_stack import Api, api_url, free_port, keys, probe_file, tenant_name, video  # noqa: F401
+from helpers import free_port
+from mcp import Client, StdioServerParameters
+from mcp.client.streamable_http import streamable_http_client
+from test_api_stack import Api, api_url, keys, probe_file, tenant_name, video  # noqa: F401
 
 pytestmark = pytest.mark.stack
 TOOLS = {"run_ffmpeg", "upload_file", "get_job", "wait_job", "cancel_job", "list_jobs", "probe_file", "list_files"}
