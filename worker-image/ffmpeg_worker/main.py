@@ -68,7 +68,7 @@ def _import_flow(mode: str | None) -> None:
     imports the same modules later as usual: it waits for what this thread has begun, and an
     import that failed here is tried, and reported, there again."""
     try:
-        import ffmpegjob_model.settings  # noqa: F401
+        import ffmpegjob_model.settings
         import ffmpegjob_model.urls  # noqa: F401
 
         from . import storage, worker  # noqa: F401
