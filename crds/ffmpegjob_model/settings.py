@@ -1,16 +1,19 @@
-"""Settings the components share: how to reach S3. Read from the environment (pydantic-settings)."""
+"""Settings the components share: how to reach S3. Read from the environment (envmodel.py)."""
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from .envmodel import EnvModel
 
 
-class S3Settings(BaseSettings):
+class S3Settings(EnvModel):
     """`S3_ENDPOINT_URL` is how pods reach the store; `S3_PUBLIC_ENDPOINT_URL` is what presigned
     URLs handed to users are signed for (defaults to the former)."""
 
-    model_config = SettingsConfigDict(env_prefix="S3_", extra="ignore")
+    env_prefix: ClassVar[str] = "S3_"
 
     endpoint_url: str | None = None
     public_endpoint_url: str | None = None

@@ -18,10 +18,10 @@ from __future__ import annotations
 import ipaddress
 import socket
 from collections.abc import Callable
+from typing import ClassVar
 from urllib.parse import unquote, urlsplit
 
-from pydantic_settings import BaseSettings, SettingsConfigDict
-
+from .envmodel import EnvModel
 from .settings import S3Settings
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -45,8 +45,10 @@ class URLUnresolvable(URLRefused):
     fetcher checks the addresses again when it connects."""
 
 
-class URLRules(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="URL_", extra="ignore")
+class URLRules(EnvModel):
+    """Read from `URL_ALLOW_HOSTS` / `URL_ALLOW_HTTP` unless given."""
+
+    env_prefix: ClassVar[str] = "URL_"
 
     allow_hosts: str = ""
     allow_http: bool = False

@@ -12,6 +12,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 from types import FrameType
 
 from .errors import Terminated
@@ -60,7 +61,26 @@ def _exit(code: int) -> None:
     os._exit(code)
 
 
+def _import_flow(mode: str | None) -> None:
+    """The flow and its models (pydantic), imported on a thread of their own from the start, while
+    the main thread reads the API server's configuration and sends the first requests (OpenSSL's
+    loading of the CA bundle, the sockets, the token file all release the GIL). The main thread
+    imports the same modules later as usual: it waits for what this thread has begun, and an
+    import that failed here is tried, and reported, there again."""
+    try:
+        import ffmpegjob_model.settings
+        import ffmpegjob_model.urls  # noqa: F401
+
+        from . import storage, worker  # noqa: F401
+
+        if mode:
+            from . import split  # noqa: F401
+    except BaseException as exc:  # the main thread's own import reports it
+        log.debug("background import failed: %s", exc)
+
+
 def _serve(settings: WorkerSettings) -> int:
+    threading.Thread(target=_import_flow, args=(settings.mode,), name="import", daemon=True).start()
     from .early import EarlyReads
     from .kube import ConfigError, job_client
 
