@@ -10,7 +10,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Path
 from fastapi.responses import JSONResponse
 from ffmpegjob_model.model import FFmpegJobSpec, InputFile, OutputFile, OutputLocation, Usage
-from ffmpegjob_model.payloads import SURFACE_FFMPEG_API, failure_detail
+from ffmpegjob_model.payloads import SURFACE_FFMPEG_API, failure_detail, queue_fields
 from ffmpegjob_model.probe import ProbeFailed, ProbeOptionsError, probe
 from ffmpegjob_model.storage_layout import DEFAULT_DIR_TTL, valid_dir_id, valid_file_name
 from ffmpegjob_model.urls import URLRefused, URLRules
@@ -116,6 +116,7 @@ def submit_task(svc: Services, who: Caller, req: ProcessRequest) -> str:
         timeout_seconds=svc.settings.job_timeout_seconds,
         ttl_seconds_after_finished=svc.settings.job_ttl_seconds_after_finished,
         parallel=parallel_spec(req.task.parallel),
+        priority=req.priority,
     )
     svc.jobs.validate(spec)
     svc.jobs.check_quota(tenant, who.quota)
@@ -175,7 +176,7 @@ def get_job(who: Auth, svc: Svc, jobId: JobId) -> JobResponse:
                            usage=usage_of(obj))
     if status in ("failed", "cancelled"):
         return JobResponse(ok=False, job_id=jobId, status=status, error=error_of(obj))
-    return JobResponse(ok=True, job_id=jobId, status=status)
+    return JobResponse(ok=True, job_id=jobId, status=status, **queue_fields(obj))
 
 
 @router.delete("/job/{jobId}", response_model=OkMessage, tags=["Jobs"],
