@@ -103,7 +103,7 @@ class Jobs:
             return False
         if not self.settings.kueue_enabled:
             raise ApiError(403, f"Quota exceeded: {active} jobs pending or processing (limit {max_active})")
-        max_queued = self.settings.quota_max_queued_jobs
+        max_queued = quota.max_queued_jobs if quota.max_queued_jobs is not None else self.settings.quota_max_queued_jobs
         waiting = sum(1 for j in jobs if (j.get("status") or {}).get("phase") in (None, Phase.PENDING.value))
         if waiting >= max_queued:
             raise ApiError(429, f"Queue full: {waiting} jobs of this tenant are waiting (limit {max_queued}); "

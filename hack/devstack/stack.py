@@ -258,7 +258,8 @@ class Stack:
     def is_up(self) -> bool:
         if not self.env_file.exists():
             return False
-        return all(self.procs.running(n) for n in ("etcd", "kube-apiserver", "minio", "node-agent")) and \
+        wanted = ("etcd", "kube-apiserver", "minio", "node-agent", *(("kueue",) if kueue_wanted() else ()))
+        return all(self.procs.running(n) for n in wanted) and \
             self._control_plane().healthy()
 
     # --------------------------------------------------------------------------- down
