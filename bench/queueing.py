@@ -58,7 +58,8 @@ def bench_pool(api: client.ApiClient, ns: str) -> Any:
     original = (cm.data or {})["pools.yaml"]
     pools = yaml.safe_load(original)
     pools[POOL] = {"image": "bench:none", "nodeSelector": {"kubeffmpeg.io/pool": "bench-nowhere"},
-                   "resources": {"requests": {"cpu": "250m", "memory": "256Mi"}}, "ephemeralStorage": "1Gi"}
+                   "resources": {"requests": {"cpu": "250m", "memory": "256Mi"}}, "ephemeralStorage": "1Gi",
+                   "clusterQueue": cluster_queue_name(POOL)}
     core.patch_namespaced_config_map(POOLS_CM, ns, {"data": {"pools.yaml": yaml.safe_dump(pools)}})
     rf = {"apiVersion": f"{KUEUE_GROUP}/{KUEUE_VERSION}", "kind": "ResourceFlavor", "metadata": {"name": POOL},
           "spec": {"nodeLabels": {"kubeffmpeg.io/pool": "bench-nowhere"}}}

@@ -218,7 +218,7 @@ def queue_objects(pools: dict[str, dict[str, Any]], quotas: dict[str, dict[str, 
                     "metadata": {"name": flavor_name(name)},
                     "spec": {"nodeLabels": dict(pool.get("nodeSelector") or {})}})
         out.append({"apiVersion": "kueue.x-k8s.io/v1beta1", "kind": "ClusterQueue",
-                    "metadata": {"name": cluster_queue_name(name)},
+                    "metadata": {"name": pool.get("clusterQueue") or cluster_queue_name(name)},
                     "spec": {"cohort": cohort, "namespaceSelector": {},
                              "queueingStrategy": "BestEffortFIFO",
                              "admissionScope": {"admissionMode": "UsageBasedAdmissionFairSharing"},

@@ -156,8 +156,12 @@ class Stack:
                      stdin=dump([namespace, *kueue.manifests()]))
         kueue.start(env)
         kueue.wait_ready()
-        self.kubectl(env, "apply", "--server-side", "--force-conflicts", "-f", "-",
-                     stdin=dump(queue_objects(self._pools(), stack_quotas())))
+        # Created once: quotas changed by hand (or by a test) outlive a restart of the stack's parts.
+        try:
+            self.kubectl(env, "create", "-f", "-", stdin=dump(queue_objects(self._pools(), stack_quotas())))
+        except RuntimeError as e:
+            if any("AlreadyExists" not in line for line in str(e).split("failed: ", 1)[-1].splitlines()):
+                raise
 
     def _pools(self) -> dict[str, Any]:
         base = string.Template(BASE_MANIFESTS.read_text()).substitute(NAMESPACE=NAMESPACE, **self.s3cfg.env())

@@ -114,10 +114,11 @@ def child_labels(meta: dict[str, Any], spec: FFmpegJobSpec, pool_name: str) -> d
     return labels
 
 
-def queue_labels(settings: OperatorSettings, pool_name: str, spec: FFmpegJobSpec) -> dict[str, str]:
-    """The labels that hand a Job to Kueue (queueing.py): none when Kueue is off, or while the
-    user suspends the job (Kueue would admit a suspended Job it manages; they come on resume)."""
-    if not settings.kueue_enabled or spec.suspend:
+def queue_labels(settings: OperatorSettings, pool_name: str, pool: NodePool, spec: FFmpegJobSpec) -> dict[str, str]:
+    """The labels that hand a Job to Kueue (queueing.py): none when Kueue is off, for a pool that
+    no ClusterQueue serves, or while the user suspends the job (Kueue would admit a suspended Job
+    it manages; the labels come on resume)."""
+    if not settings.kueue_enabled or not pool.cluster_queue or spec.suspend:
         return {}
     return {QUEUE_NAME_LABEL: local_queue_name(pool_name, spec.tenant),
             PRIORITY_CLASS_LABEL: priority_of(spec.priority)}
@@ -178,7 +179,7 @@ def build_job(body: dict[str, Any], spec: FFmpegJobSpec, pool_name: str, pool: N
     meta = body["metadata"]
     identity = job_name(meta["uid"])
     labels = child_labels(meta, spec, pool_name)
-    for key, value in queue_labels(settings, pool_name, spec).items():
+    for key, value in queue_labels(settings, pool_name, pool, spec).items():
         labels.setdefault(key, value)  # a queue the user's own labels name wins
     annotations = {ANNOTATION_NAME: meta["name"]}
     deadline = min(spec.timeout_seconds, pool.max_timeout_seconds)

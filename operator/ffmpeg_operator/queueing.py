@@ -14,11 +14,12 @@ import asyncio
 import logging
 import re
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, cast
 
-from ffmpegjob_model.model import GROUP, FFmpegJobSpec
+from ffmpegjob_model.model import FINISHED_LABEL, GROUP, PLURAL, VERSION, FFmpegJobSpec
 from ffmpegjob_model.queueing import (
     JOB_UID_LABEL,
     KUEUE_GROUP,
@@ -67,12 +68,15 @@ class LocalQueues:
         with self._lock:
             if (ns, name) in self._known:
                 return
+        cluster_queue = c.pools.get()[pool].cluster_queue if pool in c.pools.get() else None
+        if not cluster_queue:
+            return  # a queue name the user's own labels chose: theirs to provide
         body = {
             "apiVersion": f"{KUEUE_GROUP}/{KUEUE_VERSION}", "kind": "LocalQueue",
             "metadata": {"name": name, "namespace": ns,
                          "labels": {"app.kubernetes.io/managed-by": "kubeffmpeg-operator",
                                     f"{GROUP}/pool": pool}},
-            "spec": {"clusterQueue": self.settings.cluster_queue(pool)},
+            "spec": {"clusterQueue": cluster_queue},
         }
         try:
             c.kube.custom.create_namespaced_custom_object(KUEUE_GROUP, KUEUE_VERSION, ns, "localqueues", body)
@@ -106,7 +110,7 @@ def set_suspended(c: Context, namespace: str, job_name: str, pool_name: str, spe
                 KUEUE_GROUP, KUEUE_VERSION, namespace, "workloads", wl["metadata"]["name"],
                 {"spec": {"active": not suspend}})
         return
-    labels = queue_labels(c.settings, pool_name, spec.model_copy(update={"suspend": False}))
+    labels = queue_labels(c.settings, pool_name, c.pools.get()[pool_name], spec.model_copy(update={"suspend": False}))
     if not suspend and labels:
         c.queues.ensure(c, {"metadata": {"namespace": namespace,
                                          "labels": {**labels, f"{GROUP}/pool": pool_name}}})
@@ -247,7 +251,7 @@ def queue_round(c: Context, now: datetime) -> int:
     if not entries:
         return 0
     written = 0
-    for ffj in c.kube.iter_ffmpegjobs(ns):
+    for ffj in _unfinished_ffmpegjobs(c, ns):
         meta, st = ffj["metadata"], ffj.get("status") or {}
         if st.get("phase") in TERMINAL or meta.get("deletionTimestamp"):
             continue
@@ -261,6 +265,23 @@ def queue_round(c: Context, now: datetime) -> int:
             if e.status not in (404, 409):
                 raise
     return written
+
+
+def _unfinished_ffmpegjobs(c: Context, ns: str, page: int = 500) -> Iterator[dict[str, Any]]:
+    """FFmpegJobs not labelled finished (the operator labels them when they end), a page at a time."""
+    token: str | None = None
+    while True:
+        kw: dict[str, Any] = {"limit": page, "label_selector": f"{FINISHED_LABEL}!=true"}
+        if token:
+            kw["_continue"] = token
+        if ns == "*":
+            data = cast(dict[str, Any], c.kube.custom.list_cluster_custom_object(GROUP, VERSION, PLURAL, **kw))
+        else:
+            data = cast(dict[str, Any], c.kube.custom.list_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, **kw))
+        yield from data.get("items") or []
+        token = (data.get("metadata") or {}).get("continue")
+        if not token:
+            return
 
 
 async def queue_watcher(c: Context) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ffmpegjob_model.queueing import cluster_queue_name
 from ffmpegjob_model.webhooks import DEFAULT_SECRETS_SECRET
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -51,11 +50,10 @@ class OperatorSettings(BaseSettings):
 
     cleanup_interval_seconds: float = Field(default=60.0, gt=0)
 
-    # Queueing on Kueue (queueing.py): Jobs are created suspended with the queue label of the
-    # tenant's LocalQueue for the pool (created on first use, pointing at the pool's ClusterQueue
-    # `<prefix><pool>`), and Kueue admits them. Off: Jobs run at once, as without Kueue.
+    # Queueing on Kueue (queueing.py): Jobs of a pool that names a ClusterQueue (pools ConfigMap,
+    # `clusterQueue`) are created suspended with the queue label of the tenant's LocalQueue for
+    # the pool (created on first use), and Kueue admits them. Off: Jobs run at once.
     kueue_enabled: bool = False
-    kueue_cluster_queue_prefix: str = Field(default="kubeffmpeg-", max_length=40)
     kueue_status_seconds: float = Field(default=2.0, gt=0, description="How often queue positions are refreshed.")
 
     metrics_port: int = 8090  # 0 disables the Prometheus endpoint
@@ -81,9 +79,6 @@ class OperatorSettings(BaseSettings):
         if ns == "*":
             return self.pod_namespace or "default"
         return ns
-
-    def cluster_queue(self, pool: str) -> str:
-        return cluster_queue_name(pool, self.kueue_cluster_queue_prefix)
 
     def allow_hosts(self) -> list[str]:
         return [h.strip() for h in self.url_allow_hosts.split(",") if h.strip()]

@@ -511,8 +511,11 @@ def test_kueue_is_off_by_default_and_renders_the_mapping_when_enabled(helm: str,
     env = {e["name"]: e.get("value") for d in docs if d["kind"] == "Deployment"
            for c in d["spec"]["template"]["spec"]["containers"] for e in c.get("env") or []}
     assert env["KUEUE_ENABLED"] == "true" and env["QUOTA_MAX_QUEUED_JOBS"] == "1000"
-    # The operator and the API read those settings under these names.
-    assert OperatorSettings(kueue_enabled=True).cluster_queue("gpu") == "kubeffmpeg-gpu"
-    assert ApiSettings.model_fields["kueue_enabled"] and ApiSettings.model_fields["quota_max_queued_jobs"]
+    # The operator and the API read those settings under these names; the pools name their queues.
+    assert OperatorSettings.model_fields["kueue_enabled"] and ApiSettings.model_fields["quota_max_queued_jobs"]
+    pools = parse_pools(one(docs, "ConfigMap", "rel-kubeffmpeg-pools")["data"][POOLS_KEY])
+    assert pools["cpu"].cluster_queue == "kubeffmpeg-cpu" and pools["gpu"].cluster_queue == "kubeffmpeg-gpu"
+    plain = parse_pools(one(render(helm, tmp_path), "ConfigMap", "rel-kubeffmpeg-pools")["data"][POOLS_KEY])
+    assert plain["cpu"].cluster_queue is None
     no_fair = render(helm, tmp_path, {"kueue": {"enabled": True, "fairSharing": False}})
     assert all("admissionScope" not in d["spec"] for d in no_fair if d["kind"] == "ClusterQueue")

@@ -15,7 +15,10 @@ from ffmpegjob_model.model import FFmpegJobSpec
 from ffmpegjob_model.pools import parse_pools
 from ffmpegjob_model.queueing import PRIORITY_CLASS_LABEL, QUEUE_NAME_LABEL, local_queue_name
 
-POOLS = parse_pools("cpu: {nodeSelector: {kubeffmpeg.io/pool: cpu}, resources: {requests: {cpu: 250m}}}")
+POOLS = parse_pools("""
+cpu: {nodeSelector: {kubeffmpeg.io/pool: cpu}, resources: {requests: {cpu: 250m}}, clusterQueue: kubeffmpeg-cpu}
+other: {nodeSelector: {kubeffmpeg.io/pool: other}}
+""")
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 UID = "0c5e1111-2222-3333-4444-555566667777"
 ON = OperatorSettings(kueue_enabled=True)
@@ -44,6 +47,11 @@ def test_with_kueue_the_job_is_created_suspended_in_the_tenants_queue() -> None:
     assert job["metadata"]["labels"][QUEUE_NAME_LABEL] == "cpu-acme"
     assert job["metadata"]["labels"][PRIORITY_CLASS_LABEL] == "high"
     assert build_job(body(), spec(), "cpu", POOLS["cpu"], ON)["metadata"]["labels"][PRIORITY_CLASS_LABEL] == "normal"
+
+
+def test_a_pool_that_no_cluster_queue_serves_runs_at_once() -> None:
+    job = build_job(body(), spec(machine="other"), "other", POOLS["other"], ON)
+    assert job["spec"]["suspend"] is False and QUEUE_NAME_LABEL not in job["metadata"]["labels"]
 
 
 def test_a_job_the_user_suspends_is_not_handed_to_kueue_until_resumed() -> None:
