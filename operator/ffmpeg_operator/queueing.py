@@ -78,12 +78,22 @@ class LocalQueues:
                                     f"{GROUP}/pool": pool}},
             "spec": {"clusterQueue": cluster_queue},
         }
+        custom = c.kube.custom
         try:
-            c.kube.custom.create_namespaced_custom_object(KUEUE_GROUP, KUEUE_VERSION, ns, "localqueues", body)
+            custom.create_namespaced_custom_object(KUEUE_GROUP, KUEUE_VERSION, ns, "localqueues", body)
             log.info("created LocalQueue %s/%s", ns, name)
         except ApiException as e:
             if e.status != 409:
                 raise
+            old = cast(dict[str, Any], custom.get_namespaced_custom_object(KUEUE_GROUP, KUEUE_VERSION, ns,
+                                                                           "localqueues", name))
+            if (old.get("spec") or {}).get("clusterQueue") != cluster_queue:
+                # The pool's ClusterQueue changed; a LocalQueue's is immutable: replace it (its
+                # waiting Workloads wait on, and are picked up by the new one).
+                log.info("LocalQueue %s/%s pointed at %s: re-created for %s", ns, name,
+                         (old.get("spec") or {}).get("clusterQueue"), cluster_queue)
+                custom.delete_namespaced_custom_object(KUEUE_GROUP, KUEUE_VERSION, ns, "localqueues", name)
+                custom.create_namespaced_custom_object(KUEUE_GROUP, KUEUE_VERSION, ns, "localqueues", body)
         with self._lock:
             self._known.add((ns, name))
 

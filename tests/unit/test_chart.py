@@ -506,7 +506,7 @@ def test_kueue_is_off_by_default_and_renders_the_mapping_when_enabled(helm: str,
     assert quota == {"cpu": "32", "memory": "128Gi", "nvidia.com/gpu": "4"}
     assert classes == {"low": 100, "normal": 1000, "high": 10000}
     r = roles(docs)["rel-kubeffmpeg-operator"]
-    assert r[("kueue.x-k8s.io", "localqueues")] == {"get", "list", "watch", "create"}
+    assert r[("kueue.x-k8s.io", "localqueues")] == {"get", "list", "watch", "create", "delete"}
     assert r[("kueue.x-k8s.io", "workloads")] == {"get", "list", "watch", "patch"}
     env = {e["name"]: e.get("value") for d in docs if d["kind"] == "Deployment"
            for c in d["spec"]["template"]["spec"]["containers"] for e in c.get("env") or []}
