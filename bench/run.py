@@ -8,7 +8,7 @@ import sys
 import traceback
 
 ORDER = ["operator_latency", "worker_overhead", "data_path", "api_latency", "operator_burst", "operator_memory",
-         "split_encode", "sse"]
+         "split_encode", "sse", "queueing"]
 
 
 def main(argv: list[str] | None = None) -> int:

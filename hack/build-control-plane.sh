@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Build the local stack's binaries from the Go module proxy, with the versions pinned in
 # versions.env: kube-apiserver, kube-controller-manager, kube-scheduler and kubectl (k8s.io/kubernetes),
-# etcd, helm, and the S3 server (MinIO). Each lands in a cache folder outside the repo keyed by
+# etcd, helm, the S3 server (MinIO) and Kueue (its manager; its config/ is read from the module
+# cache, printed as KUEUE_SRC). Each lands in a cache folder outside the repo keyed by
 # its version, so a second run builds nothing. Prints "NAME=PATH" lines for the stack to read.
 set -euo pipefail
 
@@ -13,7 +14,11 @@ KUBE_BIN="$CACHE_ROOT/kube-$KUBE_VERSION"
 ETCD_BIN="$CACHE_ROOT/etcd-$ETCD_VERSION"
 HELM_BIN="$CACHE_ROOT/helm-$HELM_VERSION"
 MINIO_BIN="$CACHE_ROOT/minio-$MINIO_VERSION"
-mkdir -p "$KUBE_BIN" "$ETCD_BIN" "$HELM_BIN" "$MINIO_BIN"
+KUEUE_BIN="$CACHE_ROOT/kueue-$KUEUE_VERSION"
+mkdir -p "$KUBE_BIN" "$ETCD_BIN" "$HELM_BIN" "$MINIO_BIN" "$KUEUE_BIN"
+# One build at a time per cache (`make setup` and a test run may both get here on a cold cache).
+exec 9>"$CACHE_ROOT/.build.lock"
+flock 9
 
 build_kube() {
   local work="$CACHE_ROOT/build/kube-$KUBE_VERSION" staging="v0.${KUBE_VERSION#1.}" minor kmod ldf m cmd
@@ -58,10 +63,40 @@ build_etcd() {
   mv "$ETCD_BIN/etcd.tmp" "$ETCD_BIN/etcd"
 }
 
+build_kueue() {
+  local work="$CACHE_ROOT/build/kueue-$KUEUE_VERSION" kmod r
+  mkdir -p "$work" && cd "$work"
+  # A wrapper module, as for etcd; Kueue's own go.mod may `replace` modules (v0.11.x pins
+  # controller-runtime that way) and `go build` of a dependency ignores those, so mirror each one.
+  printf 'module local/kueuebin\n\ngo 1.25.0\n\nrequire sigs.k8s.io/kueue v%s\n' "$KUEUE_VERSION" > go.mod
+  kmod=$(go mod download -json "sigs.k8s.io/kueue@v$KUEUE_VERSION" | python3 -c 'import json,sys;print(json.load(sys.stdin)["GoMod"])')
+  while read -r r; do
+    [[ -n "$r" ]] && go mod edit -replace="$r"
+  done < <(python3 - "$kmod" <<'PY'
+import re, sys
+text = open(sys.argv[1]).read()
+lines = re.findall(r"^replace\s+(.+)$", text, re.M)
+for block in re.findall(r"^replace\s*\((.*?)^\)", text, re.M | re.S):
+    lines += [ln for ln in block.splitlines() if ln.strip() and not ln.strip().startswith("//")]
+for ln in lines:
+    old, new = (part.split() for part in ln.split("=>"))
+    if len(new) == 2:  # module => module version (a local path cannot be mirrored)
+        print(f"{'@'.join(old)}={new[0]}@{new[1]}")
+PY
+)
+  printf '//go:build tools\n\npackage tools\n\nimport _ "sigs.k8s.io/kueue/cmd/kueue"\n' > tools.go
+  go mod tidy >/dev/null
+  echo "building kueue v$KUEUE_VERSION" >&2
+  go build -trimpath -ldflags "-s -w -X sigs.k8s.io/kueue/pkg/version.GitVersion=v$KUEUE_VERSION" \
+    -o "$KUEUE_BIN/kueue.tmp" sigs.k8s.io/kueue/cmd/kueue
+  mv "$KUEUE_BIN/kueue.tmp" "$KUEUE_BIN/kueue"
+}
+
 ready() { for f in "$@"; do [[ -x "$f" ]] || return 1; done; }
 
 ready "$KUBE_BIN"/{kube-apiserver,kube-controller-manager,kube-scheduler,kubectl} || (build_kube)
 ready "$ETCD_BIN/etcd" || (build_etcd)
+ready "$KUEUE_BIN/kueue" || (build_kueue)
 if ! ready "$HELM_BIN/helm"; then
   echo "building helm v$HELM_VERSION" >&2
   GOBIN="$HELM_BIN" go install -trimpath \
@@ -77,3 +112,5 @@ echo "KUBE_BIN=$KUBE_BIN"
 echo "ETCD_BIN=$ETCD_BIN"
 echo "HELM_BIN=$HELM_BIN"
 echo "MINIO_BIN=$MINIO_BIN"
+echo "KUEUE_BIN=$KUEUE_BIN"
+echo "KUEUE_SRC=$(go mod download -json "sigs.k8s.io/kueue@v$KUEUE_VERSION" | python3 -c 'import json,sys;print(json.load(sys.stdin)["Dir"])')"

@@ -25,6 +25,7 @@ from ffmpegjob_model.model import (
     Parallel,
     Webhook,
 )
+from ffmpegjob_model.queueing import Priority
 from ffmpegjob_model.storage_layout import split_storage_path, valid_dir_id, valid_file_name
 
 from .errors import ApiError
@@ -202,6 +203,7 @@ class Submission:
     machine: str
     webhook: Webhook | None
     ttl_seconds_after_finished: int | None
+    priority: Priority | None = None  # Kueue's WorkloadPriorityClass (docs/queueing.md)
 
 
 def _spec(sub: Submission, *, inputs: list[InputFile], outputs: list[OutputFile], output_dir: str,
@@ -219,6 +221,7 @@ def _spec(sub: Submission, *, inputs: list[InputFile], outputs: list[OutputFile]
         timeout_seconds=timeout_seconds,
         ttl_seconds_after_finished=sub.ttl_seconds_after_finished,
         parallel=parallel_spec(parallel),
+        priority=sub.priority,
     )
 
 

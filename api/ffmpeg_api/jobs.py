@@ -85,21 +85,32 @@ class Jobs:
             if reason is not None:
                 raise ApiError(400, f"Not splittable (parallel): {reason}")
 
-    def check_quota(self, tenant: str, quota: Quota) -> None:
+    def check_quota(self, tenant: str, quota: Quota) -> bool:
+        """Refuse a job over the tenant's quota (403). With Kueue a job over the active-job quota
+        is accepted and queued instead (True: the caller answers 202), unless the tenant already
+        has `quota_max_queued_jobs` jobs waiting (429). False: within quota."""
         max_active = quota.max_active_jobs if quota.max_active_jobs is not None else self.settings.quota_max_active_jobs
         max_gb_sec = quota.max_gb_sec if quota.max_gb_sec is not None else self.settings.quota_max_gb_sec
         if not max_active and not max_gb_sec:
-            return
+            return False
         # Only unfinished jobs are listed unless a gb_sec budget needs every job's usage.
         selector = f"{TENANT_LABEL}={tenant}" + ("" if max_gb_sec else f",{FINISHED_LABEL}!=true")
         jobs = self.kube.list_ffmpegjobs(selector)
-        active = sum(1 for j in jobs if (j.get("status") or {}).get("phase") in ACTIVE)
-        if max_active and active >= max_active:
-            raise ApiError(403, f"Quota exceeded: {active} jobs pending or processing (limit {max_active})")
         if max_gb_sec:
             used = totals(jobs).gb_sec
             if used >= max_gb_sec:
                 raise ApiError(403, f"Quota exceeded: {used:g} gb_sec used (limit {max_gb_sec:g})")
+        active = sum(1 for j in jobs if (j.get("status") or {}).get("phase") in ACTIVE)
+        if not max_active or active < max_active:
+            return False
+        if not self.settings.kueue_enabled:
+            raise ApiError(403, f"Quota exceeded: {active} jobs pending or processing (limit {max_active})")
+        max_queued = quota.max_queued_jobs if quota.max_queued_jobs is not None else self.settings.quota_max_queued_jobs
+        waiting = sum(1 for j in jobs if (j.get("status") or {}).get("phase") in (None, Phase.PENDING.value))
+        if waiting >= max_queued:
+            raise ApiError(429, f"Queue full: {waiting} jobs of this tenant are waiting (limit {max_queued}); "
+                                f"submit again when some have started")
+        return True
 
     def create(self, name: str, spec: FFmpegJobSpec, surface: str,
                annotations: dict[str, str] | None = None) -> dict[str, Any]:
@@ -152,6 +163,25 @@ class Jobs:
                     raise
         raise ApiError(409, "The job changed while it was being cancelled; check its status and retry")
 
+    def set_priority(self, tenant: str, name: str, priority: str) -> dict[str, Any]:
+        """Change a waiting job's `spec.priority` (Kueue re-orders it; docs/queueing.md). Refused
+        once the job runs or ended; conditional on the resourceVersion read, like cancel."""
+        for attempt in range(10):
+            if attempt:
+                time.sleep(0.05 * attempt)
+            obj = self.get(tenant, name)
+            if phase_of(obj) != Phase.PENDING:
+                raise ApiError(409, f"Cannot change the priority of a job in '{rest_status(obj)}' status. "
+                                    f"Only queued jobs can be reprioritised.")
+            try:
+                self.kube.patch_ffmpegjob_spec(name, {"priority": priority}, obj["metadata"].get("resourceVersion"))
+                spec = {**(obj.get("spec") or {}), "priority": priority}
+                return {**obj, "spec": spec}
+            except ApiException as e:
+                if e.status != 409:
+                    raise
+        raise ApiError(409, "The job changed while its priority was being set; check its status and retry")
+
 
 _K8S_NAME = re.compile(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?")
 
@@ -168,6 +198,9 @@ def _k8s_message(e: ApiException) -> str:
 
 
 status_of = payloads.status_of
+phase_of = payloads.phase_of
+# Set on a job accepted over the tenant's active-job quota and left to Kueue's queue (202).
+OVER_QUOTA_ANNOTATION = "kubeffmpeg.io/accepted-over-quota"
 
 
 def results(obj: dict[str, Any], presign: Callable[[str, str, str], str]) -> list[ResultFileOut]:

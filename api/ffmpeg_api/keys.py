@@ -26,6 +26,7 @@ def create_key(
     core: client.CoreV1Api, namespace: str, secret: str, tenant: str,
     max_active_jobs: int | None = None, max_gb_sec: float | None = None,
     requests_per_second: float | None = None, burst: int | None = None, add_key: bool = True,
+    max_queued_jobs: int | None = None,
 ) -> str:
     """Add a key (unless `add_key` is false) and the given limits to the tenant's entry."""
     if not valid_tenant(tenant):
@@ -51,6 +52,8 @@ def create_key(
             entry.quota.max_active_jobs = max_active_jobs
         if max_gb_sec is not None:
             entry.quota.max_gb_sec = max_gb_sec
+        if max_queued_jobs is not None:
+            entry.quota.max_queued_jobs = max_queued_jobs
         try:
             if sec is None:
                 body: Any = client.V1Secret(
@@ -73,6 +76,8 @@ def create_key(
 def _limit_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-active-jobs", type=int, default=None)
     p.add_argument("--max-gb-sec", type=float, default=None)
+    p.add_argument("--max-queued-jobs", type=int, default=None,
+                   help="with Kueue: jobs waiting beyond --max-active-jobs before a 429")
     p.add_argument("--requests-per-second", type=float, default=None, help="per key; 0 = unlimited")
     p.add_argument("--burst", type=int, default=None, help="requests allowed at once above the rate")
 
@@ -103,7 +108,8 @@ def main(argv: list[str] | None = None) -> int:
             print(value)
             return 0
         limits = dict(max_active_jobs=args.max_active_jobs, max_gb_sec=args.max_gb_sec,
-                      requests_per_second=args.requests_per_second, burst=args.burst)
+                      requests_per_second=args.requests_per_second, burst=args.burst,
+                      max_queued_jobs=args.max_queued_jobs)
         if args.cmd == "set-limits":
             create_key(core, args.namespace, args.secret, args.tenant, add_key=False, **limits)
             print(f"limits of tenant {args.tenant} updated")

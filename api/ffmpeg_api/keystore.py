@@ -26,6 +26,8 @@ KEY_PREFIX = "kff_"
 class Quota(BaseModel):
     max_active_jobs: int | None = Field(default=None, ge=0, description="Jobs pending or running at once.")
     max_gb_sec: float | None = Field(default=None, ge=0, description="gb_sec summed over the tenant's jobs.")
+    max_queued_jobs: int | None = Field(
+        default=None, ge=0, description="With Kueue: jobs waiting beyond max_active_jobs before a 429.")
 
 
 class RateLimit(BaseModel):

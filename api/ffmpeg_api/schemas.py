@@ -6,6 +6,7 @@ from typing import Any, Literal
 
 from ffmpegjob_model.payloads import VGF_DEFAULT_TIMEOUT_SECONDS, VGF_MAX_TIMEOUT_SECONDS
 from ffmpegjob_model.probe import ProbeOptions
+from ffmpegjob_model.queueing import DEFAULT_PRIORITY, Priority
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 JobStatus = Literal["pending", "processing", "completed", "failed", "cancelled"]
@@ -72,11 +73,16 @@ class Task(_Req):
     parallel: ParallelRequest | None = Field(default=None, description="Extension: split-and-stitch.")
 
 
+PRIORITY_DESCRIPTION = ("Extension: queue priority on Kueue, `low`, `normal` (default) or `high`; no effect on a "
+                        "cluster without Kueue (docs/queueing.md)")
+
+
 class ProcessRequest(_Req):
     task: Task
     webhook_url: str | None = Field(default=None, max_length=2048)
     machine: str | None = Field(default=None, max_length=63,
                                 description="Extension: the node pool (default: the API's DEFAULT_MACHINE, `cpu`)")
+    priority: Priority | None = Field(default=None, description=PRIORITY_DESCRIPTION)
 
 
 class ProcessResponse(BaseModel):
@@ -98,6 +104,11 @@ class JobResponse(BaseModel):
     result: list[ResultFileOut] | None = None
     usage: UsageOut | None = None
     error: str | None = None
+    priority: Priority | None = Field(default=None, description="Extension: the job's queue priority")
+    queue_position: int | None = Field(
+        default=None, description="Extension: while pending on Kueue, 1-based place among the tenant's waiting jobs")
+    queue_waiting: int | None = Field(default=None, description="Extension: while pending on Kueue, jobs waiting")
+    queue_reason: str | None = Field(default=None, description="Extension: while pending on Kueue, Kueue's reason")
 
 
 class AnalyzeRequest(_Req):
@@ -216,6 +227,13 @@ class VgfJobRequest(_Req):
     timeout_seconds: int | None = Field(
         default=None, ge=1, le=VGF_MAX_TIMEOUT_SECONDS,
         description=f"Whole-job limit (default {VGF_DEFAULT_TIMEOUT_SECONDS} s, at most 6 h); past it the job fails")
+    priority: Priority | None = Field(default=None, description=PRIORITY_DESCRIPTION)
+
+
+class VgfJobPatch(_Req):
+    """Extension: what may change on a queued job."""
+
+    priority: Priority = Field(description=PRIORITY_DESCRIPTION)
 
 
 class VgfProgress(BaseModel):
@@ -252,6 +270,13 @@ class VgfJob(BaseModel):
     progress: VgfProgress | None = Field(description="Extension: step k of n, percent, speed")
     usage: UsageOut | None = Field(description="Extension: the FFmpeg API's usage figures, once finished")
     result: list[ResultFileOut] = Field(description="Extension: outputs with sizes and media metadata")
+    priority: Priority = Field(default=DEFAULT_PRIORITY, description="Extension: the job's queue priority")
+    queue_position: int | None = Field(
+        default=None, description="Extension: while queued on Kueue, 1-based place among the tenant's waiting jobs "
+                                  "in the pool")
+    queue_waiting: int | None = Field(default=None, description="Extension: while queued on Kueue, jobs waiting in "
+                                                                "the pool")
+    queue_reason: str | None = Field(default=None, description="Extension: while queued on Kueue, Kueue's reason")
 
 
 class VgfJobResponse(BaseModel):

@@ -31,6 +31,10 @@ class ApiSettings(BaseSettings):
     # Default quotas of a tenant whose key entry sets none (0 = unlimited).
     quota_max_active_jobs: int = Field(default=50, ge=0)
     quota_max_gb_sec: float = Field(default=0.0, ge=0)
+    # With Kueue (docs/queueing.md) a tenant over its active-job quota is queued (202), up to this
+    # many waiting jobs (then 429); without it, over quota is a 403.
+    kueue_enabled: bool = False
+    quota_max_queued_jobs: int = Field(default=1000, ge=0)
     job_ttl_seconds_after_finished: int | None = Field(default=7 * 24 * 3600, ge=0)
     job_timeout_seconds: int = Field(default=3600, ge=1)
     # The node pool of a request that names none (both surfaces).

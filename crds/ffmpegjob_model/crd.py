@@ -36,7 +36,7 @@ CHART_CRD_FILE = CRDS_DIR.parent / "charts" / "kubeffmpeg" / "crds" / "ffmpegjob
 # Spec fields that may change after creation; everything else is fixed once the object exists
 # (a running Job cannot follow a changed command). ttlSecondsAfterFinished stays mutable as on a
 # batch/v1 Job.
-MUTABLE_SPEC_FIELDS = frozenset({"cancel", "suspend", "ttlSecondsAfterFinished"})
+MUTABLE_SPEC_FIELDS = frozenset({"cancel", "suspend", "ttlSecondsAfterFinished", "priority"})
 
 Schema = dict[str, Any]
 

@@ -14,6 +14,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
+from .queueing import Priority
+
 GROUP = "kubeffmpeg.io"
 VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
@@ -174,6 +176,10 @@ class FFmpegJobSpec(_Wire):
     parallel: Parallel | None = Field(
         default=None, description="Split one long encode across several pods (absent: one pod)."
     )
+    priority: Priority | None = Field(
+        default=None,
+        description="Queue priority on Kueue (`low`, `normal`, `high`; absent: `normal`); may change while queued.",
+    )
 
 
 # --------------------------------------------------------------------------------------- status
@@ -306,6 +312,22 @@ class ChunkReport(_Wire):
     pod: str | None = None
 
 
+class QueueStatus(_Wire):
+    """Where a job waiting for admission by Kueue stands (absent once admitted, or without Kueue)."""
+
+    local_queue: str = Field(description="The tenant's LocalQueue for the pool.")
+    cluster_queue: str | None = Field(default=None, description="The pool's ClusterQueue.")
+    position: int | None = Field(
+        default=None, ge=1, description="1-based place among the waiting jobs of the LocalQueue (the tenant's)."
+    )
+    waiting: int | None = Field(default=None, ge=0, description="Jobs waiting in the ClusterQueue altogether.")
+    reason: str | None = Field(default=None, description="Kueue's reason (`Pending`, `Inactive`, ...).")
+    message: str | None = Field(
+        default=None, max_length=1024, description="Kueue's message, e.g. which quota is short."
+    )
+    priority: str | None = Field(default=None, description="The WorkloadPriorityClass Kueue applies.")
+
+
 class FFmpegJobStatus(_Wire):
     phase: Phase | None = None
     reason: str | None = None
@@ -331,6 +353,7 @@ class FFmpegJobStatus(_Wire):
     chunk_reports: dict[str, ChunkReport] | None = Field(
         default=None, description="Written by chunk/stitch pods, keyed by chunk index or `stitch`."
     )
+    queue: QueueStatus | None = Field(default=None, description="Queued on Kueue: position and Kueue's reason.")
 
 
 class FFmpegJob(_Wire):

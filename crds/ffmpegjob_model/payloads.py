@@ -15,6 +15,7 @@ from typing import Any
 
 from .lenient import read_status
 from .model import GROUP, FFmpegJobStatus, Phase, Usage
+from .queueing import DEFAULT_PRIORITY
 from .times import format_time, parse_time
 
 SURFACE_LABEL = f"{GROUP}/surface"
@@ -104,6 +105,19 @@ def usage_dict(u: Usage) -> dict[str, float]:
     """The four fields both seeds document (no byte counts)."""
     return {"time_sec": u.time_sec, "input_size_gb": u.input_size_gb, "output_size_gb": u.output_size_gb,
             "gb_sec": u.gb_sec}
+
+
+def queue_fields(obj: dict[str, Any]) -> dict[str, Any]:
+    """Extensions of both surfaces' job views: the job's priority and, while Kueue holds it, its
+    place in the tenant's queue for the pool (docs/queueing.md); null when not queued."""
+    spec, st = obj.get("spec") or {}, status_of(obj)
+    queue = st.queue if phase_of(obj) == Phase.PENDING else None
+    return {
+        "priority": str(spec.get("priority") or DEFAULT_PRIORITY),
+        "queue_position": queue.position if queue is not None else None,
+        "queue_waiting": queue.waiting if queue is not None else None,
+        "queue_reason": (queue.message or queue.reason) if queue is not None else None,
+    }
 
 
 # ------------------------------------------------------------------------------ "FFmpeg API"
@@ -202,6 +216,7 @@ def vgf_job(obj: dict[str, Any], presign: Presign, job_id: str | None = None) ->
              "media": r.media}
             for r in results
         ],
+        **queue_fields(obj),
     }
     return job
 

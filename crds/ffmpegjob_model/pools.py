@@ -39,6 +39,10 @@ class NodePool(BaseModel):
         default=600, ge=0, description="`parallel.mode: auto` splits inputs longer than this."
     )
     min_chunk_seconds: float = Field(default=30, gt=0, description="`mode: auto` makes no chunk shorter than this.")
+    cluster_queue: str | None = Field(
+        default=None, max_length=253,
+        description="Kueue's ClusterQueue for this pool (the chart sets it when `kueue.enabled` gives the pool a "
+                    "quota): its Jobs are queued there. None: they run at once.")
 
     @field_validator("resources")
     @classmethod

@@ -23,9 +23,11 @@ class Binaries:
     etcd: Path
     helm: Path
     minio: Path
+    kueue: Path
+    kueue_src: Path  # the Kueue module in Go's module cache: its config/ (CRDs, RBAC, webhooks)
 
     def path(self, name: str) -> str:
-        for folder in (self.kube, self.etcd, self.helm, self.minio):
+        for folder in (self.kube, self.etcd, self.helm, self.minio, self.kueue):
             if (folder / name).exists():
                 return str(folder / name)
         raise FileNotFoundError(name)
@@ -43,4 +45,6 @@ def binaries() -> Binaries:
         etcd=Path(found["ETCD_BIN"]),
         helm=Path(found["HELM_BIN"]),
         minio=Path(found["MINIO_BIN"]),
+        kueue=Path(found["KUEUE_BIN"]),
+        kueue_src=Path(found["KUEUE_SRC"]),
     )

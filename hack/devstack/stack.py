@@ -18,11 +18,15 @@ import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+import yaml
 
 from .controlplane import ControlPlane, Ports, port_offset
+from .kueue import KUEUE_NAMESPACE, Kueue, dump, queue_objects
 from .nodeagent.agent import AGENT_MARKER
 from .nodeagent.cgroups import remove_node_cgroups, remove_stack_cgroups
-from .nodeagent.nodes import ADDED_NODE_LABEL, NodeSpec, default_nodes
+from .nodeagent.nodes import ADDED_NODE_LABEL, NodeSpec, capacity, default_nodes
 from .paths import REPO_ROOT, Binaries, binaries, state_dir
 from .pki import Pki, ensure_pki
 from .processes import ProcessSet
@@ -86,6 +90,9 @@ class Stack:
         self.apply_manifests(env)
         self._start_agent("node-agent", env)
         self.wait_nodes_ready(env, [n.name for n in default_nodes()], "node-agent")
+        if kueue_wanted():
+            self.start_kueue(cp, env)
+            env["KUEUE_ENABLED"] = "true"
         if with_operator and _has_module("ffmpeg_operator.main"):
             # As in the images: few malloc arenas, or each busy thread keeps its own resident.
             self.procs.start("operator", [_bin("ffmpeg-operator")], env=env | {"MALLOC_ARENA_MAX": "2"})
@@ -130,6 +137,38 @@ class Stack:
                          "crd/ffmpegjobs.kubeffmpeg.io")
         base = string.Template(BASE_MANIFESTS.read_text()).substitute(NAMESPACE=NAMESPACE, **self.s3cfg.env())
         self.kubectl(env, "apply", "-f", "-", stdin=base)
+
+    def _kueue(self) -> Kueue:
+        return Kueue(self.state, self._bins(), Pki(self.state / "pki"), self.procs)
+
+    def start_kueue(self, cp: ControlPlane, env: dict[str, str]) -> None:
+        """Kueue's CRDs, RBAC and webhooks from its module, its manager, then the queues."""
+        from .kueue import crds
+
+        kueue = self._kueue()
+        kueue.prepare(cp.server)
+        definitions = crds(self._bins().kueue_src)
+        self.kubectl(env, "apply", "--server-side", "--force-conflicts", "-f", "-", stdin=dump(definitions))
+        self.kubectl(env, "wait", "--for=condition=Established", "--timeout=60s",
+                     *(f"crd/{d['metadata']['name']}" for d in definitions))
+        namespace = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": KUEUE_NAMESPACE}}
+        self.kubectl(env, "apply", "--server-side", "--force-conflicts", "-f", "-",
+                     stdin=dump([namespace, *kueue.manifests()]))
+        kueue.start(env)
+        kueue.wait_ready()
+        # Created once: quotas changed by hand (or by a test) outlive a restart of the stack's parts.
+        try:
+            self.kubectl(env, "create", "-f", "-", stdin=dump(queue_objects(self._pools(), stack_quotas())))
+        except RuntimeError as e:
+            if any("AlreadyExists" not in line for line in str(e).split("failed: ", 1)[-1].splitlines()):
+                raise
+
+    def _pools(self) -> dict[str, Any]:
+        base = string.Template(BASE_MANIFESTS.read_text()).substitute(NAMESPACE=NAMESPACE, **self.s3cfg.env())
+        for doc in yaml.safe_load_all(base):
+            if doc and doc.get("kind") == "ConfigMap" and doc["metadata"]["name"] == "kubeffmpeg-pools":
+                return dict(yaml.safe_load(doc["data"]["pools.yaml"]))
+        return {}
 
     def _start_agent(self, name: str, env: dict[str, str], nodes: list[NodeSpec] | None = None) -> None:
         argv = [sys.executable, "-m", "devstack.nodeagent.agent", "--kubeconfig", env["KUBECONFIG"],
@@ -223,13 +262,14 @@ class Stack:
     def is_up(self) -> bool:
         if not self.env_file.exists():
             return False
-        return all(self.procs.running(n) for n in ("etcd", "kube-apiserver", "minio", "node-agent")) and \
+        wanted = ("etcd", "kube-apiserver", "minio", "node-agent", *(("kueue",) if kueue_wanted() else ()))
+        return all(self.procs.running(n) for n in wanted) and \
             self._control_plane().healthy()
 
     # --------------------------------------------------------------------------- down
     def down(self) -> None:
         added = self.added_nodes()
-        for name in ("api", "operator", "node-agent", *map(_agent_name, added)):
+        for name in ("api", "operator", "kueue", "node-agent", *map(_agent_name, added)):
             self.procs.stop(name)
         if added and self.procs.running("kube-apiserver") and self.env_file.exists():
             # Nodes added with `devstack node add` go with the stack (the defaults come back).
@@ -265,6 +305,23 @@ def _marks(entry: bytes, marker: str) -> bool:
     key, _, names = entry.decode("utf-8", "replace").partition("=")
     want_key, _, want = marker.partition("=")
     return key == want_key and want in names.split(",")
+
+
+def kueue_wanted() -> bool:
+    """Kueue runs in the stack unless DEVSTACK_KUEUE=0."""
+    return os.environ.get("DEVSTACK_KUEUE", "1") not in ("0", "false", "no")
+
+
+def stack_quotas() -> dict[str, dict[str, str]]:
+    """Each pool's ClusterQueue gets its process node's capacity."""
+    out = {}
+    for node in default_nodes():
+        cap = capacity(cpu=node.capacity.get("cpu"), memory=node.capacity.get("memory", "16Gi"))
+        quota = {"cpu": cap["cpu"], "memory": cap["memory"]}
+        if "nvidia.com/gpu" in node.capacity:
+            quota["nvidia.com/gpu"] = node.capacity["nvidia.com/gpu"]
+        out[node.labels["kubeffmpeg.io/pool"]] = quota
+    return out
 
 
 def _agent_name(node: str) -> str:

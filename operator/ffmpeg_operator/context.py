@@ -97,6 +97,13 @@ class Context:
         return Signer(self.s3)
 
     @cached_property
+    def queues(self) -> Any:
+        """The tenants' LocalQueues on Kueue (queueing.LocalQueues), created on first use."""
+        from .queueing import LocalQueues
+
+        return LocalQueues(self.settings)
+
+    @cached_property
     def io(self) -> ThreadPoolExecutor:
         """Requests a handler overlaps (a job's identity objects); its tasks never wait on each other."""
         return ThreadPoolExecutor(max_workers=16, thread_name_prefix="io")

@@ -22,13 +22,14 @@ from ffmpegjob_model.grants import grants_secret_name
 from ffmpegjob_model.lenient import read_spec
 from ffmpegjob_model.model import GROUP, PLURAL, TERMINAL, VERSION, FFmpegJobSpec, Phase
 from ffmpegjob_model.pools import NodePool, canonical_machine
+from ffmpegjob_model.queueing import QUEUE_NAME_LABEL
 from ffmpegjob_model.safety import validate_spec
 from ffmpegjob_model.times import parse_time
 from kubernetes.client import V1DeleteOptions, V1Preconditions
 from kubernetes.client.rest import ApiException
 from pydantic import ValidationError
 
-from . import identity, jobs, split, webhooks
+from . import identity, jobs, queueing, split, webhooks
 from .context import Context, PoolsUnavailable
 from .grants import abort_unfinished, job_grants
 from .status import get_condition, observe, set_condition, terminal_patch
@@ -79,11 +80,13 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     c.metrics.serve(c.settings.metrics_port)
     memo["sweeper"] = asyncio.create_task(storage_sweeper(c))
     memo["housekeeper"] = asyncio.create_task(housekeeper(c))
+    if c.settings.kueue_enabled:
+        memo["queue_watcher"] = asyncio.create_task(queueing.queue_watcher(c))
 
 
 @kopf.on.cleanup()
 async def stop_background(memo: kopf.Memo, **_: Any) -> None:
-    for key in ("sweeper", "housekeeper"):
+    for key in ("sweeper", "housekeeper", "queue_watcher"):
         task = memo.get(key)
         if task is not None:
             task.cancel()
@@ -215,6 +218,7 @@ def create_job(c: Context, obj: dict[str, Any], model: FFmpegJobSpec, pool_name:
     manifest = jobs.build_job(obj, model, pool_name, pool, c.settings, c.s3, restart=restart)
     name = str(manifest["metadata"]["name"])
     grant_identity(c, obj, model, manifest)
+    c.queues.ensure(c, manifest)
     try:
         c.kube.batch.create_namespaced_job(meta["namespace"], cast(Any, manifest))
         log.info("created Job %s", name)
@@ -393,11 +397,32 @@ def on_suspend(old: Any, new: Any, body: kopf.Body, meta: kopf.Meta, memo: kopf.
         return
     c = ctx(memo)
     try:
-        c.kube.batch.patch_namespaced_job(st["jobName"], meta["namespace"], {"spec": {"suspend": bool(new)}})
+        if c.settings.kueue_enabled:  # through Kueue: its Workload, or the queue labels on resume
+            model, pool_name, _pool = plan(c, dict(body.get("spec") or {}))
+            queueing.set_suspended(c, meta["namespace"], st["jobName"], pool_name, model, bool(new))
+        else:
+            c.kube.batch.patch_namespaced_job(st["jobName"], meta["namespace"], {"spec": {"suspend": bool(new)}})
     except ApiException as e:
         if e.status != 404:
             raise
+    except Refused:
+        return
     post(dict(body), "Normal", "Suspended" if new else "Resumed", f"Job {st['jobName']} suspend={bool(new)}")
+
+
+@kopf.on.field(*FFJ, field="spec.priority")
+def on_priority(old: Any, new: Any, body: kopf.Body, meta: kopf.Meta, memo: kopf.Memo, **_: Any) -> None:
+    """A queued job's priority changed (`kubectl patch`, PATCH on the API): Kueue re-reads the
+    Job's priority-class label and re-orders its queue."""
+    st = dict(body.get("status") or {})
+    if old == new or st.get("phase") in TERMINAL or not st.get("jobName"):
+        return
+    c = ctx(memo)
+    if not c.settings.kueue_enabled:
+        return
+    names = [st["jobName"], split.stitch_job_name(meta["uid"])] if st.get("split") else [st["jobName"]]
+    queueing.set_priority(c, meta["namespace"], names, new)
+    post(dict(body), "Normal", "PriorityChanged", f"priority {old or 'normal'} -> {new or 'normal'}")
 
 
 # ------------------------------------------------------------------------- status from children
@@ -584,7 +609,8 @@ def housekeeping_round(c: Context) -> None:
 def slim_job(job: dict[str, Any]) -> dict[str, Any]:
     """What `observe` reads of a Job: not its pod template (most of its size, times thousands)."""
     meta, spec = job["metadata"], job.get("spec") or {}
-    return {"metadata": {k: meta.get(k) for k in ("name", "namespace", "uid", "deletionTimestamp")},
+    return {"metadata": {**{k: meta.get(k) for k in ("name", "namespace", "uid", "deletionTimestamp")},
+                         "labels": {k: v for k, v in (meta.get("labels") or {}).items() if k == QUEUE_NAME_LABEL}},
             "spec": {k: spec.get(k) for k in ("suspend", "completions", "backoffLimit", "activeDeadlineSeconds")},
             "status": job.get("status") or {}}
 

@@ -9,6 +9,7 @@ from ffmpegjob_model.exitcodes import EXIT_INVALID, EXIT_STEP, EXIT_TERMINATED, 
 from ffmpegjob_model.grants import GRANTS_FILE, GRANTS_FILE_ENV, GRANTS_MOUNT, grants_secret_name
 from ffmpegjob_model.model import API_VERSION, GROUP, KIND, TENANT_LABEL, FFmpegJobSpec
 from ffmpegjob_model.pools import NodePool
+from ffmpegjob_model.queueing import PRIORITY_CLASS_LABEL, QUEUE_NAME_LABEL, local_queue_name, priority_of
 from ffmpegjob_model.settings import S3Settings
 
 from .settings import OperatorSettings
@@ -113,6 +114,16 @@ def child_labels(meta: dict[str, Any], spec: FFmpegJobSpec, pool_name: str) -> d
     return labels
 
 
+def queue_labels(settings: OperatorSettings, pool_name: str, pool: NodePool, spec: FFmpegJobSpec) -> dict[str, str]:
+    """The labels that hand a Job to Kueue (queueing.py): none when Kueue is off, for a pool that
+    no ClusterQueue serves, or while the user suspends the job (Kueue would admit a suspended Job
+    it manages; the labels come on resume)."""
+    if not settings.kueue_enabled or not pool.cluster_queue or spec.suspend:
+        return {}
+    return {QUEUE_NAME_LABEL: local_queue_name(pool_name, spec.tenant),
+            PRIORITY_CLASS_LABEL: priority_of(spec.priority)}
+
+
 def owner_reference(meta: dict[str, Any]) -> dict[str, Any]:
     return {
         "apiVersion": API_VERSION,
@@ -168,13 +179,16 @@ def build_job(body: dict[str, Any], spec: FFmpegJobSpec, pool_name: str, pool: N
     meta = body["metadata"]
     identity = job_name(meta["uid"])
     labels = child_labels(meta, spec, pool_name)
+    for key, value in queue_labels(settings, pool_name, pool, spec).items():
+        labels.setdefault(key, value)  # a queue the user's own labels name wins
     annotations = {ANNOTATION_NAME: meta["name"]}
     deadline = min(spec.timeout_seconds, pool.max_timeout_seconds)
     job_spec: dict[str, Any] = {
         "backoffLimit": max(0, spec.backoff_limit - restart),
         "podFailurePolicy": pod_failure_policy(),
         "activeDeadlineSeconds": deadline,
-        "suspend": spec.suspend,
+        # Kueue admits (unsuspends) a Job that carries a queue name.
+        "suspend": spec.suspend or QUEUE_NAME_LABEL in labels,
         # Pods are replaced only once fully gone, so one attempt never overlaps another.
         "podReplacementPolicy": "Failed",
         "template": {

@@ -54,6 +54,12 @@ class OperatorSettings(BaseSettings):
 
     cleanup_interval_seconds: float = Field(default=60.0, gt=0)
 
+    # Queueing on Kueue (queueing.py): Jobs of a pool that names a ClusterQueue (pools ConfigMap,
+    # `clusterQueue`) are created suspended with the queue label of the tenant's LocalQueue for
+    # the pool (created on first use), and Kueue admits them. Off: Jobs run at once.
+    kueue_enabled: bool = False
+    kueue_status_seconds: float = Field(default=2.0, gt=0, description="How often queue positions are refreshed.")
+
     metrics_port: int = 8090  # 0 disables the Prometheus endpoint
     liveness_port: int = 8080  # kopf's /healthz; 0 disables it
     # One active replica at a time: a coordination.k8s.io Lease (see leader.py).

@@ -29,6 +29,7 @@ from typing import Any, cast
 import kopf
 from ffmpegjob_model.model import GROUP, PLURAL, TERMINAL, VERSION, FFmpegJobSpec, Phase
 from ffmpegjob_model.pools import NodePool
+from ffmpegjob_model.queueing import QUEUE_NAME_LABEL
 from ffmpegjob_model.split import (
     NotSplittable,
     analyze,
@@ -292,7 +293,8 @@ def stitch_job(body: dict[str, Any], spec: FFmpegJobSpec, pool_name: str, pool: 
     _role(m, "stitch")
     m["metadata"]["name"] = stitch_job_name(body["metadata"]["uid"])
     js = m["spec"]
-    js["suspend"] = False
+    # Not the user's suspend (that held the chunks); queued on Kueue like the chunk Job, if it is.
+    js["suspend"] = QUEUE_NAME_LABEL in m["metadata"]["labels"]
     js["backoffLimit"] = max(spec.backoff_limit, 1)
     created = parse_time((body.get("metadata") or {}).get("creationTimestamp"))
     if created is not None:  # the whole job's deadline, not a fresh one for the stitch
@@ -308,6 +310,7 @@ def stitch_job(body: dict[str, Any], spec: FFmpegJobSpec, pool_name: str, pool: 
 
 def _create(c: Context, namespace: str, uid: str, manifest: dict[str, Any]) -> None:
     name = manifest["metadata"]["name"]
+    c.queues.ensure(c, manifest)
     try:
         c.kube.batch.create_namespaced_job(namespace, cast(Any, manifest))
         log.info("created Job %s", name)

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ffmpegjob_model.model import TERMINAL, Phase
+from ffmpegjob_model.queueing import QUEUE_NAME_LABEL, QUEUED_REASON
 from ffmpegjob_model.times import format_time, parse_time
 
 from .jobs import COUNT, FAIL_JOB, FINAL_EXIT_REASONS, IGNORE, disrupted, exit_code, failure_action
@@ -228,7 +229,11 @@ def observe(status: dict[str, Any], job: dict[str, Any], pods: list[dict[str, An
         out.patch, out.new_phase = {**_diff(status, desired), **patch}, phase.value
         return out
 
-    if (job.get("spec") or {}).get("suspend"):
+    if (job.get("spec") or {}).get("suspend") and QUEUE_NAME_LABEL in ((job.get("metadata") or {}).get("labels") or {}):
+        # Waiting for Kueue's admission: the queueing loop writes the `Queued` condition.
+        desired.update(phase=Phase.PENDING.value, reason=QUEUED_REASON,
+                       message=f"queued in LocalQueue {job['metadata']['labels'][QUEUE_NAME_LABEL]}")
+    elif (job.get("spec") or {}).get("suspend"):
         conds = set_condition(conds, "Suspended", "True", "JobSuspended", "the Job is suspended", now, generation)
         desired.update(phase=Phase.PENDING.value, reason="Suspended", message="the Job is suspended")
     else:

@@ -486,3 +486,36 @@ def test_service_account_annotations_for_cloud_identity(helm: str, tmp_path: Pat
     sas = [d for d in docs if d["kind"] == "ServiceAccount"]
     assert len(sas) == 2  # operator, api; never the per-job worker identities
     assert all(sa["metadata"]["annotations"]["eks.amazonaws.com/role-arn"] == arn for sa in sas)
+
+
+def test_kueue_is_off_by_default_and_renders_the_mapping_when_enabled(helm: str, tmp_path: Path) -> None:
+    docs = render(helm, tmp_path)
+    assert not [d for d in docs if d["apiVersion"].startswith("kueue.x-k8s.io/")]
+    assert ("kueue.x-k8s.io", "localqueues") not in roles(docs)["rel-kubeffmpeg-operator"]
+    docs = render(helm, tmp_path, {"kueue": {"enabled": True}})
+    flavors = {d["metadata"]["name"]: d for d in docs if d["kind"] == "ResourceFlavor"}
+    queues = {d["metadata"]["name"]: d for d in docs if d["kind"] == "ClusterQueue"}
+    classes = {d["metadata"]["name"]: d["value"] for d in docs if d["kind"] == "WorkloadPriorityClass"}
+    assert flavors["gpu"]["spec"]["nodeLabels"] == {"kubeffmpeg.io/pool": "gpu"}
+    assert set(queues) == {"kubeffmpeg-cpu", "kubeffmpeg-gpu"}
+    gpu = queues["kubeffmpeg-gpu"]["spec"]
+    assert {q["spec"]["cohort"] for q in queues.values()} == {"kubeffmpeg"}
+    assert gpu["admissionScope"] == {"admissionMode": "UsageBasedAdmissionFairSharing"}
+    assert gpu["resourceGroups"][0]["coveredResources"] == ["cpu", "memory", "nvidia.com/gpu"]
+    quota = {r["name"]: r["nominalQuota"] for r in gpu["resourceGroups"][0]["flavors"][0]["resources"]}
+    assert quota == {"cpu": "32", "memory": "128Gi", "nvidia.com/gpu": "4"}
+    assert classes == {"low": 100, "normal": 1000, "high": 10000}
+    r = roles(docs)["rel-kubeffmpeg-operator"]
+    assert r[("kueue.x-k8s.io", "localqueues")] == {"get", "list", "watch", "create", "delete"}
+    assert r[("kueue.x-k8s.io", "workloads")] == {"get", "list", "watch", "patch"}
+    env = {e["name"]: e.get("value") for d in docs if d["kind"] == "Deployment"
+           for c in d["spec"]["template"]["spec"]["containers"] for e in c.get("env") or []}
+    assert env["KUEUE_ENABLED"] == "true" and env["QUOTA_MAX_QUEUED_JOBS"] == "1000"
+    # The operator and the API read those settings under these names; the pools name their queues.
+    assert OperatorSettings.model_fields["kueue_enabled"] and ApiSettings.model_fields["quota_max_queued_jobs"]
+    pools = parse_pools(one(docs, "ConfigMap", "rel-kubeffmpeg-pools")["data"][POOLS_KEY])
+    assert pools["cpu"].cluster_queue == "kubeffmpeg-cpu" and pools["gpu"].cluster_queue == "kubeffmpeg-gpu"
+    plain = parse_pools(one(render(helm, tmp_path), "ConfigMap", "rel-kubeffmpeg-pools")["data"][POOLS_KEY])
+    assert plain["cpu"].cluster_queue is None
+    no_fair = render(helm, tmp_path, {"kueue": {"enabled": True, "fairSharing": False}})
+    assert all("admissionScope" not in d["spec"] for d in no_fair if d["kind"] == "ClusterQueue")

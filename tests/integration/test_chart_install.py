@@ -151,6 +151,21 @@ def test_rendered_manifests_pass_server_side_dry_run(stack_env: dict[str, str], 
     assert "(server dry run)" in out
 
 
+def test_kueue_mapping_passes_server_side_dry_run_against_kueue(stack_env: dict[str, str], helm: str, release: str,
+                                                              values: tuple[Path, dict[str, Any]]) -> None:
+    """The queueing objects (`kueue.enabled`) against the stack's Kueue: its CRDs and its admission
+    webhooks (a dry run is still admitted) accept them."""
+    rendered = run(stack_env, helm, "template", "other", str(CHART), "-n", release, "-f", str(values[0]),
+                   "--set", "kueue.enabled=true", "--set", "kueue.cohort=dry-run",
+                   "--set", "kueue.clusterQueuePrefix=dry-run-")
+    docs = [d for d in yaml.safe_load_all(rendered) if d and d["apiVersion"].startswith("kueue.x-k8s.io/")]
+    assert {d["kind"] for d in docs} == {"ResourceFlavor", "ClusterQueue", "WorkloadPriorityClass"}
+    out = run(stack_env, "kubectl", "apply", "--dry-run=server", "-f", "-", stdin=yaml.safe_dump_all(docs))
+    for name in ("clusterqueue.kueue.x-k8s.io/dry-run-cpu", "clusterqueue.kueue.x-k8s.io/dry-run-gpu",
+                 "workloadpriorityclass.kueue.x-k8s.io/high"):
+        assert name in out, out
+
+
 def test_upgrade_with_a_new_pool_reaches_the_configmap(stack_env: dict[str, str], helm: str, release: str,
                                                        values: tuple[Path, dict[str, Any]]) -> None:
     ns = release

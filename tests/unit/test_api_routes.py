@@ -280,7 +280,8 @@ def test_ffmpeg_api_refusals(api: TestClient, k: FakeKubernetes, bucket: FakeBuc
 def test_ffmpeg_api_job_view_in_its_own_words(api: TestClient, k: FakeKubernetes, bucket: FakeBucket) -> None:
     stored_dir(bucket, "d1", "in.mp4")
     job_id = api.post("/ffmpeg/process/async", headers=ACME, json=TASK).json()["job_id"]
-    assert api.get(f"/job/{job_id}", headers=ACME).json() == {"ok": True, "job_id": job_id, "status": "pending"}
+    assert api.get(f"/job/{job_id}", headers=ACME).json() == {"ok": True, "job_id": job_id, "status": "pending",
+                                                               "priority": "normal"}  # extension (docs/queueing.md)
     finish(k, job_id, "Running")
     assert api.get(f"/job/{job_id}", headers=ACME).json()["status"] == "processing"
     finish(k, job_id, "Succeeded", **DONE)

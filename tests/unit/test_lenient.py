@@ -11,7 +11,7 @@ from ffmpegjob_model.model import FFmpegJobSpec
 from pydantic import ValidationError
 
 SPEC = {"inputs": [{"name": "in.mp4", "source": "d/in.mp4", "cacheHint": "warm"}], "outputs": [{"name": "o.mp4"}],
-        "commands": ["-i {{in.mp4}} {{o.mp4}}"], "output": {"dirId": "d", "region": "eu"}, "priority": 5}
+        "commands": ["-i {{in.mp4}} {{o.mp4}}"], "output": {"dirId": "d", "region": "eu"}, "deadlineClass": 5}
 
 
 def test_unknown_fields_are_dropped_and_logged_once(caplog: pytest.LogCaptureFixture) -> None:
@@ -23,7 +23,7 @@ def test_unknown_fields_are_dropped_and_logged_once(caplog: pytest.LogCaptureFix
     assert spec.output.dir_id == "d" and spec.inputs[0].source == "d/in.mp4"
     lines = [r.getMessage() for r in caplog.records]
     assert len(lines) == 1
-    assert all(f in lines[0] for f in ("spec.priority", "spec.output.region", "spec.inputs.cacheHint"))
+    assert all(f in lines[0] for f in ("spec.deadlineClass", "spec.output.region", "spec.inputs.cacheHint"))
 
 
 def test_known_fields_are_still_validated() -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Path, Query
+from fastapi import APIRouter, Body, Path, Query, Response
 from ffmpegjob_model import payloads
 from ffmpegjob_model.model import OutputLocation
 from ffmpegjob_model.storage_layout import split_storage_path, valid_file_name
@@ -19,7 +19,7 @@ from starlette.concurrency import run_in_threadpool
 from ..compile import vgf_spec
 from ..errors import ERROR_RESPONSES, ApiError
 from ..imports import own_storage_path
-from ..jobs import job_tenant, new_job_name
+from ..jobs import OVER_QUOTA_ANNOTATION, job_tenant, new_job_name
 from ..schemas import (
     PagingParams,
     TmpFileRequest,
@@ -27,6 +27,7 @@ from ..schemas import (
     TmpFileUrls,
     VgfJob,
     VgfJobList,
+    VgfJobPatch,
     VgfJobRequest,
     VgfJobResponse,
 )
@@ -59,7 +60,7 @@ def view(svc: Services, obj: dict[str, Any]) -> VgfJob:
 def submit_vgf_job(svc: Services, who: Caller, req: VgfJobRequest) -> dict[str, Any]:
     """Create the FFmpegJob of a "Very Good FFmpeg" request; returns it as the API server stored it."""
     tenant = who.tenant
-    sub = submission(svc, tenant, req.machine, req.webhook_url, unresolvable_ok=True)
+    sub = submission(svc, tenant, req.machine, req.webhook_url, unresolvable_ok=True, priority=req.priority)
     sources: dict[str, str] = {}
     for name, url in req.input_files.items():
         url = url.strip()
@@ -73,21 +74,25 @@ def submit_vgf_job(svc: Services, who: Caller, req: VgfJobRequest) -> dict[str, 
     # An input or webhook host that does not resolve is accepted: the job fails when it is
     # fetched, with an error_message, as on the service. Forbidden addresses stay a 400.
     svc.jobs.validate(spec, unresolvable_ok=True)
-    svc.jobs.check_quota(tenant, who.quota)
+    queued = svc.jobs.check_quota(tenant, who.quota)
     # Outputs are kept as long as their download links are valid (7 days after the job ends).
     keep = payloads.VGF_OUTPUT_URL_SECONDS + spec.timeout_seconds
     spec.output = OutputLocation(dir_id=svc.storage.create_dir(tenant, keep, temporary=True).id)
     original = json.dumps({"input_files": req.input_files, "ffmpeg_commands": req.ffmpeg_commands},
                           separators=(",", ":"))
-    annotations = {payloads.VGF_REQUEST_ANNOTATION: original} if len(original) <= ANNOTATION_MAX else None
-    return svc.jobs.create(new_job_name(), spec, payloads.SURFACE_VGF, annotations)
+    annotations = {payloads.VGF_REQUEST_ANNOTATION: original} if len(original) <= ANNOTATION_MAX else {}
+    if queued:
+        annotations[OVER_QUOTA_ANNOTATION] = "true"
+    return svc.jobs.create(new_job_name(), spec, payloads.SURFACE_VGF, annotations or None)
 
 
 @router.post("/ffmpeg", response_model=VgfJobResponse, tags=[TAG],
              summary="Submit a job; with ?wait=true the answer comes when it finished (at most 5 minutes)")
-async def create_job(req: VgfJobRequest, who: Auth, svc: Svc,
+async def create_job(req: VgfJobRequest, who: Auth, svc: Svc, response: Response,
                      wait: Annotated[bool, Query(description="Wait for the job to finish")] = False) -> VgfJobResponse:
     obj: dict[str, Any] | None = await run_in_threadpool(submit_vgf_job, svc, who, req)
+    if obj is not None and OVER_QUOTA_ANNOTATION in ((obj.get("metadata") or {}).get("annotations") or {}):
+        response.status_code = 202  # over the tenant's active-job quota: accepted, queued (docs/queueing.md)
     if wait and obj is not None:
         # The object create returned doubles as the answer: no second read when not waiting.
         obj = await svc.watcher.wait(obj["metadata"]["name"], min(svc.settings.sync_wait_seconds, WAIT_MAX_SECONDS))
@@ -177,6 +182,13 @@ def cancel_job_alias(who: Auth, svc: Svc, job_id: JobId) -> VgfJobResponse:
                summary="Cancel (alias)")
 def delete_job(who: Auth, svc: Svc, job_id: JobId) -> VgfJobResponse:
     return _cancel(svc, who, job_id)
+
+
+@router.patch("/jobs/{job_id}", response_model=VgfJobResponse, tags=[TAG],
+              responses={409: {"description": "The job is no longer queued"}},
+              summary="Extension: change a queued job's priority (docs/queueing.md)")
+def patch_job(who: Auth, svc: Svc, job_id: JobId, req: VgfJobPatch) -> VgfJobResponse:
+    return VgfJobResponse(data=view(svc, svc.jobs.set_priority(who.tenant, job_id, req.priority)))
 
 
 @router.post("/tmp-file", response_model=TmpFileResponse, tags=[TAG],
