@@ -48,6 +48,8 @@ def run(n: int = 5000, threads: int = 16, settle_s: float = 30) -> dict[str, Any
         "create_s": round(fleet.created_s, 1),
         "all_jobs_s": None if fleet.all_jobs_s is None else round(fleet.all_jobs_s, 1),
         "create_errors": fleet.create_errors,
+        "api_requests_per_ffmpegjob": fleet.requests_per_job,
+        "api_requests_per_ffmpegjob_total": round(sum(fleet.requests_per_job.values()), 2),
         "operator_rss_before_mb": round(fleet.operator_rss_start_mb, 1),
         "operator_rss_peak_during_creation_mb": round(fleet.operator_rss_peak_mb, 1),
         "operator_rss_mb": round(rss, 1),
@@ -56,8 +58,11 @@ def run(n: int = 5000, threads: int = 16, settle_s: float = 30) -> dict[str, Any
         "operator_cpu_share_at_rest": round(share, 2),
         "operator_restarts_during_run": fleet.operator_restarts + sampler.restarts,
         "cleanup_s": round(cleanup_s, 1),
-        "targets": {"operator_rss_mb": target(peak10 if fleet.jobs_seen == n else None, 300,
-                                              f"MB RSS with {n} FFmpegJobs")},
+        # DESIGN.md's target is the peak: while the FFmpegJobs are created and handled, and after.
+        "operator_rss_peak_mb": round(max(peak10, fleet.operator_rss_peak_mb), 1),
+        "targets": {"operator_rss_peak_mb": target(max(peak10, fleet.operator_rss_peak_mb)
+                                                   if fleet.jobs_seen == n else None, 300,
+                                                   f"MB RSS at peak with {n} FFmpegJobs")},
     }
     return write_result("operator_memory", figures, started)
 

@@ -7,6 +7,7 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import cached_property
 from typing import Any, cast
 
 from ffmpegjob_model.kubeclient import load_client
@@ -26,21 +27,28 @@ def load_config() -> client.ApiClient:
 class Kube:
     api: client.ApiClient
 
-    @property
+    # One typed API object each, built at start-up (`warm`): the client imports its large generated
+    # API modules lazily, on first use, which cost the first burst after a start seconds of CPU.
+    @cached_property
     def core(self) -> client.CoreV1Api:
         return client.CoreV1Api(self.api)
 
-    @property
+    @cached_property
     def batch(self) -> client.BatchV1Api:
         return client.BatchV1Api(self.api)
 
-    @property
+    @cached_property
     def custom(self) -> client.CustomObjectsApi:
         return client.CustomObjectsApi(self.api)
 
-    @property
+    @cached_property
     def rbac(self) -> client.RbacAuthorizationV1Api:
         return client.RbacAuthorizationV1Api(self.api)
+
+    def warm(self) -> None:
+        """Import the API modules now, not in the first handler that needs them."""
+        for api in (self.core, self.batch, self.custom, self.rbac):
+            assert api is not None
 
     def get_ffmpegjob(self, namespace: str, name: str) -> dict[str, Any] | None:
         try:
@@ -170,6 +178,12 @@ def _paged(list_fn: Any, page: int) -> Iterator[dict[str, Any]]:
         token = (data.get("metadata") or {}).get("continue")
         if not token:
             return
+
+
+def drain(resp: Any) -> None:
+    """Read an unparsed answer (`_preload_content=False`) to its end: only then does urllib3 put
+    the connection back in the pool; an undrained one costs the next request a TLS handshake."""
+    resp.data  # noqa: B018
 
 
 def _json(resp: Any) -> dict[str, Any]:
