@@ -13,6 +13,11 @@ from .settings import ApiSettings
 def main() -> None:
     settings = ApiSettings()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if settings.api_workers > 1:
+        # Several processes on one port: uvicorn imports the app factory in each worker.
+        uvicorn.run("ffmpeg_api.app:create_app", factory=True, workers=settings.api_workers,
+                    host=settings.api_host, port=settings.api_port, log_level="info", proxy_headers=True)
+        return
     uvicorn.run(create_app(settings), host=settings.api_host, port=settings.api_port, log_level="info",
                 proxy_headers=True)
 
