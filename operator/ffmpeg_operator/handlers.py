@@ -609,7 +609,9 @@ def housekeeping_round(c: Context) -> None:
                 log.info("TTL expired: deleting FFmpegJob %s/%s", meta["namespace"], meta["name"])
                 c.kube.delete_ffmpegjob(meta["namespace"], meta["name"], meta["uid"])
         else:
-            live.append({"metadata": meta, "status": st, "tenant": spec.get("tenant") or "default"})
+            # Only what the round reads: not managedFields and annotations, times thousands.
+            slim = {k: meta.get(k) for k in ("name", "namespace", "uid", "generation", "resourceVersion")}
+            live.append({"metadata": slim, "status": st, "tenant": spec.get("tenant") or "default"})
     if live:
         reconcile_live(c, ns, live, t)
     try:

@@ -77,15 +77,16 @@ class Kube:
             if not token:
                 return
 
-    def iter_jobs(self, namespace: str, selector: str, page: int = 500) -> Iterator[dict[str, Any]]:
-        """The Jobs matching `selector`, a page at a time."""
+    def iter_jobs(self, namespace: str, selector: str, page: int = 100) -> Iterator[dict[str, Any]]:
+        """The Jobs matching `selector`, a page at a time (small pages: a Job, its pod template
+        and managedFields parsed, is ~10 KB of Python objects, and the page is held at once)."""
         def one(**kw: Any) -> Any:
             if namespace == "*":
                 return self.batch.list_job_for_all_namespaces(label_selector=selector, **kw)
             return self.batch.list_namespaced_job(namespace, label_selector=selector, **kw)
         yield from _paged(one, page)
 
-    def iter_pods(self, namespace: str, selector: str, page: int = 500) -> Iterator[dict[str, Any]]:
+    def iter_pods(self, namespace: str, selector: str, page: int = 100) -> Iterator[dict[str, Any]]:
         """The pods matching `selector`, a page at a time."""
         def one(**kw: Any) -> Any:
             if namespace == "*":
