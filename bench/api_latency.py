@@ -20,6 +20,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -134,12 +135,15 @@ def one_rate(endpoint: str, headers: dict[str, str], body: dict[str, Any], rate:
 
 
 def delete_jobs(custom: client.CustomObjectsApi, ns: str, ids: list[str]) -> None:
-    for name in ids:
+    def one(name: str) -> None:
         try:
             custom.delete_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, name)
         except client.ApiException as e:
             if e.status != 404:
                 raise
+
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(one, ids))
 
 
 def run(rates: tuple[float, ...] = (50, 100, 200), modes: tuple[str, ...] = ("parked", "running"),
