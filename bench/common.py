@@ -101,10 +101,14 @@ def delete_run(api: client.ApiClient, ns: str, run: str, timeout: float = 600) -
     t0 = time.monotonic()
     sel = f"{BENCH_LABEL}={run}"
     uids = {o["metadata"]["uid"] for o in list_ffj(api, ns, sel)}
-    with contextlib.suppress(client.ApiException):
-        custom.delete_collection_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, label_selector=sel)
-    deadline = t0 + timeout
+    deadline, again = t0 + timeout, 0.0
     while time.monotonic() < deadline:
+        if time.monotonic() >= again:
+            # Re-issued every 15 s while any are left: a collection delete of thousands may time
+            # out part-way on a busy API server.
+            with contextlib.suppress(client.ApiException):
+                custom.delete_collection_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, label_selector=sel)
+            again = time.monotonic() + 15
         left = len(list_ffj(api, ns, sel))
         jobs = [j for j in list_all(batch.list_namespaced_job, ns, "app.kubernetes.io/managed-by=kubeffmpeg-operator")
                 if any(r.get("uid") in uids for r in j["metadata"].get("ownerReferences") or [])]
@@ -154,6 +158,38 @@ def summary_ms(values: list[float]) -> dict[str, Any]:
     r = lambda v: None if v is None else round(v, 1)  # noqa: E731
     return {"n": len(ms), "p50_ms": r(pct(ms, 50)), "p99_ms": r(pct(ms, 99)), "max_ms": r(max(ms) if ms else None),
             "mean_ms": r(sum(ms) / len(ms) if ms else None)}
+
+
+def api_requests(api: client.ApiClient) -> dict[str, float]:
+    """The API server's own request counters (`apiserver_request_total` on /metrics), summed
+    as "VERB resource[/subresource]" (watches left out): what a run cost the API server, which
+    does not depend on how loaded the machine is. {} when /metrics cannot be read."""
+    import re
+
+    try:
+        method, url, headers, body, _ = api.param_serialize("GET", "/metrics", auth_settings=["BearerToken"])
+        resp = api.call_api(method, url, header_params=headers, body=body)
+        resp.read()
+        text = (resp.data or b"").decode()
+    except Exception:
+        return {}
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if not line.startswith("apiserver_request_total{"):
+            continue
+        labels = dict(re.findall(r'(\w+)="([^"]*)"', line))
+        if labels.get("verb") == "WATCH":
+            continue
+        sub = f"/{labels['subresource']}" if labels.get("subresource") else ""
+        key = f"{labels.get('verb')} {labels.get('resource')}{sub}"
+        out[key] = out.get(key, 0.0) + float(line.rsplit(" ", 1)[1])
+    return out
+
+
+def requests_per(before: dict[str, float], after: dict[str, float], n: int) -> dict[str, float]:
+    """The requests between two `api_requests` readings, per unit (e.g. per FFmpegJob)."""
+    diff = {k: (v - before.get(k, 0.0)) / n for k, v in after.items() if v - before.get(k, 0.0) >= n / 20}
+    return {k: round(v, 2) for k, v in sorted(diff.items(), key=lambda kv: -kv[1])}
 
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -259,7 +295,9 @@ def target(value: float | None, limit: float, what: str) -> dict[str, Any]:
 
 def write_result(name: str, figures: dict[str, Any], started: dict[str, Any]) -> dict[str, Any]:
     """One JSON line on stdout and bench/results/<name>.json."""
-    out = {"benchmark": name, "at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"), **figures, "machine": started}
+    # The machine is shared: its load at the end too (1, 5 and 15 minutes), beside the start's.
+    machine_ = {**started, "load_avg_at_end": [round(x, 2) for x in os.getloadavg()]}
+    out = {"benchmark": name, "at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"), **figures, "machine": machine_}
     RESULTS.mkdir(parents=True, exist_ok=True)
     tmp = RESULTS / f"{name}.json.tmp"
     tmp.write_text(json.dumps(out, indent=2) + "\n")

@@ -15,7 +15,7 @@ from typing import Any
 from ffmpegjob_model.model import GROUP, PLURAL, VERSION
 from kubernetes import client
 
-from .common import BENCH_LABEL, PREFIX, ProcSampler, ffmpegjob, operator_pid
+from .common import BENCH_LABEL, PREFIX, ProcSampler, api_requests, ffmpegjob, operator_pid, requests_per
 from .watcher import Watcher
 
 CHILD_SELECTOR = "app.kubernetes.io/managed-by=kubeffmpeg-operator"
@@ -37,6 +37,9 @@ class Fleet:
     operator_rss_peak_mb: float = 0.0
     operator_restarts: int = 0
     errors: list[str] = field(default_factory=list)
+    # API server requests per FFmpegJob (every client's: this one's creates, the operator's, the
+    # controllers'), from the first create until all Jobs exist and 5 s more.
+    requests_per_job: dict[str, float] = field(default_factory=dict)
 
 
 def create_fleet(api: client.ApiClient, ns: str, rid: str, n: int, threads: int = 16,
@@ -78,6 +81,7 @@ def create_fleet(api: client.ApiClient, ns: str, rid: str, n: int, threads: int 
                 if len(fleet.errors) < 5:
                     fleet.errors.append(f"{e.status}: {json.loads(e.body or '{}').get('message', e.reason)}")
 
+    requests0 = api_requests(api)
     t0 = time.monotonic()
     try:
         with ThreadPoolExecutor(threads) as pool:
@@ -87,6 +91,8 @@ def create_fleet(api: client.ApiClient, ns: str, rid: str, n: int, threads: int 
     finally:
         sampler.stop()
         watcher.stop()
+    time.sleep(5)
+    fleet.requests_per_job = requests_per(requests0, api_requests(api), n)
     fleet.jobs_seen = len(seen)
     fleet.all_jobs_s = last[0] - t0 if done.is_set() else None
     fleet.operator_cpu_s = sampler.cpu()

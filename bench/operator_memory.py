@@ -38,8 +38,9 @@ def run(n: int = 5000, threads: int = 16, settle_s: float = 30) -> dict[str, Any
         time.sleep(10)
         sampler.stop()
         rss, peak10 = sampler.last_mb, sampler.peak_mb
-    finally:
-        cleanup_s = delete_run(api, ns, rid, timeout=1200)
+    except BaseException:
+        delete_run(api, ns, rid, timeout=1200)
+        raise
     figures = {
         "ffmpegjobs": n,
         "suspended": True,
@@ -48,6 +49,8 @@ def run(n: int = 5000, threads: int = 16, settle_s: float = 30) -> dict[str, Any
         "create_s": round(fleet.created_s, 1),
         "all_jobs_s": None if fleet.all_jobs_s is None else round(fleet.all_jobs_s, 1),
         "create_errors": fleet.create_errors,
+        "api_requests_per_ffmpegjob": fleet.requests_per_job,
+        "api_requests_per_ffmpegjob_total": round(sum(fleet.requests_per_job.values()), 2),
         "operator_rss_before_mb": round(fleet.operator_rss_start_mb, 1),
         "operator_rss_peak_during_creation_mb": round(fleet.operator_rss_peak_mb, 1),
         "operator_rss_mb": round(rss, 1),
@@ -55,10 +58,17 @@ def run(n: int = 5000, threads: int = 16, settle_s: float = 30) -> dict[str, Any
         "operator_settled": idle,
         "operator_cpu_share_at_rest": round(share, 2),
         "operator_restarts_during_run": fleet.operator_restarts + sampler.restarts,
-        "cleanup_s": round(cleanup_s, 1),
-        "targets": {"operator_rss_mb": target(peak10 if fleet.jobs_seen == n else None, 300,
-                                              f"MB RSS with {n} FFmpegJobs")},
+        "cleanup_s": None,  # filled in below
+        # DESIGN.md's target is the peak: while the FFmpegJobs are created and handled, and after.
+        "operator_rss_peak_mb": round(max(peak10, fleet.operator_rss_peak_mb), 1),
+        "targets": {"operator_rss_peak_mb": target(max(peak10, fleet.operator_rss_peak_mb)
+                                                   if fleet.jobs_seen == n else None, 300,
+                                                   f"MB RSS at peak with {n} FFmpegJobs")},
     }
+    # Written before the clean-up too: deleting thousands of objects (the garbage collector takes
+    # each FFmpegJob's Job and identity) can take longer than the run on a busy machine.
+    write_result("operator_memory", figures, started)
+    figures["cleanup_s"] = round(delete_run(api, ns, rid, timeout=1200), 1)
     return write_result("operator_memory", figures, started)
 
 

@@ -12,6 +12,9 @@ class ApiSettings(BaseSettings):
 
     api_host: str = "0.0.0.0"
     api_port: int = 8080
+    # uvicorn worker processes sharing the port (1: one process). Each has its own caches, rate
+    # limiter buckets and ffprobe slots, as a replica has; more processes use more cores.
+    api_workers: int = Field(default=1, ge=1, le=64)
     ffmpeg_namespace: str = "ffmpeg"
     pools_configmap: str = "kubeffmpeg-pools"
     api_keys_secret: str = "kubeffmpeg-api-keys"

@@ -16,6 +16,7 @@ from ffmpegjob_model.urls import URLRules
 from kubernetes.client.rest import ApiException
 
 from .grants import Signer
+from .jobmemory import JobMemory
 from .kube import Kube, load_config
 from .metrics import Metrics
 from .settings import OperatorSettings
@@ -69,6 +70,7 @@ class Context:
     def from_env(cls, settings: OperatorSettings | None = None) -> Context:
         s = settings or OperatorSettings()
         kube = Kube(load_config())
+        kube.warm()
         pools = PoolCache(kube, s.home_namespace(), s.pools_configmap, s.pools_cache_seconds)
         return cls(settings=s, kube=kube, metrics=Metrics(), pools=pools)
 
@@ -107,6 +109,12 @@ class Context:
     def io(self) -> ThreadPoolExecutor:
         """Requests a handler overlaps (a job's identity objects); its tasks never wait on each other."""
         return ThreadPoolExecutor(max_workers=16, thread_name_prefix="io")
+
+    @cached_property
+    def job_memory(self) -> JobMemory:
+        """The Job states the statuses already reflect (jobmemory.py): Job events that change
+        nothing are not synced again."""
+        return JobMemory()
 
     @cached_property
     def background(self) -> ThreadPoolExecutor:

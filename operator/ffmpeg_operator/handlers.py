@@ -32,6 +32,8 @@ from pydantic import ValidationError
 from . import identity, jobs, queueing, split, webhooks
 from .context import Context, PoolsUnavailable
 from .grants import abort_unfinished, job_grants
+from .kube import drain
+from .scale import in_thread, tune_for_scale
 from .status import get_condition, observe, set_condition, terminal_patch
 from .storage import delete_scratch, sweep_expired_dirs, sweep_scratch
 
@@ -72,6 +74,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.watching.client_timeout = 150
     settings.networking.request_timeout = 30
     settings.execution.max_workers = 16
+    tune_for_scale(settings, memo)
     if "ctx" not in memo:
         memo["ctx"] = await asyncio.to_thread(Context.from_env)
     c = ctx(memo)
@@ -212,17 +215,22 @@ def plan(c: Context, spec: dict[str, Any]) -> tuple[FFmpegJobSpec, str, NodePool
 
 
 def create_job(c: Context, obj: dict[str, Any], model: FFmpegJobSpec, pool_name: str, pool: NodePool,
-               restart: int = 0) -> str:
+               restart: int = 0, expect: bool = False) -> str:
     """Create (or adopt) the FFmpegJob's Job; its name. Idempotent: the name is deterministic."""
     meta = obj["metadata"]
     manifest = jobs.build_job(obj, model, pool_name, pool, c.settings, c.s3, restart=restart)
     name = str(manifest["metadata"]["name"])
     grant_identity(c, obj, model, manifest)
     c.queues.ensure(c, manifest)
+    # Before the request: the Job's first watch event may come before the answer does.
+    expected = {**manifest, "metadata": {**manifest["metadata"], "namespace": meta["namespace"]}}
+    if expect:  # the caller writes the status this Job implies: its first events change nothing
+        c.job_memory.expect(expected)
     try:
-        c.kube.batch.create_namespaced_job(meta["namespace"], cast(Any, manifest))
+        drain(c.kube.batch.create_namespaced_job(meta["namespace"], cast(Any, manifest), _preload_content=False))
         log.info("created Job %s", name)
     except ApiException as e:
+        c.job_memory.forget(expected)
         if e.status != 409:
             raise
         existing = c.kube.read_job(meta["namespace"], name)
@@ -231,6 +239,9 @@ def create_job(c: Context, obj: dict[str, Any], model: FFmpegJobSpec, pool_name:
         if not jobs.owned_by(existing, meta["uid"]):
             raise Refused("JobNameTaken", f"a Job named {name} exists and is not this FFmpegJob's") from e
         log.info("adopted existing Job %s", name)
+    except Exception:
+        c.job_memory.forget(expected)
+        raise
     return name
 
 
@@ -260,7 +271,7 @@ def ensure_job(body: kopf.Body, spec: kopf.Spec, meta: kopf.Meta, patch: kopf.Pa
                 if started.handled:
                     return
                 st["conditions"] = started.conditions
-            name = create_job(c, obj, model, pool_name, pool)
+            name = create_job(c, obj, model, pool_name, pool, expect=True)
         except Refused as e:
             fail(c, obj, patch, e.reason, e.message)
             return
@@ -275,8 +286,21 @@ def ensure_job(body: kopf.Body, spec: kopf.Spec, meta: kopf.Meta, patch: kopf.Pa
             # The New -> Pending event (record_transition) is the one JobCreated event.
             desired.update(phase=Phase.PENDING.value, reason="JobCreated",
                            message=f"Job {name} created on pool {pool_name}")
-        patch.status.update({k: v for k, v in desired.items() if st.get(k) != v})
+        # What the new Job implies (Pending; Suspended when created suspended) is written now,
+        # so its first events find nothing to write (jobmemory.py).
+        written = {**desired, **implied_status({**st, **desired}, c, meta["namespace"], name, t,
+                                               meta.get("generation"))}
+        patch.status.update({k: v for k, v in written.items() if st.get(k) != v})
         record_transition(c, obj, st.get("phase"), desired)
+
+
+def implied_status(st: dict[str, Any], c: Context, namespace: str, name: str, t: datetime,
+                   generation: int | None) -> dict[str, Any]:
+    """The status patch a Job just created (no status, no pods yet) implies."""
+    job = c.job_memory.created(namespace, name)
+    if job is None:  # adopted, not created: its events are synced as they come
+        return {}
+    return observe(st, job, [], t, generation, c.settings.pod_start_timeout_seconds).patch
 
 
 def grant_identity(c: Context, body: dict[str, Any], spec: FFmpegJobSpec, manifest: dict[str, Any]) -> None:
@@ -542,12 +566,24 @@ def never_ran(job: dict[str, Any]) -> bool:
 
 
 @kopf.on.event("batch", "v1", "jobs", labels=CHILDREN)
-def on_job_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+async def on_job_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """Async, so that an event the status reflects already is dropped on the event loop, not
+    queued with its body behind the thread pool's busy handlers (scale.in_thread)."""
     c = ctx(memo)
+    job = dict(body)
+    if type == "DELETED":
+        c.job_memory.forget(job)
+    elif c.job_memory.unchanged(job):
+        return  # the status reflects this Job state already (jobmemory.py)
+    await in_thread(memo, job_event, c, type, job)
+
+
+def job_event(c: Context, type: str | None, job: dict[str, Any]) -> None:
     with timed(c, "job_event"):
         # A DELETED Job is looked up afresh: gone, it is re-created or the FFmpegJob ends.
-        sync(c, body["metadata"]["namespace"], jobs.owner_name(dict(body)),
-             job=None if type == "DELETED" else dict(body))
+        sync(c, job["metadata"]["namespace"], jobs.owner_name(job), job=None if type == "DELETED" else job)
+    if type != "DELETED":
+        c.job_memory.remember(job)
 
 
 @kopf.on.event("", "v1", "pods", labels=CHILDREN)
@@ -560,7 +596,8 @@ def on_pod_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -
 
 
 @kopf.on.event(*FFJ)
-def track_phase(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+async def track_phase(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    # Async: a gauge update needs no thread (each FFmpegJob event waited for one in a burst).
     uid = body["metadata"].get("uid", "")
     phase = None if type == "DELETED" else (body.get("status") or {}).get("phase")
     ctx(memo).metrics.phases.set(uid, phase or (None if type == "DELETED" else Phase.PENDING.value))
@@ -595,7 +632,9 @@ def housekeeping_round(c: Context) -> None:
                 log.info("TTL expired: deleting FFmpegJob %s/%s", meta["namespace"], meta["name"])
                 c.kube.delete_ffmpegjob(meta["namespace"], meta["name"], meta["uid"])
         else:
-            live.append({"metadata": meta, "status": st, "tenant": spec.get("tenant") or "default"})
+            # Only what the round reads: not managedFields and annotations, times thousands.
+            slim = {k: meta.get(k) for k in ("name", "namespace", "uid", "generation", "resourceVersion")}
+            live.append({"metadata": slim, "status": st, "tenant": spec.get("tenant") or "default"})
     if live:
         reconcile_live(c, ns, live, t)
     try:

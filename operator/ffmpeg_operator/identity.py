@@ -26,7 +26,7 @@ from ffmpegjob_model.grants import GRANTS_FILE, Grants, grants_secret_name
 from ffmpegjob_model.model import GROUP, PLURAL
 from kubernetes.client.rest import ApiException
 
-from .kube import Kube
+from .kube import Kube, drain
 
 log = logging.getLogger("ffmpeg_operator.identity")
 
@@ -78,11 +78,13 @@ def secret_manifest(name: str, namespace: str, labels: dict[str, str], owner: di
 
 
 def _creators(kube: Kube, namespace: str) -> dict[str, Callable[[dict[str, Any]], Any]]:
+    # The answers are drained, not parsed into the client's models (CPU per job saved).
+    raw: dict[str, Any] = {"_preload_content": False}
     return {
-        "ServiceAccount": lambda b: kube.core.create_namespaced_service_account(namespace, b),
-        "Role": lambda b: kube.rbac.create_namespaced_role(namespace, b),
-        "RoleBinding": lambda b: kube.rbac.create_namespaced_role_binding(namespace, b),
-        "Secret": lambda b: kube.core.create_namespaced_secret(namespace, b),
+        "ServiceAccount": lambda b: drain(kube.core.create_namespaced_service_account(namespace, b, **raw)),
+        "Role": lambda b: drain(kube.rbac.create_namespaced_role(namespace, b, **raw)),
+        "RoleBinding": lambda b: drain(kube.rbac.create_namespaced_role_binding(namespace, b, **raw)),
+        "Secret": lambda b: drain(kube.core.create_namespaced_secret(namespace, b, **raw)),
     }
 
 

@@ -7,6 +7,7 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import cached_property
 from typing import Any, cast
 
 from ffmpegjob_model.kubeclient import load_client
@@ -26,21 +27,28 @@ def load_config() -> client.ApiClient:
 class Kube:
     api: client.ApiClient
 
-    @property
+    # One typed API object each, built at start-up (`warm`): the client imports its large generated
+    # API modules lazily, on first use, which cost the first burst after a start seconds of CPU.
+    @cached_property
     def core(self) -> client.CoreV1Api:
         return client.CoreV1Api(self.api)
 
-    @property
+    @cached_property
     def batch(self) -> client.BatchV1Api:
         return client.BatchV1Api(self.api)
 
-    @property
+    @cached_property
     def custom(self) -> client.CustomObjectsApi:
         return client.CustomObjectsApi(self.api)
 
-    @property
+    @cached_property
     def rbac(self) -> client.RbacAuthorizationV1Api:
         return client.RbacAuthorizationV1Api(self.api)
+
+    def warm(self) -> None:
+        """Import the API modules now, not in the first handler that needs them."""
+        for api in (self.core, self.batch, self.custom, self.rbac):
+            assert api is not None
 
     def get_ffmpegjob(self, namespace: str, name: str) -> dict[str, Any] | None:
         try:
@@ -69,15 +77,16 @@ class Kube:
             if not token:
                 return
 
-    def iter_jobs(self, namespace: str, selector: str, page: int = 500) -> Iterator[dict[str, Any]]:
-        """The Jobs matching `selector`, a page at a time."""
+    def iter_jobs(self, namespace: str, selector: str, page: int = 100) -> Iterator[dict[str, Any]]:
+        """The Jobs matching `selector`, a page at a time (small pages: a Job, its pod template
+        and managedFields parsed, is ~10 KB of Python objects, and the page is held at once)."""
         def one(**kw: Any) -> Any:
             if namespace == "*":
                 return self.batch.list_job_for_all_namespaces(label_selector=selector, **kw)
             return self.batch.list_namespaced_job(namespace, label_selector=selector, **kw)
         yield from _paged(one, page)
 
-    def iter_pods(self, namespace: str, selector: str, page: int = 500) -> Iterator[dict[str, Any]]:
+    def iter_pods(self, namespace: str, selector: str, page: int = 100) -> Iterator[dict[str, Any]]:
         """The pods matching `selector`, a page at a time."""
         def one(**kw: Any) -> Any:
             if namespace == "*":
@@ -170,6 +179,12 @@ def _paged(list_fn: Any, page: int) -> Iterator[dict[str, Any]]:
         token = (data.get("metadata") or {}).get("continue")
         if not token:
             return
+
+
+def drain(resp: Any) -> None:
+    """Read an unparsed answer (`_preload_content=False`) to its end: only then does urllib3 put
+    the connection back in the pool; an undrained one costs the next request a TLS handshake."""
+    resp.data  # noqa: B018
 
 
 def _json(resp: Any) -> dict[str, Any]:

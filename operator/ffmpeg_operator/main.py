@@ -14,7 +14,7 @@ from typing import Any, cast
 import kopf
 from kubernetes import client
 
-from . import delivery, handlers  # registers the handlers with kopf
+from . import delivery, handlers, scale  # registers the handlers with kopf
 from .context import Context
 from .leader import LeaseLock
 from .settings import OperatorSettings
@@ -59,6 +59,7 @@ def main(argv: list[str] | None = None) -> int:
             # Else kopf derives one from the user name, and an image's non-root uid has none.
             identity=cast(Any, identity),
             liveness_endpoint=liveness,
+            lifecycle=scale.LIFECYCLE,
             memo=kopf.Memo(ctx=ctx),
         ))
     finally:

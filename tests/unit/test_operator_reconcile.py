@@ -33,13 +33,14 @@ class FakeIdentityApi:
         self.objects: dict[tuple[str, str], dict[str, Any]] = {}
         self.created: list[tuple[str, str]] = []
 
-    def _create(self, body: dict[str, Any]) -> None:
+    def _create(self, body: dict[str, Any]) -> Any:
         k = (body["kind"], body["metadata"]["name"])
         if k in self.objects:
             raise ApiException(status=409)
         self.objects[k] = copy.deepcopy(body)
         self.objects[k]["metadata"]["uid"] = f"uid-{len(self.created)}"
         self.created.append(k)
+        return SimpleNamespace(data=b"{}")  # an unparsed answer (_preload_content=False)
 
     def _delete(self, kind: str, name: str, body: Any = None) -> None:
         obj = self.objects.get((kind, name))
@@ -53,7 +54,7 @@ class FakeIdentityApi:
         verb, _, kind = attr.partition("_namespaced_")
         kind = "".join(w.capitalize() for w in kind.split("_")).replace("Serviceaccount", "ServiceAccount")
         if verb == "create":
-            return lambda ns, body: self._create(body)
+            return lambda ns, body, **_: self._create(body)
         if verb == "delete":
             return lambda name, ns, body=None: self._delete(kind, name, body)
         raise AttributeError(attr)
@@ -71,12 +72,13 @@ class FakeBatch:
     def __init__(self, kube: FakeKube) -> None:
         self.kube = kube
 
-    def create_namespaced_job(self, ns: str, body: dict[str, Any]) -> None:
+    def create_namespaced_job(self, ns: str, body: dict[str, Any], **_: Any) -> Any:
         name = body["metadata"]["name"]
         if name in self.kube.jobs:
             raise ApiException(status=409)
         self.kube.jobs[name] = {**copy.deepcopy(body), "status": {}}
         self.kube.jobs[name]["metadata"]["uid"] = f"juid-{name}"
+        return SimpleNamespace(data=b"{}")
 
 
 class FakeKube:

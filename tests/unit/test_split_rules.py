@@ -307,7 +307,11 @@ def test_split_grants_cover_the_segments_the_input_and_the_output() -> None:
     s3 = S3Settings.model_validate({"endpoint_url": "http://minio:9000", "bucket": "media",
                                     "AWS_ACCESS_KEY_ID": "AKIAEXAMPLE", "AWS_SECRET_ACCESS_KEY": "s3cr3t"})
     created: dict[str, Any] = {}
-    record = lambda kind: lambda ns, b: created.__setitem__(kind, b)  # noqa: E731
+    def record(kind: str) -> Any:
+        def create(ns: str, b: dict[str, Any], **_: Any) -> Any:
+            created[kind] = b
+            return SimpleNamespace(data=b"{}")  # an unparsed answer (_preload_content=False)
+        return create
     kube = SimpleNamespace(
         core=SimpleNamespace(create_namespaced_service_account=record("ServiceAccount"),
                              create_namespaced_secret=record("Secret")),
