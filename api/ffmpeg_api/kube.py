@@ -30,26 +30,37 @@ class TTLCache(Generic[T]):
         self._load, self._ttl = load, ttl
         self._lock = threading.Lock()
         self._value: T | None = None
-        self._at = -float("inf")
+        self._at = -float("inf")  # when the value's read began
         self._forced_at = -float("inf")
+
+    def _read(self, now: float) -> T:
+        self._value = self._load()
+        self._at = now
+        return self._value
 
     def get(self) -> T:
         with self._lock:
-            if self._value is None or time.monotonic() - self._at >= self._ttl:
-                self._value = self._load()
-                self._at = time.monotonic()
+            now = time.monotonic()
+            if self._value is None or now - self._at >= self._ttl:
+                return self._read(now)
             return self._value
 
     def refresh(self, min_age: float) -> T:
-        """Re-read now unless a forced re-read happened less than `min_age` ago (bounds re-reads
-        that callers can trigger, e.g. by presenting unknown keys). A scheduled re-read does not
-        count: it may predate what the caller is looking for, such as a key created a moment ago."""
-        with self._lock:
-            now = time.monotonic()
-            if now - self._forced_at >= min_age and now - self._at > 0.05:
-                self._value = None
-                self._forced_at = now
-        return self.get()
+        """A value read after this call began (a key created a moment ago is in it). Forced
+        re-reads are at most one per `min_age` seconds (callers trigger them, e.g. by presenting
+        unknown keys): a caller that comes sooner waits for the next one, at most `min_age`, and
+        callers waiting together share it."""
+        asked = time.monotonic()
+        while True:
+            with self._lock:
+                if self._value is not None and self._at >= asked:
+                    return self._value
+                now = time.monotonic()
+                wait = self._forced_at + min_age - now
+                if wait <= 0:
+                    self._forced_at = now
+                    return self._read(now)
+            time.sleep(wait)
 
 
 class Kube:

@@ -155,6 +155,12 @@ class Display:
                                  console=console, transient=False, auto_refresh=True, refresh_per_second=8)
         self.tasks: dict[str, TaskID] = {}
         self.console = console
+        self.shown: str | None = None  # the last status word printed
+
+    def show(self, job_id: str, status: str) -> None:
+        if status != self.shown:
+            self.progress.console.print(f"[dim]{job_id}[/] {status}", markup=True)
+            self.shown = status
 
     def __enter__(self) -> Display:
         self.progress.start()
@@ -171,15 +177,18 @@ class Display:
     def event(self, ev: JobEvent) -> None:
         d = ev.data
         if isinstance(d, PhaseEvent):
-            self.progress.console.print(f"[dim]{d.job_id}[/] {d.status}", markup=True)
+            self.show(d.job_id, d.status)
         elif isinstance(d, QueueEvent):
             self.progress.console.print(f"queued: position {d.position}"
                                         + (f", expected to start {d.estimated_start}" if d.estimated_start else ""))
         elif isinstance(d, ProgressEvent):
             self.on_progress(d)
-        elif isinstance(d, FinalEvent) and ev.name == "result":
-            for t in self.tasks.values():
-                self.progress.update(t, completed=100)
+        elif isinstance(d, FinalEvent):
+            if ev.name == "result":
+                for t in self.tasks.values():
+                    self.progress.update(t, completed=100)
+            # A stream resumed after the last phase change still ends with the final word.
+            self.show(d.job_id, d.status)
 
     def on_progress(self, d: ProgressEvent) -> None:
         info = " ".join(x for x in (d.speed or "", f"ETA {d.eta_seconds:.0f}s" if d.eta_seconds else "") if x)

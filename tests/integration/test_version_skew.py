@@ -31,19 +31,19 @@ def _version_index(crd: dict[str, Any]) -> int:
 
 @pytest.fixture
 def newer_crd(kube_api: client.ApiClient) -> Iterator[None]:
-    """The CRD with `spec.priority` (default 5) and `status.queueNote` added; removed afterwards."""
+    """The CRD with `spec.futureWeight` (default 5) and `status.queueNote` added; removed afterwards."""
     ext = client.ApiextensionsV1Api(kube_api)
     crd = kube_api.sanitize_for_serialization(ext.read_custom_resource_definition(CRD))
     i = _version_index(crd)
     base = f"/spec/versions/{i}/schema/openAPIV3Schema/properties"
-    add = [{"op": "add", "path": f"{base}/spec/properties/priority", "value": NEW_SPEC_FIELD},
+    add = [{"op": "add", "path": f"{base}/spec/properties/futureWeight", "value": NEW_SPEC_FIELD},
            {"op": "add", "path": f"{base}/status/properties/queueNote", "value": NEW_STATUS_FIELD}]
     ext.patch_custom_resource_definition(CRD, add)
     time.sleep(2)  # the API server's CRD handler picks up the new schema
     try:
         yield
     finally:
-        ext.patch_custom_resource_definition(CRD, [{"op": "remove", "path": f"{base}/spec/properties/priority"},
+        ext.patch_custom_resource_definition(CRD, [{"op": "remove", "path": f"{base}/spec/properties/futureWeight"},
                                                    {"op": "remove", "path": f"{base}/status/properties/queueNote"}])
 
 
@@ -55,7 +55,7 @@ def test_previous_operator_and_worker_run_a_job_of_a_newer_crd(stack: StackInfo,
             "spec": {"outputs": [{"name": "out.mp4"}], "output": {"dirId": "dir_skew"},
                      "commands": ["-f lavfi -i testsrc=size=160x120:rate=10 -t 1 -c:v libx264 {{out.mp4}}"]}}
     obj = custom.create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, body)
-    assert obj["spec"]["priority"] == 5  # defaulted by the API server: every reader sees it
+    assert obj["spec"]["futureWeight"] == 5  # defaulted by the API server: every reader sees it
     custom.patch_namespaced_custom_object_status(GROUP, VERSION, ns, PLURAL, name,
                                                  {"status": {"queueNote": "from a newer operator"}})
     with pytest.raises(ValidationError):  # what REST input would get: strict
