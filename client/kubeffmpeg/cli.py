@@ -25,6 +25,7 @@ from typing import Annotated, Any
 
 import typer
 from ffmpegjob_model.events import FinalEvent, PhaseEvent, ProgressEvent, QueueEvent
+from ffmpegjob_model.model import Phase
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn
 from rich.table import Table
@@ -157,6 +158,12 @@ class Display:
         self.console = console
         self.shown: str | None = None  # the last status word printed
 
+    def complete(self) -> None:
+        """Every bar at 100 %, drawn before the final status word is printed below them."""
+        for t in self.tasks.values():
+            self.progress.update(t, completed=100)
+        self.progress.refresh()
+
     def show(self, job_id: str, status: str) -> None:
         if status != self.shown:
             self.progress.console.print(f"[dim]{job_id}[/] {status}", markup=True)
@@ -177,6 +184,8 @@ class Display:
     def event(self, ev: JobEvent) -> None:
         d = ev.data
         if isinstance(d, PhaseEvent):
+            if d.phase == Phase.SUCCEEDED:
+                self.complete()
             self.show(d.job_id, d.status)
         elif isinstance(d, QueueEvent):
             self.progress.console.print(f"queued: position {d.position}"
@@ -185,8 +194,7 @@ class Display:
             self.on_progress(d)
         elif isinstance(d, FinalEvent):
             if ev.name == "result":
-                for t in self.tasks.values():
-                    self.progress.update(t, completed=100)
+                self.complete()
             # A stream resumed after the last phase change still ends with the final word.
             self.show(d.job_id, d.status)
 
