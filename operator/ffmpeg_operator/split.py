@@ -641,6 +641,18 @@ def cancel(c: Context, body: dict[str, Any]) -> None:
         return
     stop_jobs(c, meta["namespace"], meta["uid"], st)
     delete_scratch(c, st)
+    # A chunk pod stopped mid-upload may still finish putting its segment: once the job's pods
+    # are gone, delete again (the housekeeping sweep would only find it 10 minutes later).
+    c.background.submit(delete_scratch_after_pods, c, meta["namespace"], meta["uid"], st)
+
+
+def delete_scratch_after_pods(c: Context, namespace: str, uid: str, status: dict[str, Any],
+                              timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    with contextlib.suppress(Exception):  # the API server is away: the housekeeping sweep remains
+        while time.monotonic() < deadline and next(c.kube.iter_pods(namespace, f"{jobs.LABEL_UID}={uid}"), None):
+            time.sleep(2)
+    delete_scratch(c, status)
 
 
 # Scratch of jobs that no longer run (deleted while the operator was down, a segment uploaded
