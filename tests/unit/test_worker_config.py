@@ -97,7 +97,7 @@ def test_an_admin_kubeconfig_with_inline_client_certificate(tmp_path: Path) -> N
 
 def test_in_cluster_needs_the_service_host_and_the_token(tmp_path: Path) -> None:
     if kube.SA_DIR.joinpath("token").is_file():
-        pytest.skip("this machine is a pod: a real service-account token exists, so the not-in-a-cluster error cannot occur")
+        pytest.skip("this machine is a pod: its real service-account token rules out the not-in-a-cluster error")
     with pytest.raises(kube.ConfigError, match="neither in a cluster"):
         kube.ApiConfig.load({"KUBERNETES_SERVICE_HOST": "10.0.0.1", "KUBERNETES_SERVICE_PORT": "443",
                              "KUBECONFIG": str(tmp_path / "none")})
