@@ -324,7 +324,12 @@ def test_changing_a_queued_jobs_priority_reorders_its_queue(stack: StackInfo, ku
     c = tenants("prio")
     batch = client.BatchV1Api(kube_api)
     with quota(custom, "cpu", cpu="0"):
-        first, second = c.submit()["id"], c.submit()["id"]
+        # Kueue orders equal priorities by creation time, which has whole-second precision: the
+        # second job goes in a second after the first is queued, or their order is a coin toss.
+        first = c.submit()["id"]
+        wait_for(lambda: c.job(first)["queue_position"] == 1, 60, "the first job at position 1")
+        time.sleep(1.1)
+        second = c.submit()["id"]
         wait_for(lambda: c.job(second)["queue_position"] == 2, 60, "the second job at position 2")
         r = c.http.patch(f"/api/jobs/{second}", json={"priority": "high"})
         assert r.status_code == 200, r.text
