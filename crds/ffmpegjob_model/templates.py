@@ -192,7 +192,8 @@ def check_template(spec: FFmpegJobTemplateSpec) -> None:
             try:
                 re.compile(p.pattern)
             except re.error as exc:
-                raise TemplateError(f"parameter {p.name!r}: pattern {p.pattern!r} is not a regular expression: {exc}")
+                raise TemplateError(f"parameter {p.name!r}: pattern {p.pattern!r} is not a regular expression: {exc}") \
+                    from None
         if p.type not in ("integer", "number") and (p.minimum is not None or p.maximum is not None):
             raise TemplateError(f"parameter {p.name!r}: minimum/maximum apply to integer and number parameters")
         for v in p.enum or []:
@@ -225,7 +226,7 @@ def parameter_values(spec: FFmpegJobTemplateSpec, given: Mapping[str, Any] | Non
     missing = sorted(n for n, p in declared.items() if n not in given and p.default is None)
     if missing:
         raise TemplateError(f"missing required parameter(s): {', '.join(missing)}")
-    return {n: _checked(p, given[n] if n in given else p.default) for n, p in declared.items()}
+    return {n: _checked(p, given.get(n, p.default)) for n, p in declared.items()}
 
 
 def _substitute(token: str, step: int, spec: FFmpegJobTemplateSpec, values: Mapping[str, Any]) -> str:
