@@ -1,0 +1,186 @@
+"""Presets (FFmpegJobTemplates, docs/presets.md) on the real local stack: the chart's shipped
+templates as the stack installs them, FFmpegJobs that name them (kubectl and both REST surfaces),
+real FFmpeg in the worker, and the outputs checked with ffprobe/ffmpeg the way a user would."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from devstack.stack import StackInfo
+from ffmpegjob_model.model import GROUP, PLURAL, VERSION
+from ffmpegjob_model.storage_layout import file_key
+from ffmpegjob_model.templates import TEMPLATE_CONDITION, TEMPLATE_PLURAL
+from helpers import unique, wait_phase
+from kubernetes import client
+
+pytestmark = pytest.mark.stack
+
+DIR = "dir_presets"
+PRESETS = Path(__file__).resolve().parents[2] / "charts" / "kubeffmpeg" / "presets"
+
+
+@pytest.fixture(scope="module")
+def clip(stack: StackInfo, s3: Any) -> str:
+    """A 4 s 640x360 clip with a quiet (-48 LUFS) mono tone in tenant `default`: `DIR/clip.mp4`."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "clip.mp4"
+        subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "testsrc2=size=640x360:rate=24:duration=4",
+                        "-f", "lavfi", "-i", "sine=frequency=440:duration=4,volume=0.05",
+                        "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-c:a", "aac",
+                        "-shortest", str(out)], check=True)
+        s3.upload_file(str(out), stack.env["S3_BUCKET"], file_key("default", DIR, "clip.mp4"))
+    return f"{DIR}/clip.mp4"
+
+
+def run_template(custom: client.CustomObjectsApi, ns: str, template: str, source: str,
+                 parameters: dict[str, Any] | None = None, out_dir: str = DIR) -> dict[str, Any]:
+    name = unique(template[:20])
+    body = {
+        "apiVersion": f"{GROUP}/{VERSION}", "kind": "FFmpegJob", "metadata": {"name": name},
+        "spec": {"inputs": [{"name": "in", "source": source}], "output": {"dirId": out_dir},
+                 "timeoutSeconds": 600, "template": {"name": template, "parameters": parameters or {}}},
+    }
+    custom.create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, body)
+    return wait_phase(custom, ns, name, timeout=600)
+
+
+def download(stack: StackInfo, s3: Any, out_dir: str, names: list[str], into: Path) -> None:
+    for n in names:
+        s3.download_file(stack.env["S3_BUCKET"], file_key("default", out_dir, n), str(into / n))
+
+
+def probe(path: Path) -> dict[str, Any]:
+    out = subprocess.run(["ffprobe", "-v", "error", "-show_streams", "-show_format", "-of", "json", str(path)],
+                         capture_output=True, text=True, check=True)
+    return dict(json.loads(out.stdout))
+
+
+def loudness(path: Path) -> float:
+    out = subprocess.run(["ffmpeg", "-hide_banner", "-nostats", "-i", str(path), "-af", "ebur128", "-f", "null", "-"],
+                         capture_output=True, text=True, check=True).stderr
+    return float(re.findall(r"I:\s+(-?[0-9.]+) LUFS", out)[-1])
+
+
+@pytest.fixture
+def workdir() -> Iterator[Path]:
+    with tempfile.TemporaryDirectory() as tmp:
+        yield Path(tmp)
+
+
+def succeeded(done: dict[str, Any], template: str) -> dict[str, Any]:
+    """The checks every template job shares: Succeeded, the resolved commands in its spec and a
+    TemplateResolved condition naming the template."""
+    st = done["status"]
+    assert st["phase"] == "Succeeded", st
+    assert done["spec"]["commands"] and "$(params." not in " ".join(done["spec"]["commands"])
+    cond = next(c for c in st["conditions"] if c["type"] == TEMPLATE_CONDITION)
+    assert cond["status"] == "True" and template in cond["message"]
+    return dict(st)
+
+
+# ----------------------------------------------------------------------------- kubectl-applied
+def test_the_stack_has_the_shipped_presets(stack: StackInfo, custom: Any) -> None:
+    items = custom.list_namespaced_custom_object(GROUP, VERSION, stack.namespace, TEMPLATE_PLURAL)["items"]
+    assert {i["metadata"]["name"] for i in items} >= {p.stem for p in PRESETS.glob("*.yaml")}
+
+
+@pytest.mark.parametrize("preset,height", [("h264-720p", 720), ("h264-1080p", 1080)])
+def test_h264_presets(stack: StackInfo, custom: Any, s3: Any, clip: str, workdir: Path, preset: str,
+                      height: int) -> None:
+    out_dir = unique("d-h264").replace("-", "_")
+    done = run_template(custom, stack.namespace, preset, clip, {"preset": "ultrafast", "crf": 30}, out_dir)
+    st = succeeded(done, preset)
+    assert [r["fileName"] for r in st["result"]] == ["out.mp4"]
+    cmd = done["spec"]["commands"][0]
+    assert "-crf 30" in cmd and "-preset ultrafast" in cmd and f"scale=-2:{height}" in cmd
+    download(stack, s3, out_dir, ["out.mp4"], workdir)
+    streams = {s["codec_type"]: s for s in probe(workdir / "out.mp4")["streams"]}
+    assert streams["video"]["codec_name"] == "h264" and streams["video"]["height"] == height
+    assert streams["video"]["width"] == height * 16 // 9 and streams["audio"]["codec_name"] == "aac"
+
+
+def test_hls_ladder_preset(stack: StackInfo, custom: Any, s3: Any, clip: str, workdir: Path) -> None:
+    out_dir = unique("d-hls").replace("-", "_")
+    done = run_template(custom, stack.namespace, "hls-ladder", clip,
+                        {"preset": "ultrafast", "segment_seconds": 2, "gop": 24}, out_dir)
+    st = succeeded(done, "hls-ladder")
+    files = sorted(r["fileName"] for r in st["result"])
+    assert files == sorted(["master.m3u8", "v0.m3u8", "v1.m3u8", "v2.m3u8", "v0.ts", "v1.ts", "v2.ts"])
+    download(stack, s3, out_dir, files, workdir)
+    master = (workdir / "master.m3u8").read_text()
+    assert master.count("#EXT-X-STREAM-INF") == 3
+    assert [re.search(r"RESOLUTION=(\d+x\d+)", ln).group(1)  # type: ignore[union-attr]
+            for ln in master.splitlines() if ln.startswith("#EXT-X-STREAM-INF")] == ["1920x1080", "1280x720", "854x480"]
+    # The ladder plays from its master playlist: every rung's video and audio, about 4 s long.
+    info = probe(workdir / "master.m3u8")
+    heights = sorted(s["height"] for s in info["streams"] if s["codec_type"] == "video")
+    assert heights == [480, 720, 1080]
+    assert abs(float(info["format"]["duration"]) - 4.0) < 0.5
+    assert "#EXT-X-BYTERANGE" in (workdir / "v1.m3u8").read_text()
+
+
+def test_thumbnail_sprite_preset(stack: StackInfo, custom: Any, s3: Any, clip: str, workdir: Path) -> None:
+    out_dir = unique("d-sprite").replace("-", "_")
+    done = run_template(custom, stack.namespace, "thumbnail-sprite", clip,
+                        {"interval": 1, "width": 160, "columns": 4, "rows": 1}, out_dir)
+    succeeded(done, "thumbnail-sprite")
+    download(stack, s3, out_dir, ["sprite.jpg"], workdir)
+    (video,) = probe(workdir / "sprite.jpg")["streams"]
+    assert (video["codec_name"], video["width"], video["height"]) == ("mjpeg", 640, 90)
+
+
+def test_loudnorm_preset_reaches_ebu_r128(stack: StackInfo, custom: Any, s3: Any, clip: str, workdir: Path) -> None:
+    out_dir = unique("d-loud").replace("-", "_")
+    done = run_template(custom, stack.namespace, "loudnorm-ebu-r128", clip, None, out_dir)
+    succeeded(done, "loudnorm-ebu-r128")
+    download(stack, s3, out_dir, ["out.mp4"], workdir)
+    s3.download_file(stack.env["S3_BUCKET"], file_key("default", DIR, "clip.mp4"), str(workdir / "clip.mp4"))
+    assert loudness(workdir / "clip.mp4") < -40  # the quiet source
+    assert abs(loudness(workdir / "out.mp4") - (-23.0)) <= 1.0
+    streams = {s["codec_type"]: s for s in probe(workdir / "out.mp4")["streams"]}
+    assert streams["video"]["codec_name"] == "h264"  # copied
+
+
+@pytest.mark.parametrize(
+    ("template", "parameters", "words"),
+    [
+        ("h264-720p", {"crf": 99}, "above the maximum 51"),
+        ("h264-720p", {"bogus": 1}, "unknown parameter(s) bogus"),
+        ("h264-720p", {"preset": "warp"}, "not one of"),
+        ("no-such-template", {}, "not found"),
+    ],
+)
+def test_bad_template_jobs_fail_validation(stack: StackInfo, custom: Any, clip: str, template: str,
+                                           parameters: dict[str, Any], words: str) -> None:
+    done = run_template(custom, stack.namespace, template, clip, parameters)
+    st = done["status"]
+    assert (st["phase"], st["reason"]) == ("Failed", "ValidationFailed"), st
+    assert words in st["message"]
+    assert not done["spec"].get("commands")  # nothing was recorded as if it could run
+
+
+def test_resolved_commands_are_fixed_once_recorded(stack: StackInfo, custom: Any, clip: str) -> None:
+    done = run_template(custom, stack.namespace, "thumbnail-sprite", clip, {"interval": 2, "columns": 2, "rows": 1})
+    assert done["status"]["phase"] == "Succeeded"
+    with pytest.raises(client.ApiException) as refused:
+        custom.patch_namespaced_custom_object(GROUP, VERSION, stack.namespace, PLURAL, done["metadata"]["name"],
+                                              {"spec": {"commands": ["-i {{in}} -vf fps=1 sprite.jpg"]}})
+    assert refused.value.status == 422 and "immutable" in refused.value.body
+
+
+# ------------------------------------------------------------------------------------------ REST
+@pytest.fixture(scope="module")
+def api(stack: StackInfo) -> Iterator[httpx.Client]:
+    if not stack.api_url:
+        pytest.skip("the stack runs without the API")
+    with httpx.Client(base_url=stack.api_url, headers={"Authorization": f"Bearer {stack.env['API_KEY']}"},
+                      timeout=120) as c:
+        yield c
