@@ -18,7 +18,8 @@ from devstack.stack import StackInfo
 from ffmpegjob_model.model import GROUP, PLURAL, VERSION
 from ffmpegjob_model.storage_layout import file_key
 from ffmpegjob_model.templates import TEMPLATE_CONDITION, TEMPLATE_PLURAL
-from helpers import unique, wait_phase
+from ffmpeg_api.keys import create_key
+from helpers import api_process, unique, wait_phase
 from kubernetes import client
 
 pytestmark = pytest.mark.stack
@@ -178,9 +179,95 @@ def test_resolved_commands_are_fixed_once_recorded(stack: StackInfo, custom: Any
 
 # ------------------------------------------------------------------------------------------ REST
 @pytest.fixture(scope="module")
-def api(stack: StackInfo) -> Iterator[httpx.Client]:
-    if not stack.api_url:
-        pytest.skip("the stack runs without the API")
-    with httpx.Client(base_url=stack.api_url, headers={"Authorization": f"Bearer {stack.env['API_KEY']}"},
-                      timeout=120) as c:
+def api(stack_env: dict[str, str], kube_api: client.ApiClient, stack: StackInfo) -> Iterator[httpx.Client]:
+    """An API process of this tree (helpers.api_process) and a fresh tenant's key."""
+    key = create_key(client.CoreV1Api(kube_api), stack.namespace, "kubeffmpeg-api-keys", unique("presets"))
+    with api_process(stack_env, 180.0) as url, httpx.Client(
+            base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=240) as c:
         yield c
+
+
+def put(url: str, path: Path) -> None:
+    assert httpx.put(url, content=path.read_bytes(), timeout=60).status_code == 200
+
+
+def test_rest_lists_the_templates(api: httpx.Client) -> None:
+    r = api.get("/api/templates")
+    assert r.status_code == 200, r.text
+    by_name = {t["name"]: t for t in r.json()["data"]}
+    assert set(by_name) >= {p.stem for p in PRESETS.glob("*.yaml")}
+    crf = next(p for p in by_name["h264-720p"]["parameters"] if p["name"] == "crf")
+    assert crf == {"name": "crf", "type": "integer", "default": 23, "minimum": 0, "maximum": 51,
+                   "description": crf["description"]}
+    assert by_name["hls-ladder"]["inputs"][0]["name"] == "in"
+    one = api.get("/api/templates/thumbnail-sprite")
+    assert one.status_code == 200 and one.json()["data"]["outputs"] == [{"name": "sprite.jpg"}]
+    assert api.get("/api/templates/nope").status_code == 404
+    assert httpx.get(f"{api.base_url}/api/templates", headers={"Authorization": "Bearer wrong"}).status_code == 401
+
+
+def test_vgf_request_names_a_template(api: httpx.Client, kube_api: client.ApiClient, stack: StackInfo,
+                                      s3: Any, clip: str, workdir: Path) -> None:
+    s3.download_file(stack.env["S3_BUCKET"], file_key("default", DIR, "clip.mp4"), str(workdir / "clip.mp4"))
+    urls = api.post("/api/tmp-file", json={"file_name": "clip.mp4"}).json()["data"]
+    put(urls["upload_url"], workdir / "clip.mp4")
+    req = {"input_files": {"in": urls["download_url"]},
+           "template": {"name": "h264-720p", "parameters": {"preset": "ultrafast", "crf": 32}}}
+    r = api.post("/api/ffmpeg?wait=true", json=req)
+    assert r.status_code == 200, r.text
+    data = r.json()["data"]
+    assert data["status"] == "succeeded" and list(data["output_files"]) == ["out.mp4"], data
+    out = httpx.get(data["output_files"]["out.mp4"], timeout=60)
+    (workdir / "out.mp4").write_bytes(out.content)
+    video = next(s for s in probe(workdir / "out.mp4")["streams"] if s["codec_type"] == "video")
+    assert video["height"] == 720
+    ffj: Any = client.CustomObjectsApi(kube_api).get_namespaced_custom_object(
+        GROUP, VERSION, stack.namespace, PLURAL, data["id"])
+    assert ffj["spec"]["template"] == req["template"]  # what it was made from ...
+    assert "-crf 32" in ffj["spec"]["commands"][0]  # ... and what ran
+
+
+@pytest.mark.parametrize(
+    ("template", "words"),
+    [
+        ({"name": "h264-720p", "parameters": {"crf": 52}}, "parameter 'crf': 52 is above the maximum 51"),
+        ({"name": "h264-720p", "parameters": {"crff": 20}}, "unknown parameter(s) crff"),
+        ({"name": "h264-720p", "parameters": {"audio_bitrate": "128k -i x"}}, "does not match"),
+        ({"name": "no-such", "parameters": {}}, "template 'no-such' not found"),
+    ],
+)
+def test_vgf_template_refusals_are_400(api: httpx.Client, template: dict[str, Any], words: str) -> None:
+    req = {"input_files": {"in": "https://cdn.example/in.mp4"}, "template": template}
+    r = api.post("/api/ffmpeg", json=req)
+    assert r.status_code == 400, r.text
+    assert words in r.json()["message"], r.json()
+
+
+def test_vgf_template_needs_the_template_inputs(api: httpx.Client) -> None:
+    r = api.post("/api/ffmpeg", json={"input_files": {"video": "https://cdn.example/in.mp4"},
+                                      "template": {"name": "h264-720p"}})
+    assert r.status_code == 400 and "missing input(s) in" in r.json()["message"], r.text
+    r = api.post("/api/ffmpeg", json={"input_files": {"in": "https://cdn.example/in.mp4"}, "output_files": ["x.mp4"],
+                                      "template": {"name": "h264-720p"}})
+    assert r.status_code == 400 and "leave ffmpeg_commands and output_files out" in r.json()["message"], r.text
+
+
+def test_ffmpeg_api_task_names_a_template(api: httpx.Client, stack: StackInfo, s3: Any, workdir: Path) -> None:
+    s3.download_file(stack.env["S3_BUCKET"], file_key("default", DIR, "clip.mp4"), str(workdir / "clip.mp4"))
+    reg = api.post("/file", json={"file_name": "clip.mp4"}).json()
+    put(reg["upload"]["url"], workdir / "clip.mp4")
+    path = f"{reg['file']['dir_id']}/clip.mp4"
+    task = {"inputs": [{"file_path": path}],
+            "template": {"name": "thumbnail-sprite", "parameters": {"interval": 1, "columns": 2, "rows": 2}}}
+    r = api.post("/ffmpeg/process", json={"task": task})
+    assert r.status_code == 200, r.text
+    (res,) = r.json()["result"]
+    assert res["file_name"] == "sprite.jpg"
+    (workdir / "sprite.jpg").write_bytes(httpx.get(res["download_url"], timeout=60).content)
+    (video,) = probe(workdir / "sprite.jpg")["streams"]
+    assert (video["width"], video["height"]) == (320, 180)
+    bad = api.post("/ffmpeg/process", json={"task": {**task, "template": {"name": "thumbnail-sprite",
+                                                                          "parameters": {"rows": 0}}}})
+    assert bad.status_code == 400 and "below the minimum 1" in bad.json()["error"], bad.text
+    two = api.post("/ffmpeg/process", json={"task": {**task, "inputs": [{"file_path": path}] * 2}})
+    assert two.status_code == 400 and "takes 1 input(s)" in two.json()["error"], two.text
