@@ -15,10 +15,10 @@ from typing import Any
 import httpx
 import pytest
 from devstack.stack import StackInfo
+from ffmpeg_api.keys import create_key
 from ffmpegjob_model.model import GROUP, PLURAL, VERSION
 from ffmpegjob_model.storage_layout import file_key
 from ffmpegjob_model.templates import TEMPLATE_CONDITION, TEMPLATE_PLURAL
-from ffmpeg_api.keys import create_key
 from helpers import api_process, unique, wait_phase
 from kubernetes import client
 
