@@ -246,6 +246,15 @@ def _substitute(token: str, step: int, spec: FFmpegJobTemplateSpec, values: Mapp
     return PARAM_REF.sub(sub, token)
 
 
+_NEEDS_QUOTES = re.compile(r"[\s'\"\\]")
+
+
+def _quote(token: str) -> str:
+    """Quoted only where `commands.tokenize` (POSIX shlex, no shell) would split or unquote it, so
+    the recorded command reads like the template: `-i {{in}}`, not `-i '{{in}}'`."""
+    return token if token and not _NEEDS_QUOTES.search(token) else shlex.quote(token)
+
+
 def resolve_commands(spec: FFmpegJobTemplateSpec, given: Mapping[str, Any] | None) -> list[str]:
     """The template's commands with parameters substituted, each a command string whose tokens
     are exactly the substituted template tokens (one value never becomes two arguments)."""
@@ -253,7 +262,7 @@ def resolve_commands(spec: FFmpegJobTemplateSpec, given: Mapping[str, Any] | Non
     out: list[str] = []
     for step, command in enumerate(spec.commands, start=1):
         tokens = [_substitute(t, step, spec, values) for t in tokenize(command)]
-        joined = shlex.join(tokens)
+        joined = " ".join(_quote(t) for t in tokens)
         if tokenize(joined) != tokens:  # e.g. a first argument `ffmpeg` (dropped by tokenize)
             raise TemplateError(f"command {step} does not survive quoting: {joined!r}")
         out.append(joined)

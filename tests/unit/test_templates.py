@@ -157,3 +157,12 @@ def test_checked_in_template_crd_matches_the_model() -> None:
     doc = yaml.safe_load(crd.TEMPLATE_CRD_FILE.read_text())
     assert doc["spec"]["names"]["kind"] == "FFmpegJobTemplate"
     assert doc["spec"]["scope"] == "Namespaced"
+
+
+@pytest.mark.parametrize("value", ["a b", "it's", 'say "hi"', "back\\slash", "#hash", "semi;colon", "$(params.crf)"])
+def test_awkward_values_stay_one_argument_and_commands_read_like_the_template(value: str) -> None:
+    t = template(parameters=[{"name": "v", "type": "string"}],
+                 commands=["-i {{in}} -metadata $(params.v) {{out.mp4}}"])
+    (command,) = apply_template(job({"v": value}), t).commands
+    assert command.startswith("-i {{in}} -metadata ") and command.endswith(" {{out.mp4}}")
+    assert tokenize(command) == ["-i", "{{in}}", "-metadata", value, "{{out.mp4}}"]
