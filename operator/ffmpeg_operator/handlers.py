@@ -35,7 +35,7 @@ from .grants import abort_unfinished, job_grants
 from .kube import drain
 from .scale import in_thread, tune_for_scale
 from .status import get_condition, observe, set_condition, terminal_patch
-from .storage import delete_scratch, sweep_expired_dirs, sweep_scratch
+from .storage import delete_scratch, outputs_stored, sweep_expired_dirs, sweep_scratch
 
 FFJ = (GROUP, VERSION, PLURAL)
 CHILDREN = {jobs.LABEL_MANAGED_BY: jobs.MANAGED_BY}
@@ -516,14 +516,15 @@ def missing_job(c: Context, ffj: dict[str, Any]) -> bool:
     """The FFmpegJob is unfinished and its Job is gone (deleted by hand, by a clean-up tool, by a
     TTL, or while the operator was down). Re-create it as a new attempt while attempts remain
     (`spec.backoffLimit` bounds the re-creations too), else end the FFmpegJob `JobDeleted`.
-    A worker that had already uploaded its result finished the work: Succeeded.
+    A worker whose recorded result is all in storage finished the work: Succeeded.
     Conditional write; False when it lost a conflict (the caller re-reads and decides again)."""
     meta, spec, st = ffj["metadata"], ffj.get("spec") or {}, dict(ffj.get("status") or {})
     ns, name, gen = meta["namespace"], meta["name"], meta.get("generation")
     gone = str(st.get("jobName"))
     restarts = int(st.get("jobRestarts") or 0)
     new_name: str | None = None
-    if st.get("result") is not None:
+    result = st.get("result")
+    if result is not None and outputs_stored(c.storage, c.s3.bucket, str(spec.get("tenant") or "default"), result):
         patch = terminal_patch(st, Phase.SUCCEEDED, "Completed",
                                f"all outputs uploaded (the Job {gone} was deleted afterwards)", now(), gen)
     else:
@@ -545,6 +546,8 @@ def missing_job(c: Context, ffj: dict[str, Any]) -> bool:
                 conds = set_condition(conds, "Running", "False", "JobRecreated", message, now(), gen)
             patch = {"jobName": new_name, "jobRestarts": restarts + 1, "phase": Phase.PENDING.value,
                      "reason": "JobRecreated", "message": message, "conditions": conds, "observedGeneration": gen}
+        if result is not None:  # recorded, but not all in storage: the work did not finish
+            patch.update(result=None, usage=None)
     try:
         c.kube.patch_status(ns, name, patch, meta.get("resourceVersion"))
     except ApiException as e:
