@@ -53,6 +53,7 @@ from kubernetes.client.rest import ApiException
 from . import identity, jobs, storage
 from .context import Context
 from .grants import Write, abort_unfinished, job_grants, presign_grants
+from .kube import CONFLICT_RETRIES, Written, write_status
 from .status import _pod_blocker, set_condition, terminal_patch
 
 log = logging.getLogger("ffmpeg_operator.split")
@@ -68,7 +69,6 @@ CONDITION = "Split"
 PROBE_TIMEOUT = 600
 CHUNK_SHARE = 95.0  # of progress; the stitch is the rest
 MIN_RETRIES_PER_CHUNK = 2
-CONFLICT_RETRIES = 5
 
 Record = Callable[[Context, dict[str, Any], str | None, dict[str, Any]], None]
 
@@ -577,14 +577,11 @@ def sync(c: Context, ffj: dict[str, Any], record: Record) -> None:
             return
         if out.stop:
             stop_jobs(c, ns, uid, st)
-        try:
-            c.kube.patch_status(ns, meta["name"], out.patch, meta.get("resourceVersion"))
-        except ApiException as e:
-            if e.status == 409:
-                continue
-            if e.status == 404:
-                return
-            raise
+        written = write_status(c.kube, ns, meta["name"], out.patch, meta.get("resourceVersion"))
+        if written is Written.CONFLICT:
+            continue
+        if written is Written.GONE:
+            return
         record(c, ffj, st.get("phase"), out.patch)
         if out.cleanup:
             delete_scratch(c, st)
