@@ -39,15 +39,12 @@ from ffmpegjob_model.split import (
     probe_args,
 )
 from ffmpegjob_model.storage_layout import (
-    file_key,
     scratch_prefix,
     segment_key,
     segment_name,
-    split_storage_path,
-    tenant_files_prefix,
 )
 from ffmpegjob_model.times import format_time, parse_time
-from ffmpegjob_model.urls import URLRefused, URLRules, check_url, storage_key_for_url
+from ffmpegjob_model.urls import BadInputSource, InputNotFound, URLRefused, URLRules, check_url, input_storage_key
 from kubernetes.client.rest import ApiException
 
 from . import identity, jobs, storage
@@ -90,20 +87,14 @@ def probe_source(c: Context, spec: FFmpegJobSpec, rules: URLRules) -> list[str]:
     """ffprobe's input and protocol options for the job's one input: a presigned GET of our own
     bucket (signed for the internal endpoint), or the user's HTTPS URL after the URL rules."""
     inp = spec.inputs[0]
-    key: str | None
-    if "://" in inp.source:
-        key = storage_key_for_url(inp.source, c.s3)
-        if key is None:
-            check_url(inp.source, rules)
-            allowed = "https,tls,tcp" + (",http" if rules.allow_http else "")
-            return ["-protocol_whitelist", allowed, inp.source]
-        if not key.startswith(tenant_files_prefix(spec.tenant)):
-            raise ProbeFailed(f"input {inp.name!r} does not exist")
-    else:
-        parts = split_storage_path(inp.source)
-        if parts is None:
-            raise ProbeFailed(f"input {inp.name!r}: {inp.source!r} is neither an https URL nor dir_id/file_name")
-        key = file_key(spec.tenant, *parts)
+    try:
+        key = input_storage_key(inp.name, inp.source, spec.tenant, c.s3)
+    except (InputNotFound, BadInputSource) as e:
+        raise ProbeFailed(str(e)) from None
+    if key is None:
+        check_url(inp.source, rules)
+        allowed = "https,tls,tcp" + (",http" if rules.allow_http else "")
+        return ["-protocol_whitelist", allowed, inp.source]
     url = c.signer.get(key, PROBE_TIMEOUT + 60)  # the SigV4 signer of the pods' grants
     return ["-protocol_whitelist", "http,https,tls,tcp", url]
 
