@@ -186,6 +186,7 @@ PRINTER_COLUMNS = [
     {"name": "Duration", "type": "string", "jsonPath": ".status.duration"},
     {"name": "Reason", "type": "string", "jsonPath": ".status.reason", "priority": 1},
     {"name": "Job", "type": "string", "jsonPath": ".status.jobName", "priority": 1},
+    {"name": "Template", "type": "string", "jsonPath": ".spec.template.name", "priority": 1},
 ]
 
 
