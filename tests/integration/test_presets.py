@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
+import yaml
 from devstack.stack import StackInfo
 from ffmpeg_api.keys import create_key
 from ffmpegjob_model.model import GROUP, PLURAL, VERSION
@@ -175,6 +176,42 @@ def test_resolved_commands_are_fixed_once_recorded(stack: StackInfo, custom: Any
         custom.patch_namespaced_custom_object(GROUP, VERSION, stack.namespace, PLURAL, done["metadata"]["name"],
                                               {"spec": {"commands": ["-i {{in}} -vf fps=1 sprite.jpg"]}})
     assert refused.value.status == 422 and "immutable" in refused.value.body
+
+
+def own_template(name: str, spec: dict[str, Any]) -> dict[str, Any]:
+    return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "FFmpegJobTemplate", "metadata": {"name": name}, "spec": spec}
+
+
+def test_your_own_template_from_the_docs(stack: StackInfo, custom: Any, s3: Any, clip: str, workdir: Path) -> None:
+    """docs/presets.md "Writing your own": the gif-preview example, applied and used as written."""
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "presets.md").read_text()
+    block = re.search(r"```yaml\n(apiVersion: kubeffmpeg.io/v1alpha1\nkind: FFmpegJobTemplate\n.*?)```", doc, re.S)
+    assert block is not None
+    template = yaml.safe_load(block.group(1))
+    name = unique("gif-preview")
+    custom.create_namespaced_custom_object(GROUP, VERSION, stack.namespace, TEMPLATE_PLURAL,
+                                           own_template(name, template["spec"]))
+    out_dir = unique("d-gif").replace("-", "_")
+    done = run_template(custom, stack.namespace, name, clip, {"seconds": 1, "width": 160}, out_dir)
+    succeeded(done, name)
+    download(stack, s3, out_dir, ["preview.gif"], workdir)
+    (video,) = probe(workdir / "preview.gif")["streams"]
+    assert (video["codec_name"], video["width"], video["height"]) == ("gif", 160, 90)
+
+
+def test_the_crd_and_the_resolver_refuse_broken_templates(stack: StackInfo, custom: Any, clip: str) -> None:
+    with pytest.raises(client.ApiException) as refused:  # the schema, in the API server
+        custom.create_namespaced_custom_object(GROUP, VERSION, stack.namespace, TEMPLATE_PLURAL, own_template(
+            unique("bad-type"), {"outputs": [{"name": "o.mp4"}], "commands": ["-i {{in}} {{o.mp4}}"],
+                                 "parameters": [{"name": "x", "type": "float"}]}))
+    assert refused.value.status == 422 and "type" in refused.value.body
+    name = unique("undeclared")  # what the schema cannot see: the job says why
+    custom.create_namespaced_custom_object(GROUP, VERSION, stack.namespace, TEMPLATE_PLURAL, own_template(
+        name, {"inputs": [{"name": "in"}], "outputs": [{"name": "o.mp4"}],
+               "commands": ["-i {{in}} -crf $(params.crf) {{o.mp4}}"]}))
+    st = run_template(custom, stack.namespace, name, clip)["status"]
+    assert (st["phase"], st["reason"]) == ("Failed", "ValidationFailed")
+    assert "undeclared parameter(s) crf" in st["message"], st["message"]
 
 
 # ------------------------------------------------------------------------------------------ REST
