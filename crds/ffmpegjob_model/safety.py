@@ -477,6 +477,8 @@ def validate_spec(
     (presigned, temp files) pass: they are read from storage, not fetched.
     `unresolvable_ok` accepts a URL whose host does not resolve (the job fails when it is fetched);
     forbidden addresses are refused either way."""
+    if spec.template is not None and not spec.commands:
+        raise UnsafeCommand(f"template {spec.template.name!r} is not resolved yet (ffmpegjob_model.templates)")
     for inp in spec.inputs:
         if storage_key_for_url(inp.source, s3) is not None:
             continue
