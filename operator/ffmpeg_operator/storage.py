@@ -17,7 +17,7 @@ from ffmpegjob_model.storage_layout import (
     dir_prefix,
     file_key,
     scratch_prefix,
-    split_storage_path,
+    split_result_path,
 )
 from pydantic import ValidationError
 
@@ -33,7 +33,7 @@ class Presigner:
         self.client = s3_client(s3, public=True)
 
     def url(self, tenant: str, storage_path: str, expires: int | None = None) -> str:
-        parts = split_storage_path(storage_path)
+        parts = split_result_path(storage_path)
         if parts is None:
             raise ValueError(f"not a storage path: {storage_path!r}")
         key = file_key(tenant, *parts)
