@@ -207,9 +207,9 @@ def test_collect_bounds_the_count_and_the_total_size(tmp_path: Path) -> None:
     for i in range(5):
         _touch(tmp_path / f"seg_{i:03d}.ts", 100)
     assert len(collect(tmp_path, ["seg_%03d.ts"], 5, 500)) == 5
-    with pytest.raises(OutputsRefused, match="more than 4 files .* MAX_OUTPUT_FILES"):
+    with pytest.raises(OutputsRefused, match=r"more than 4 files .* MAX_OUTPUT_FILES"):
         collect(tmp_path, ["seg_%03d.ts"], 4, 10_000)
-    with pytest.raises(OutputsRefused, match="more than 499 bytes .* MAX_OUTPUT_BYTES"):
+    with pytest.raises(OutputsRefused, match=r"more than 499 bytes .* MAX_OUTPUT_BYTES"):
         collect(tmp_path, ["seg_%03d.ts"], 100, 499)
 
 
