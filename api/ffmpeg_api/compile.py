@@ -171,7 +171,9 @@ def parallel_spec(req: ParallelRequest | None) -> Parallel | None:
 # `inputs/<input_files key>` and `outputs/<output_files entry>`. Each becomes the placeholder of that
 # name; a path that is part of a longer one (`/inputs/x`, `a/inputs/x`, `inputs/x/y`) is left alone,
 # so the argument-safety rules still refuse it.
-_VGF_PATH = re.compile(r"(?<![A-Za-z0-9_./{<-])(inputs|outputs)/([A-Za-z0-9_][A-Za-z0-9_.-]*)(?![A-Za-z0-9_./-])")
+_VGF_PATH = re.compile(r"(?<![A-Za-z0-9_./{<-])(inputs|outputs)/([A-Za-z0-9_%][A-Za-z0-9_.%-]*)(?![A-Za-z0-9_./-])")
+# `outputs/<folder>/...` where `<folder>/` is a directory output: the folder's placeholder.
+_VGF_FOLDER = re.compile(r"(?<![A-Za-z0-9_./{<-])outputs/([A-Za-z0-9_][A-Za-z0-9_.-]*)/(?=[A-Za-z0-9_%])")
 
 
 def vgf_commands(commands: list[str], input_keys: list[str], output_names: list[str]) -> list[str]:
@@ -188,7 +190,10 @@ def vgf_commands(commands: list[str], input_keys: list[str], output_names: list[
                                     f"{field_of[kind]} (declared: {listed})")
             return "{{" + name + "}}"
 
-        return _VGF_PATH.sub(sub, command)
+        def folder(m: re.Match[str]) -> str:
+            return "{{" + m.group(1) + "}}/" if m.group(1) + "/" in known["outputs"] else m.group(0)
+
+        return _VGF_PATH.sub(sub, _VGF_FOLDER.sub(folder, command))
 
     return [translated(i, c) for i, c in enumerate(commands)]
 

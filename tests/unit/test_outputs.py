@@ -216,3 +216,12 @@ def test_collect_bounds_the_count_and_the_total_size(tmp_path: Path) -> None:
 def test_limits_come_from_the_pool_env_else_the_defaults() -> None:
     assert limits_from_env({})[0] == DEFAULT_MAX_OUTPUT_FILES
     assert limits_from_env({"MAX_OUTPUT_FILES": "7", "MAX_OUTPUT_BYTES": "1000"}) == (7, 1000)
+
+
+def test_vgf_sdk_style_paths_name_folders_and_patterns() -> None:
+    from ffmpeg_api.compile import vgf_commands
+
+    (cmd,) = vgf_commands(["-i inputs/in -hls_segment_filename outputs/hls/seg_%03d.ts outputs/hls/index.m3u8 "
+                           "-vf fps=1 outputs/thumb_%03d.jpg outputs/other/x.ts"], ["in"], ["hls/", "thumb_%03d.jpg"])
+    assert cmd == ("-i {{in}} -hls_segment_filename {{hls}}/seg_%03d.ts {{hls}}/index.m3u8 -vf fps=1 "
+                   "{{thumb_%03d.jpg}} outputs/other/x.ts")  # an undeclared folder is left to the safety rules
