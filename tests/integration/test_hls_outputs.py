@@ -166,6 +166,26 @@ def test_vgf_ladder_result_lists_every_file_with_a_download_url(api_url: str, ke
     assert set(job["output_files"]) == names and "hls/master.m3u8" in names
     assert job["total_output_bytes"] == sum(x["size_bytes"] for x in job["result"])
     check_ladder(tmp_path, names)
+    # One URL for a player: ffprobe opens the master playlist over HTTP, variants and segments
+    # through their relative URIs (playlists served by the API, segments redirected to storage).
+    r = httpx.post(f"{api_url}/playback", headers=auth, timeout=30,
+                   json={"job_id": job["id"], "file_name": "hls/master.m3u8"})
+    assert r.status_code == 200, r.text
+    url = r.json()["url"]
+    out = subprocess.run(["ffprobe", "-v", "error", "-of", "json", "-show_entries", "stream=codec_type,height", url],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    heights = sorted({s["height"] for s in json.loads(out.stdout)["streams"] if s["codec_type"] == "video"})
+    assert heights == [360, 540, 720]
+    seg = httpx.get(url.replace("master.m3u8", "v2/seg_000.ts"), timeout=30, follow_redirects=True)
+    assert [h.status_code for h in seg.history] == [307]
+    assert seg.content == (tmp_path / "hls/v2/seg_000.ts").read_bytes()
+    # The token reaches only the playlist's folder, and only as signed.
+    base, _, _ = url.partition("/hls/")
+    assert httpx.get(f"{base}/input.mp4", timeout=30).status_code == 404
+    token = base.rsplit("/", 1)[1]
+    forged = base.replace(token, token[:-2] + ("AA" if not token.endswith("AA") else "BB"))
+    assert httpx.get(f"{forged}/hls/master.m3u8", timeout=30).status_code == 404
 
 
 @pytest.fixture(scope="module")
@@ -196,6 +216,14 @@ def test_ffmpeg_api_folder_and_pattern_outputs(api_url: str, key: str, stored_in
     out = subprocess.run(["ffprobe", "-v", "error", "-of", "json", "-show_entries", "format=duration",
                           str(tmp_path / "hls/index.m3u8")], capture_output=True, text=True, check=True).stdout
     assert float(json.loads(out)["format"]["duration"]) == pytest.approx(4, abs=0.5)
+    # The playlist by its storage path, played from one URL.
+    index = next(x for x in body["result"] if x["file_name"] == "hls/index.m3u8")
+    dir_id = stored_input.split("/")[0]
+    play = httpx.post(f"{api_url}/playback", headers=auth, json={"file_path": f"{dir_id}/hls/index.m3u8"}, timeout=30)
+    assert play.status_code == 200, play.text
+    out = subprocess.run(["ffprobe", "-v", "error", "-of", "json", "-show_entries", "format=duration",
+                          play.json()["url"]], capture_output=True, text=True, check=True, timeout=120).stdout
+    assert float(json.loads(out)["format"]["duration"]) == pytest.approx(4, abs=0.5) and index["size_bytes"] > 0
     # GET /job/{id} of the async form lists the same shape.
     job_id = httpx.post(f"{api_url}/ffmpeg/process/async", headers=auth, json={"task": task}, timeout=30).json()
     deadline = time.monotonic() + JOB_WAIT

@@ -225,3 +225,17 @@ def test_vgf_sdk_style_paths_name_folders_and_patterns() -> None:
                            "-vf fps=1 outputs/thumb_%03d.jpg outputs/other/x.ts"], ["in"], ["hls/", "thumb_%03d.jpg"])
     assert cmd == ("-i {{in}} -hls_segment_filename {{hls}}/seg_%03d.ts {{hls}}/index.m3u8 -vf fps=1 "
                    "{{thumb_%03d.jpg}} outputs/other/x.ts")  # an undeclared folder is left to the safety rules
+
+
+def test_playback_tokens_are_signed_and_expire() -> None:
+    from ffmpeg_api.routers.playback import sign, verify
+
+    token = sign(b"k", {"t": "acme", "d": "dir_out", "p": "hls/", "e": 2000})
+    assert verify(b"k", token, now=1000)["p"] == "hls/"
+    with pytest.raises(ApiError) as expired:
+        verify(b"k", token, now=3000)
+    assert expired.value.status == 403
+    for bad in (token[:-2] + "xx", "garbage", sign(b"other", {"t": "acme", "d": "dir_out", "p": "", "e": 2000})):
+        with pytest.raises(ApiError) as refused:
+            verify(b"k", bad, now=1000)
+        assert refused.value.status == 404
