@@ -220,10 +220,10 @@ def checkpoint_keys(spec: FFmpegJobSpec, job_uid: str) -> dict[str, str]:
     the results: steps write only declared outputs) and the step's `done.json` marker. Empty for
     a single command (no checkpoints)."""
     steps = len(spec.commands or [])  # the structured form is one command
-    if steps < 2 or not job_uid:
-        return {}
+    if steps < 2 or not job_uid or any(output_kind(o.name) != OutputKind.FILE for o in spec.outputs):
+        return {}  # directory and pattern outputs are not checkpointed: a new attempt runs every step
     prefix = scratch_prefix(spec.tenant, job_uid)
-    names = [*(o.name for o in spec.outputs if output_kind(o.name) == OutputKind.FILE), CHECKPOINT_DONE]
+    names = [*(o.name for o in spec.outputs), CHECKPOINT_DONE]
     keys: dict[str, str] = {}
     # Bounded, so the grants Secret stays far below its 1 MiB: the leading steps are covered,
     # later ones (of a very long chain with many outputs) are simply not checkpointed.

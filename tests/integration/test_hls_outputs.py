@@ -255,3 +255,23 @@ def test_split_of_a_directory_output_is_refused_with_the_reason(api_url: str, ke
     r = httpx.post(f"{api_url}/api/ffmpeg", headers=auth, json=req, timeout=30)
     assert r.status_code == 400 and "'hls/' is a directory output" in r.text, r.text
 
+
+
+def test_vgf_chain_reads_its_own_directory_output_and_writes_a_pattern(api_url: str, key: str, clip: Path) -> None:
+    """A later command reads what an earlier one wrote into the folder (`outputs/hls/...`, the
+    SDK's path style); a pattern output collects an image sequence."""
+    auth = {"Authorization": f"Bearer {key}"}
+    tmp = httpx.post(f"{api_url}/api/tmp-file", headers=auth, timeout=30).json()["data"]
+    assert httpx.put(tmp["upload_url"], content=clip.read_bytes(), timeout=60).status_code == 200
+    req = {"input_files": {"in": tmp["download_url"]}, "output_files": ["hls/", "frame_%02d.png"],
+           "ffmpeg_commands": [
+               "-i inputs/in -c:v libx264 -preset ultrafast -g 24 -c:a aac -f hls -hls_time 1 "
+               "-hls_segment_filename outputs/hls/seg_%03d.ts outputs/hls/index.m3u8",
+               "-i outputs/hls/index.m3u8 -vf fps=1,scale=64:-2 outputs/frame_%02d.png"]}
+    r = httpx.post(f"{api_url}/api/ffmpeg?wait=true", headers=auth, json=req, timeout=JOB_WAIT + 30)
+    assert r.status_code == 200, r.text
+    job = r.json()["data"]
+    assert job["status"] == "succeeded", job
+    names = {x["file_name"]: x["size_bytes"] for x in job["result"]}
+    assert "hls/index.m3u8" in names and {f"frame_{i:02d}.png" for i in range(1, 5)} <= set(names)
+    assert all(size > 0 for size in names.values())

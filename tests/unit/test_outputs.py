@@ -239,3 +239,12 @@ def test_playback_tokens_are_signed_and_expire() -> None:
         with pytest.raises(ApiError) as refused:
             verify(b"k", bad, now=1000)
         assert refused.value.status == 404
+
+
+def test_a_chain_with_a_directory_output_is_not_checkpointed() -> None:
+    from ffmpeg_operator.grants import checkpoint_keys
+
+    chain = ["-i {{in}} -f hls {{hls}}/index.m3u8", "-i {{hls}}/index.m3u8 -frames:v 1 {{poster.jpg}}"]
+    assert checkpoint_keys(spec(chain, outputs=[{"name": "hls/"}, {"name": "poster.jpg"}]), "uid-1") == {}
+    files = ["-i {{in}} {{a.mp4}}", "-i {{a.mp4}} -frames:v 1 {{poster.jpg}}"]
+    assert checkpoint_keys(spec(files, outputs=[{"name": "a.mp4"}, {"name": "poster.jpg"}]), "uid-1")

@@ -237,8 +237,7 @@ class Worker:
         probes: dict[str, Future[float | None]] = {}
         ffmpeg_seconds = 0.0
         global_args = shlex.split(self.settings.ffmpeg_global_args)
-        # Checkpoints keep file outputs; directory and pattern outputs are made again by a new attempt.
-        outputs = [o.name for o in spec.outputs if output_kind(o.name) == OutputKind.FILE]
+        outputs = [o.name for o in spec.outputs]
         for step, args in enumerate(plan.commands, start=1):
             if step <= saved:
                 continue  # its files were restored from the checkpoint
@@ -362,6 +361,9 @@ class Worker:
         """Where a chain's finished steps are saved (a single command needs none)."""
         if steps < 2 or not self.grants.scratch:
             return None
+        if any(output_kind(o.name) != OutputKind.FILE for o in job.spec.outputs):
+            return None  # a directory or pattern output is not checkpointed: a new attempt runs every step
+
         return GrantCheckpoints(self.grants.scratch)
 
     def _restore(self, store: CheckpointStore | None, steps: int, workdir: Path) -> int:
