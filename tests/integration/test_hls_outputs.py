@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import posixpath
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -22,6 +23,7 @@ from devstack.stack import StackInfo
 from ffmpeg_api.keys import create_key
 from helpers import api_process, kubectl, wait_phase
 from kubernetes import client
+from test_worker import TENANT, Jobs, worker_env
 
 pytestmark = pytest.mark.stack
 ROOT = Path(__file__).resolve().parents[2]
@@ -275,3 +277,28 @@ def test_vgf_chain_reads_its_own_directory_output_and_writes_a_pattern(api_url: 
     names = {x["file_name"]: x["size_bytes"] for x in job["result"]}
     assert "hls/index.m3u8" in names and {f"frame_{i:02d}.png" for i in range(1, 5)} <= set(names)
     assert all(size > 0 for size in names.values())
+
+
+def test_worker_refuses_more_files_than_its_pool_allows_and_uploads_nothing(
+        kube_api: client.ApiClient, stack: StackInfo, stack_env: dict[str, str], s3: Any, clip: Path,
+        tmp_path: Path) -> None:
+    """The bound as a pool's `env` sets it (MAX_OUTPUT_FILES), on the real worker: a clear error,
+    exit 1 (no retry: the same command makes the same files), not one object written."""
+    bucket, src, out = stack.env["S3_BUCKET"], f"src_{uuid.uuid4().hex[:8]}", f"out_{uuid.uuid4().hex[:8]}"
+    s3.upload_file(str(clip), bucket, f"files/{TENANT}/{src}/in.mp4")
+    jobs = Jobs(kube_api, stack.namespace)
+    name = jobs.create({"inputs": [{"name": "in", "source": f"{src}/in.mp4"}],
+                        "outputs": [{"name": "frame_%02d.png"}, {"name": "poster.png"}],
+                        "commands": ["-i {{in}} -vf fps=2,scale=64:-2 {{frame_%02d.png}}",
+                                     "-i {{in}} -frames:v 1 {{poster.png}}"],
+                        "output": {"dirId": out}})
+    try:
+        env = {**worker_env(stack_env, stack.namespace, name, tmp_path), "MAX_OUTPUT_FILES": "3"}
+        proc = subprocess.run([sys.executable, "-m", "ffmpeg_worker.main"], env=env, capture_output=True, text=True,
+                              timeout=300)
+        assert proc.returncode == 1, proc.stderr
+        error = jobs.status(name)["error"]
+        assert "more than 3 files" in error and "MAX_OUTPUT_FILES" in error, error
+        assert "Contents" not in s3.list_objects_v2(Bucket=bucket, Prefix=f"files/{TENANT}/{out}/")
+    finally:
+        jobs.custom.delete_namespaced_custom_object("kubeffmpeg.io", "v1alpha1", stack.namespace, "ffmpegjobs", name)
