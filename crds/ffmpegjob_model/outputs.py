@@ -46,6 +46,11 @@ MAX_OUTPUT_FILES_ENV = "MAX_OUTPUT_FILES"
 MAX_OUTPUT_BYTES_ENV = "MAX_OUTPUT_BYTES"
 
 
+# Folders of the job's working folder that a directory output may not be: the worker downloads
+# the inputs into `inputs/` (worker-image/ffmpeg_worker/fetch.py, `local_name`).
+RESERVED_FOLDERS = frozenset({"inputs"})
+
+
 class OutputKind(StrEnum):
     FILE = "file"
     PATTERN = "pattern"

@@ -22,7 +22,7 @@ from .commands import (
     placeholders_in,
 )
 from .model import FFmpegJobSpec
-from .outputs import OutputKind, output_kind, placeholder_name, relative_output_path
+from .outputs import RESERVED_FOLDERS, OutputKind, output_kind, placeholder_name, relative_output_path
 from .settings import S3Settings
 from .storage_layout import split_storage_path
 from .urls import (
@@ -522,6 +522,9 @@ def _check_outputs(spec: FFmpegJobSpec) -> None:
             raise UnsafeCommand(f"output {o.name!r}: its placeholder {{{{{key}}}}} is also that of {other}")
         seen[key] = f"the output {o.name!r}"
         kind = output_kind(o.name)
+        if kind == OutputKind.DIRECTORY and key in RESERVED_FOLDERS:
+            raise UnsafeCommand(f"output {o.name!r}: the folder {key!r} holds the job's inputs; name the output "
+                                "folder differently")
         if o.entry is not None and (kind != OutputKind.DIRECTORY or spec.commands):
             raise UnsafeCommand(f"output {o.name!r}: 'entry' names the file written inside a directory output "
                                 "(name ending in '/') of the structured form")

@@ -248,3 +248,15 @@ def test_a_chain_with_a_directory_output_is_not_checkpointed() -> None:
     assert checkpoint_keys(spec(chain, outputs=[{"name": "hls/"}, {"name": "poster.jpg"}]), "uid-1") == {}
     files = ["-i {{in}} {{a.mp4}}", "-i {{a.mp4}} -frames:v 1 {{poster.jpg}}"]
     assert checkpoint_keys(spec(files, outputs=[{"name": "a.mp4"}, {"name": "poster.jpg"}]), "uid-1")
+
+
+def test_the_inputs_folder_is_no_directory_output() -> None:
+    with pytest.raises(UnsafeCommand, match="holds the job's inputs"):
+        check(spec(["-i {{in}} -f hls {{inputs}}/index.m3u8"], outputs=[{"name": "inputs/"}]))
+
+
+def test_a_declared_file_that_a_pattern_matches_is_listed_once_as_the_file(tmp_path: Path) -> None:
+    for n in ("thumb_001.jpg", "thumb_002.jpg"):
+        _touch(tmp_path / n)
+    got = collect(tmp_path, ["thumb_001.jpg", "thumb_%03d.jpg"], 100, 10_000)
+    assert [p.name for p in got] == ["thumb_002.jpg"]

@@ -48,6 +48,7 @@ def collect(workdir: Path, outputs: list[str], max_files: int, max_bytes: int) -
     File outputs are skipped (the caller handles them)."""
     found: dict[str, Produced] = {}
     total = 0
+    named = {o for o in outputs if output_kind(o) == OutputKind.FILE}  # uploaded as declared files
     for out in outputs:
         kind = output_kind(out)
         if kind == OutputKind.FILE:
@@ -57,8 +58,8 @@ def collect(workdir: Path, outputs: list[str], max_files: int, max_bytes: int) -
             what = "no file under its folder" if kind == OutputKind.DIRECTORY else "no file matching it"
             raise OutputsRefused(f"{kind} output {out!r}: the commands wrote {what}")
         for name, path in files:
-            if name in found:
-                continue  # two patterns may match the same file: upload it once
+            if name in found or name in named:
+                continue  # two patterns may match the same file, or a pattern a declared file: once
             size = path.stat().st_size
             total += size
             found[name] = Produced(out, name, path, size)
