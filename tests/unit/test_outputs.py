@@ -260,3 +260,8 @@ def test_a_declared_file_that_a_pattern_matches_is_listed_once_as_the_file(tmp_p
         _touch(tmp_path / n)
     got = collect(tmp_path, ["thumb_001.jpg", "thumb_%03d.jpg"], 100, 10_000)
     assert [p.name for p in got] == ["thumb_002.jpg"]
+
+
+def test_a_malformed_limit_is_a_clear_error() -> None:
+    with pytest.raises(OutputsRefused, match="MAX_OUTPUT_FILES='lots' is not a positive whole number"):
+        limits_from_env({"MAX_OUTPUT_FILES": "lots"})

@@ -104,8 +104,16 @@ def limits_from_env(env: dict[str, str] | None = None) -> tuple[int, int]:
     from ffmpegjob_model.outputs import DEFAULT_MAX_OUTPUT_BYTES, DEFAULT_MAX_OUTPUT_FILES
 
     e = os.environ if env is None else env
-    return (int(e.get(MAX_OUTPUT_FILES_ENV) or DEFAULT_MAX_OUTPUT_FILES),
-            int(e.get(MAX_OUTPUT_BYTES_ENV) or DEFAULT_MAX_OUTPUT_BYTES))
+
+    def one(var: str, default: int) -> int:
+        raw = (e.get(var) or "").strip()
+        if not raw:
+            return default
+        if not raw.isdigit() or int(raw) < 1:
+            raise OutputsRefused(f"the pool's {var}={raw!r} is not a positive whole number")
+        return int(raw)
+
+    return one(MAX_OUTPUT_FILES_ENV, DEFAULT_MAX_OUTPUT_FILES), one(MAX_OUTPUT_BYTES_ENV, DEFAULT_MAX_OUTPUT_BYTES)
 
 
 def upload_produced(grant: PrefixGrant | None, produced: list[Produced], concurrency: int = 8) -> list[str]:

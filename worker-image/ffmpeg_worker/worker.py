@@ -306,7 +306,8 @@ class Worker:
         if missing:
             raise JobFailed(f"declared outputs were not written by any command: {', '.join(missing)}", EXIT_STEP)
         try:  # directory and pattern outputs: every file they produced, within the bounds
-            produced = collect(workdir, [o.name for o in spec.outputs], *limits_from_env())
+            produced = collect(workdir, [o.name for o in spec.outputs], *limits_from_env()) if any(
+                output_kind(o.name) != OutputKind.FILE for o in spec.outputs) else []
         except OutputsRefused as exc:
             raise JobFailed(str(exc), EXIT_STEP) from None
         uploads = self.pool.submit(self._upload, files, produced)
