@@ -12,7 +12,7 @@ from ffmpegjob_model.release import RELEASE
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from . import dashboard, errors, presets
-from .routers import common, events, ffmpeg_api, vgf, webhooks
+from .routers import common, events, ffmpeg_api, playback, vgf, webhooks
 from .services import Services
 from .settings import ApiSettings
 
@@ -65,6 +65,7 @@ def _routes(app: FastAPI) -> FastAPI:
     app.include_router(webhooks.router)
     app.include_router(events.router)
     app.include_router(dashboard.router)
+    app.include_router(playback.router)
     _openapi_without_422(app)
     return app
 

@@ -60,7 +60,9 @@ class TaskInput(_Req):
 
 
 class TaskOutput(_Req):
-    file: str = Field(min_length=1, max_length=255)
+    file: str = Field(min_length=1, max_length=255, description=(
+        "Output file name; or a pattern (`thumb_%03d.jpg`: every matching file is uploaded); or a file inside a "
+        "folder (`hls/index.m3u8`: every file written under `hls/` is uploaded)"))
     options: list[str] | None = Field(default=None, max_length=128)
     maps: list[str] | None = Field(default=None, max_length=32)
 
@@ -232,8 +234,9 @@ class DirectoryFilesResponse(BaseModel):
 # ----------------------------------------------------------------------- "Very Good FFmpeg" (000)
 class VgfJobRequest(_Req):
     input_files: dict[str, str] = Field(default_factory=dict, description="input key -> URL")
-    output_files: list[str] = Field(default_factory=list, max_length=64,
-                                    description="At least one, unless `template` names the outputs")
+    output_files: list[str] = Field(default_factory=list, max_length=64, description=(
+        "Output file names, at least one unless `template` names the outputs; a pattern "
+        "(`thumb_%03d.jpg`) or a folder (`hls/`) uploads every file it produced"))
     ffmpeg_commands: list[str] = Field(
         default_factory=list, max_length=32,
         description="FFmpeg arguments; files as `{{key}}`, `<<key>>`, `inputs/<key>` or `outputs/<name>` "

@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 
+from .outputs import OUTPUT_NAME_PATTERN
 from .queueing import Priority
 
 GROUP = "kubeffmpeg.io"
@@ -100,10 +101,21 @@ class InputFile(_Wire):
 
 
 class OutputFile(_Wire):
-    """One declared output. Only declared outputs are uploaded."""
+    """One declared output. Only declared outputs are uploaded: a file, a pattern (`seg_%05d.ts`:
+    every matching file) or a directory (`hls/`: every file under it); see `ffmpegjob_model.outputs`."""
 
     name: str = Field(
-        pattern=NAME_PATTERN, max_length=255, description="File name, also its `{{name}}` placeholder."
+        pattern=OUTPUT_NAME_PATTERN,
+        max_length=256,
+        description="File name (`out.mp4`), pattern (`seg_%05d.ts`) or folder (`hls/`); its placeholder is "
+        "`{{name}}` (a folder's without the `/`: `{{hls}}/index.m3u8`).",
+    )
+    entry: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9_%][A-Za-z0-9_.%-]{0,254}$",
+        max_length=255,
+        description="Structured form, directory output only: the file FFmpeg writes inside the folder "
+        "(`stream_%v.m3u8`); the output argument becomes `{{folder}}/<entry>`.",
     )
     options: list[Option] | None = Field(
         default=None, max_length=128, description="FFmpeg output options (structured form only)."

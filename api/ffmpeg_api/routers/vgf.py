@@ -13,7 +13,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Path, Query, Response
 from ffmpegjob_model import payloads
 from ffmpegjob_model.model import InputFile, OutputLocation
-from ffmpegjob_model.storage_layout import split_storage_path, valid_file_name
+from ffmpegjob_model.storage_layout import split_result_path, valid_file_name
 from starlette.concurrency import run_in_threadpool
 
 from .. import presets
@@ -50,7 +50,7 @@ def view(svc: Services, obj: dict[str, Any]) -> VgfJob:
     tenant = job_tenant(obj)
 
     def presign(storage_path: str, expires: int) -> str:
-        parts = split_storage_path(storage_path)
+        parts = split_result_path(storage_path)
         if parts is None:
             raise ValueError(f"not a storage path: {storage_path!r}")
         return svc.storage.presign_get(tenant, parts[0], parts[1], expires)
