@@ -11,8 +11,11 @@ from __future__ import annotations
 import re
 import shlex
 from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING
 
-from .model import FFmpegJobSpec
+if TYPE_CHECKING:  # the worker compiles a plain.SpecView before pydantic is loaded
+    from .model import FFmpegJobSpec
+    from .plain import SpecView
 
 _NAME = r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,254}"
 PLACEHOLDER = re.compile(rf"\{{\{{\s*({_NAME})\s*\}}\}}|<<\s*({_NAME})\s*>>")
@@ -85,7 +88,7 @@ def _option_tokens(options: list[str] | None) -> list[str]:
     return out
 
 
-def compile_structured(spec: FFmpegJobSpec) -> list[str]:
+def compile_structured(spec: FFmpegJobSpec | SpecView) -> list[str]:
     """The "FFmpeg API" task as one argument list:
     `[in options] -i {{in}} ... [-filter_complex G] [out options] [-map M ...] {{out}} ...`."""
     args: list[str] = []
@@ -101,7 +104,7 @@ def compile_structured(spec: FFmpegJobSpec) -> list[str]:
     return args
 
 
-def effective_commands(spec: FFmpegJobSpec) -> list[list[str]]:
+def effective_commands(spec: FFmpegJobSpec | SpecView) -> list[list[str]]:
     """The argument lists to run, in order (without the `ffmpeg` program name)."""
     if spec.commands:
         return [tokenize(c) for c in spec.commands]

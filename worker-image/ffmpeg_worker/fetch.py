@@ -15,11 +15,16 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from ffmpegjob_model.fetch import DownloadFailed, download
-from ffmpegjob_model.grants import Grants, ObjectGrant
-from ffmpegjob_model.model import FFmpegJobSpec, InputFile
-from ffmpegjob_model.settings import S3Settings
+
+# The worker reads the job, its grants and settings as plain views (no pydantic before FFmpeg).
+from ffmpegjob_model.plain import GrantsView as Grants
+from ffmpegjob_model.plain import InputView as InputFile
+from ffmpegjob_model.plain import ObjectGrantView as ObjectGrant
+from ffmpegjob_model.plain import S3Location as S3Settings
+from ffmpegjob_model.plain import SpecView as FFmpegJobSpec
+from ffmpegjob_model.plain import URLRulesView as URLRules
 from ffmpegjob_model.storage_layout import file_key, split_storage_path, tenant_files_prefix
-from ffmpegjob_model.urls import URLRules, storage_key_for_url
+from ffmpegjob_model.urls import storage_key_for_url
 
 from . import storage
 from .storage import StorageError, is_missing
