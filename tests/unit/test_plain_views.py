@@ -230,7 +230,7 @@ def test_the_worker_loads_no_pydantic_on_its_way_to_ffmpeg() -> None:
     """Everything the single-pod worker imports before and after FFmpeg, in a fresh process."""
     code = ("import sys, ffmpeg_worker.main, ffmpeg_worker.early, ffmpeg_worker.kube, ffmpeg_worker.worker, "
             "ffmpeg_worker.storage, ffmpeg_worker.fetch, ffmpeg_worker.upload, ffmpeg_worker.checkpoint, "
-            "ffmpegjob_model.plain, ffmpegjob_model.safety; "
+            "ffmpegjob_model.plain, ffmpegjob_model.safety, ffmpegjob_model.probe; "
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('pydantic', 'pydantic_core', 'httpx', "
             "'yaml', 'kubernetes', 'boto3', 'botocore')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -393,12 +393,11 @@ class Worker:
     def _duration(self, workdir: Path, target: str) -> float | None:
         """An input's duration for percent, or None (an image, unreadable): never fails the job.
         A streamed input is probed at its URL (our own bucket, so no URL rules to apply)."""
-        from ffmpegjob_model.probe import ProbeFailed, ProbeOptions, probe
+        from ffmpegjob_model.probe import ProbeFailed, duration
 
         path = target if "://" in target else str(workdir / target)
         try:
-            fmt = probe(path, ProbeOptions(format=["duration"]), check_urls=False, ffprobe=self.settings.ffprobe_bin)
-            return float(fmt["format"]["duration"])
+            return duration(path, check_urls=False, ffprobe=self.settings.ffprobe_bin)
         except (ProbeFailed, KeyError, ValueError, OSError):
             return None
 
