@@ -167,10 +167,11 @@ def probe(
                 ffprobe=ffprobe)
 
 
-def _run(target: str, args: list[str], wanted: list[str], *, timeout: float = MAX_SECONDS,
+def _run(target: str, request: list[str] | tuple[str, ...], wanted: list[str], *, timeout: float = MAX_SECONDS,
          url_rules: URLRules | URLRulesView | None = None, check_urls: bool = True,
          ffprobe: str | None = None) -> dict[str, Any]:
-    """ffprobe with `args` (build_args') on `target`; the `wanted` sections of its answer."""
+    """ffprobe with `request` (build_args') on `target`; the `wanted` sections of its answer."""
+    args = list(request)
     shown = target
     if _is_url(target):
         if check_urls:
@@ -206,9 +207,9 @@ def _run(target: str, args: list[str], wanted: list[str], *, timeout: float = MA
 
 # build_args of the worker's two fixed requests, spelled out so that they need no ProbeOptions
 # (tests/unit/test_probe.py keeps them equal): media_summary's, and an input's duration.
-MEDIA_SUMMARY_ARGS = ["-v", "error", "-hide_banner", "-of", "json", "-show_entries",
-                      "format=duration,bit_rate,format_name:stream=codec_type,codec_name,width,height"]
-DURATION_ARGS = ["-v", "error", "-hide_banner", "-of", "json", "-show_entries", "format=duration"]
+MEDIA_SUMMARY_ARGS = ("-v", "error", "-hide_banner", "-of", "json", "-show_entries",
+                      "format=duration,bit_rate,format_name:stream=codec_type,codec_name,width,height")
+DURATION_ARGS = ("-v", "error", "-hide_banner", "-of", "json", "-show_entries", "format=duration")
 
 
 def duration(target: str, *, check_urls: bool = True, url_rules: URLRules | URLRulesView | None = None,
