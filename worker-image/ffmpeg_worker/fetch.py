@@ -136,7 +136,11 @@ class Fetcher:
     def _storage(self, inp: InputFile, dest: Path, shown: str) -> None:
         name = inp.name
         try:
-            storage.download(self.grant(inp), dest, self.max_bytes)
+            grant = self.grant(inp)
+            early = self.early_sizes.get(grant.get_url or "")
+            # The size read at start-up (if any) lets a large input come in parallel ranges.
+            size = early.result() if early is not None and early.done() and early.exception() is None else None
+            storage.download(grant, dest, self.max_bytes, size=size, concurrency=self.concurrency)
         except StorageError as exc:
             if is_missing(exc):
                 raise FetchError(f"input {name!r}: storage path {shown} does not exist") from None

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from ffmpegjob_model.commands import render
-from ffmpegjob_model.exitcodes import EXIT_INVALID, EXIT_IO, EXIT_STEP, EXIT_TERMINATED
+from ffmpegjob_model.exitcodes import EXIT_INVALID, EXIT_IO, EXIT_SCRATCH, EXIT_STEP, EXIT_TERMINATED
 from ffmpegjob_model.grants import Grants
 from ffmpegjob_model.lenient import read_ffmpegjob
 from ffmpegjob_model.model import FFmpegJob, FFmpegJobSpec, Progress, ResultFile, Usage
@@ -214,6 +214,7 @@ class Worker:
         )
         try:
             keys = self._stream_keys(spec, plan.commands, fetcher, plan.local)
+            self._check_scratch(spec, fetcher, set(keys), workdir)
             fetched = fetcher.fetch_all(spec, workdir, frozenset(keys))
         except FetchError as exc:
             raise JobFailed(str(exc), EXIT_IO) from None
@@ -221,6 +222,25 @@ class Worker:
         urls = {n: fetcher.grant(by_name[n]).get_url or "" for n in keys}
         paths = {n: urls.get(n, p) for n, p in plan.local.items()} | {o.name: o.name for o in spec.outputs}
         return Inputs(fetcher, urls, paths, sum(f.size for f in fetched.values()))
+
+    def _check_scratch(self, spec: FFmpegJobSpec, fetcher: Fetcher, streamed: set[str], workdir: Path) -> None:
+        """The storage inputs to download (their probed sizes) must fit the pool's scratch space
+        and the free space of the work folder, else the job fails before anything is fetched
+        (a full emptyDir would get the pod evicted mid-download). Streamed inputs take no space;
+        the size of an https input is known only once downloaded (its limit: MAX_INPUT_BYTES)."""
+        from ffmpegjob_model.scratch import scratch_shortfall
+
+        sizes = {i.name: fetcher.stat(spec.tenant, i) for i in spec.inputs
+                 if i.name not in streamed and fetcher.storage_key(spec.tenant, i) is not None}
+        if not sizes:
+            return
+        try:
+            free: int | None = shutil.disk_usage(workdir).free
+        except OSError:
+            free = None
+        problem = scratch_shortfall(sizes, self.settings.scratch_limit, free)
+        if problem:
+            raise JobFailed(problem, EXIT_SCRATCH)
 
     def run_steps(self, plan: Plan, inputs: Inputs, workdir: Path, store: CheckpointStore | None,
                   saved: int) -> float:
