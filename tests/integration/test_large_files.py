@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -311,3 +312,31 @@ def test_an_input_larger_than_the_pools_scratch_fails_before_ffmpeg_starts(
     assert len(pods) == 1
     assert (st.get("progress") or {}).get("percent", 0) == 0 and not st.get("result")
     assert "error" in job or "message" in json.dumps(job)
+
+
+# ------------------------------------------------------------------------------ the docs' examples
+def test_the_docs_examples_run_as_written(user: Client, big: Path, tmp_path: Path, stack_env: dict[str, str]) -> None:
+    """docs/large-files.md's Python and curl examples, pasted: the file arrives byte for byte."""
+    import re
+
+    from devstack.paths import REPO_ROOT
+
+    text = (REPO_ROOT / "docs" / "large-files.md").read_text()
+    python, bash = re.findall(r"<!-- large-files-test -->\s*```(?:python|bash)\n(.*?)```", text, re.S)
+    (tmp_path / "upload_large.py").write_text(python)
+    (tmp_path / "master.mov").write_bytes(big.read_bytes())
+    env = {**stack_env, "API_URL": user.url, "API_KEY": user.key}
+    out = subprocess.run([sys.executable, "upload_large.py", "master.mov"], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    file_path, size = out.stdout.split()
+    assert file_path.endswith("/master.mov") and int(size) == big.stat().st_size
+    dl = user.call("GET", f"/file/download/{file_path}").json()["download"]["url"]
+    assert sha256(httpx.get(dl, timeout=60).content) == sha256(big.read_bytes())
+
+    out = subprocess.run(["bash", "-c", "set -euo pipefail\n" + bash], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    done = json.loads(out.stdout)
+    assert done["file_size"] == big.stat().st_size
+    assert sha256(httpx.get(done["download_url"], timeout=60).content) == sha256(big.read_bytes())
