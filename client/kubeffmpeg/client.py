@@ -28,7 +28,7 @@ from pydantic import ValidationError
 from tenacity import AsyncRetrying, Retrying, retry_if_exception, stop_after_attempt, stop_after_delay
 from tenacity.wait import wait_base
 
-from . import sse
+from . import parts, sse
 from .config import load_config
 from .errors import (
     ApiError,
@@ -183,11 +183,18 @@ class Client:
         raise AssertionError("unreachable")
 
     # ------------------------------------------------------------------------------- files
-    def upload(self, path: str | Path, surface: Surface = VGF, name: str | None = None) -> Upload:
+    def upload(self, path: str | Path, surface: Surface = VGF, name: str | None = None, *,
+               multipart_threshold: int = parts.MULTIPART_THRESHOLD, part_size: int | None = None,
+               workers: int = 4) -> Upload:
         """Store a local file for a job: on the VGF surface a temporary file (its `url` is the
-        job's input), on the "FFmpeg API" surface a registered file (`file_path`)."""
+        job's input), on the "FFmpeg API" surface a registered file (`file_path`). A file of
+        `multipart_threshold` bytes or more goes up in parts, `workers` at a time
+        (docs/large-files.md); when parts still fail, `parts.UploadIncomplete` names the upload
+        `resume_upload` finishes."""
         p = Path(path)
         name = name or p.name
+        if p.stat().st_size >= multipart_threshold:
+            return self._upload_in_parts(p, surface, name, part_size, workers)
         if surface == VGF:
             urls = self.request("POST", "/api/tmp-file", json={"file_name": name})["data"]
             put, out = urls["upload_url"], Upload(url=urls["download_url"])
@@ -202,6 +209,30 @@ class Client:
         if r.status_code >= 300:
             raise KubeFFmpegError(f"upload of {p} failed: HTTP {r.status_code} {r.text[:200]}")
         return out
+
+    def _upload_in_parts(self, p: Path, surface: Surface, name: str, part_size: int | None, workers: int) -> Upload:
+        body = {"file_name": name, "file_size": p.stat().st_size,
+                **({"part_size": part_size} if part_size else {})}
+        up = parts.unwrap(self.request("POST", parts.base(surface), json=body), surface)
+        up = up if surface == VGF else up["upload"]
+        first = {x["part_number"]: x["url"] for x in up["parts"]}
+        parts.upload_parts(self.request, p, surface, up["upload_id"], up["part_size"],
+                           list(range(1, up["part_count"] + 1)), first, workers)
+        return self._complete(surface, up["upload_id"])
+
+    def resume_upload(self, upload_id: str, path: str | Path, surface: Surface = VGF, workers: int = 4) -> Upload:
+        """Finish a multipart upload: the parts storage lacks, then complete."""
+        state = parts.unwrap(self.request("GET", f"{parts.base(surface)}/{upload_id}"), surface)
+        state = state if surface == VGF else state["upload"]
+        parts.upload_parts(self.request, Path(path), surface, upload_id, state["part_size"],
+                           state["missing_parts"], {}, workers)
+        return self._complete(surface, upload_id)
+
+    def _complete(self, surface: Surface, upload_id: str) -> Upload:
+        done = parts.unwrap(self.request("POST", f"{parts.base(surface)}/{upload_id}/complete"), surface)
+        if surface == VGF:
+            return Upload(url=done["download_url"])
+        return Upload(url="", file_path=done["file"]["file_path"])
 
     def download(self, job_or_url: Job | str, dest: str | Path = ".", name: str | None = None) -> list[Path]:
         """Every result file of a job (or one URL) into the folder (or file) `dest`."""

@@ -340,3 +340,20 @@ def test_the_docs_examples_run_as_written(user: Client, big: Path, tmp_path: Pat
     done = json.loads(out.stdout)
     assert done["file_size"] == big.stat().st_size
     assert sha256(httpx.get(done["download_url"], timeout=60).content) == sha256(big.read_bytes())
+
+
+def test_the_python_client_uploads_in_parts_and_resumes(user: Client, big: Path) -> None:
+    from kubeffmpeg import Client as KubeFFmpeg
+
+    with KubeFFmpeg(user.url, user.key) as kf:
+        stored = kf.upload(big, "ffmpeg-api", multipart_threshold=LIMIT, part_size=PART)
+        assert stored.file_path and stored.file_path.endswith("/master.mkv")
+        dl = user.call("GET", f"/file/download/{stored.file_path}").json()["download"]["url"]
+        assert sha256(httpx.get(dl, timeout=60).content) == sha256(big.read_bytes())
+
+        # An upload another program started and left with two parts: the client finishes it.
+        up = user.call("POST", "/api/uploads", json={"file_name": "left.mkv", "file_size": big.stat().st_size})
+        data = up.json()["data"]
+        user.put_parts(big, data["part_size"], {p["part_number"]: p["url"] for p in data["parts"][:2]})
+        done = kf.resume_upload(data["upload_id"], big, "vgf")
+        assert sha256(httpx.get(done.url, timeout=60).content) == sha256(big.read_bytes())
