@@ -86,3 +86,28 @@ def test_upload_ids() -> None:
     a, b = new_upload_id(), new_upload_id()
     assert a != b and valid_upload_id(a)
     assert not valid_upload_id("up_../../x") and not valid_upload_id("dir_0123")
+
+
+def test_the_operator_aborts_expired_uploads_only() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from fakes import FakeBucket
+    from ffmpeg_operator.storage import sweep_expired_uploads
+    from ffmpegjob_model.multipart import UploadRecord, upload_record_key
+
+    bucket = FakeBucket()
+    now = datetime.now(UTC)
+
+    def record(upload_id: str, age: float) -> UploadRecord:
+        r = UploadRecord(id=upload_id, tenant="t1", dir_id="dir_1", file_name="a.mov", key="files/t1/dir_1/a.mov",
+                         s3_upload_id=f"s3-{upload_id}", size=10, part_size=MIN_PART_BYTES,
+                         content_type="video/quicktime", created=now - timedelta(seconds=age), ttl=3600)
+        bucket.put(upload_record_key("t1", upload_id), r.model_dump_json().encode())
+        return r
+
+    old, fresh = record(new_upload_id(), 7200), record(new_upload_id(), 60)
+    bucket.put("uploads/t1/garbage.json", b"{not json")
+    assert sweep_expired_uploads(bucket, bucket.name, now) == [f"t1/{old.id}"]
+    assert bucket.aborted_uploads == [old.s3_upload_id]
+    assert upload_record_key("t1", old.id) not in bucket.objects
+    assert upload_record_key("t1", fresh.id) in bucket.objects
