@@ -9,7 +9,7 @@
 Exit code 0 means every declared output was uploaded and the status written; on failure the
 worker writes `status.error` and one line to the termination log, and exits non-zero:
 1 a command failed or timed out, 2 the job is invalid or unsafe, 3 inputs or storage failed,
-143 terminated (SIGTERM).
+4 the inputs to download do not fit the scratch space, 143 terminated (SIGTERM).
 """
 
 from __future__ import annotations
