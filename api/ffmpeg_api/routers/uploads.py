@@ -98,6 +98,9 @@ def _urls(svc: Services, tenant: str, upload_id: str, req: PartUrlsRequest) -> P
 
 def _complete(svc: Services, tenant: str, upload_id: str, req: CompleteRequest | None, vgf: bool) -> CompletedFile:
     record = svc.uploads.get(tenant, upload_id)
+    if svc.storage.get_dir(tenant, record.dir_id) is None:  # expired (and swept) meanwhile
+        svc.uploads.abort(record)
+        raise ApiError(404, f"Directory not found: {record.dir_id} (it expired before the upload was completed)")
     parts = None if req is None or req.parts is None else [(p.part_number, p.etag) for p in req.parts]
     size = svc.uploads.complete(record, parts)
     return CompletedFile(
