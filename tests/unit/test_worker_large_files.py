@@ -141,3 +141,29 @@ def test_a_streamed_input_needs_no_scratch(store: Store, tmp_path: Path) -> None
     obj = make_job(["-i {{in.mp4}} -c copy {{out.mp4}}"], ["out.mp4"], {"in.mp4": "src/in.mp4"})
     code, jobs = run(obj, store, grants, tmp_path, scratch_limit="1Mi")
     assert code != exitcodes.EXIT_SCRATCH and "scratch" not in jobs.status["error"]
+
+
+def test_a_url_input_is_refused_by_its_content_length_before_its_body_is_written(store: Store,
+                                                                                 tmp_path: Path) -> None:
+    """An https input's size is known from its answer's Content-Length: over the scratch space,
+    the download stops before the first byte lands on disk."""
+    from ffmpeg_worker.settings import WorkerSettings
+    from ffmpeg_worker.worker import Worker
+    from ffmpegjob_model.settings import S3Settings
+    from ffmpegjob_model.urls import URLRules
+    from test_worker_loop import BUCKET, FakeJobs
+
+    store.objects["media/big.mkv"] = os.urandom(3 * MiB)
+    url = f"{store.endpoint}/{BUCKET}/media/big.mkv"
+    obj = make_job(["-f matroska -i {{in}} -c copy {{out.mkv}}"], ["out.mkv"], {"in": url})
+    grants = Grants(expires_at=expires(), outputs=output_grants(store, ["out.mkv"]))
+    jobs = FakeJobs(obj)
+    s = WorkerSettings.from_env({}, ffmpegjob_name="job-1", workdir=str(tmp_path / "work"), keep_workdir=True,
+                                termination_log_path=str(tmp_path / "termination-log"), scratch_limit="2Mi")
+    rules = URLRules(allow_hosts="127.0.0.1", allow_http=True)
+    code = Worker(s, jobs, S3Settings(endpoint_url="http://s3.invalid", bucket="other"), rules,  # type: ignore[arg-type]
+                  grants).run()
+    assert code == exitcodes.EXIT_SCRATCH
+    error = jobs.status["error"]
+    assert "in 3.0 MiB (3145728 bytes)" in error and "is 2Mi (2097152 bytes)" in error, error
+    assert (tmp_path / "work" / "job-1" / "inputs" / "in.mkv").stat().st_size == 0  # nothing written

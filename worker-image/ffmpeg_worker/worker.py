@@ -37,7 +37,7 @@ from ffmpegjob_model.urls import URLRules
 from .checkpoint import CheckpointStore, GrantCheckpoints, Snapshot
 from .early import EarlyReads
 from .errors import JobFailed, Terminated
-from .fetch import Fetcher, FetchError, local_name
+from .fetch import Fetcher, FetchError, ScratchBudget, ScratchFull, local_name
 from .kube import JobClient
 from .run import InputReadFailed, StepFailed, StepProgress, expected_duration, run_ffmpeg
 from .settings import WorkerSettings
@@ -216,6 +216,8 @@ class Worker:
             keys = self._stream_keys(spec, plan.commands, fetcher, plan.local)
             self._check_scratch(spec, fetcher, set(keys), workdir)
             fetched = fetcher.fetch_all(spec, workdir, frozenset(keys))
+        except ScratchFull as exc:
+            raise JobFailed(str(exc), EXIT_SCRATCH) from None
         except FetchError as exc:
             raise JobFailed(str(exc), EXIT_IO) from None
         by_name = {i.name: i for i in spec.inputs}
@@ -224,23 +226,18 @@ class Worker:
         return Inputs(fetcher, urls, paths, sum(f.size for f in fetched.values()))
 
     def _check_scratch(self, spec: FFmpegJobSpec, fetcher: Fetcher, streamed: set[str], workdir: Path) -> None:
-        """The storage inputs to download (their probed sizes) must fit the pool's scratch space
-        and the free space of the work folder, else the job fails before anything is fetched
-        (a full emptyDir would get the pod evicted mid-download). Streamed inputs take no space;
-        the size of an https input is known only once downloaded (its limit: MAX_INPUT_BYTES)."""
-        from ffmpegjob_model.scratch import scratch_shortfall
-
-        sizes = {i.name: fetcher.stat(spec.tenant, i) for i in spec.inputs
-                 if i.name not in streamed and fetcher.storage_key(spec.tenant, i) is not None}
-        if not sizes:
-            return
+        """The inputs to download must fit the pool's scratch space and the free space of the
+        work folder, else the job fails before FFmpeg starts (a full emptyDir would get the pod
+        evicted mid-download): the storage inputs by their probed sizes, here, before anything
+        is fetched; an https input by its Content-Length, before its first byte is written
+        (fetch.ScratchBudget). Streamed inputs take no space."""
         try:
             free: int | None = shutil.disk_usage(workdir).free
         except OSError:
             free = None
-        problem = scratch_shortfall(sizes, self.settings.scratch_limit, free)
-        if problem:
-            raise JobFailed(problem, EXIT_SCRATCH)
+        fetcher.budget = budget = ScratchBudget(self.settings.scratch_limit, free)
+        budget.reserve({i.name: fetcher.stat(spec.tenant, i) for i in spec.inputs
+                        if i.name not in streamed and fetcher.storage_key(spec.tenant, i) is not None})
 
     def run_steps(self, plan: Plan, inputs: Inputs, workdir: Path, store: CheckpointStore | None,
                   saved: int) -> float:
