@@ -23,6 +23,7 @@ from urllib.parse import unquote, urlsplit
 
 from .envmodel import EnvModel
 from .settings import S3Settings
+from .storage_layout import file_key, split_storage_path, tenant_files_prefix
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Resolver = Callable[[str, int], list[str]]
@@ -194,3 +195,26 @@ def storage_key_for_url(url: str, s3: S3Settings) -> str | None:
             key = unquote(path[len(base_path) + 1 :])
             return key or None
     return None
+
+
+class InputNotFound(ValueError):
+    """An input names an object of our bucket outside the job's tenant: to the tenant, it does not exist."""
+
+
+class BadInputSource(ValueError):
+    """An input is neither a URL nor a `dir_id/file_name` storage path."""
+
+
+def input_storage_key(name: str, source: str, tenant: str, s3: S3Settings) -> str | None:
+    """The object key of an input held in our bucket (a storage path, or a URL into the bucket),
+    None for any other URL. The one rule for which object an input names, used by the operator
+    (grants, probes) and the worker (fetches): another tenant's object raises InputNotFound."""
+    if "://" in source:
+        key = storage_key_for_url(source, s3)
+        if key is not None and not key.startswith(tenant_files_prefix(tenant)):
+            raise InputNotFound(f"input {name!r}: {source.split('?', 1)[0]} does not exist")
+        return key
+    parts = split_storage_path(source)
+    if parts is None:
+        raise BadInputSource(f"input {name!r}: {source!r} is neither an https URL nor dir_id/file_name")
+    return file_key(tenant, *parts)

@@ -36,10 +36,8 @@ from ffmpegjob_model.storage_layout import (
     checkpoint_grant_name,
     file_key,
     scratch_prefix,
-    split_storage_path,
-    tenant_files_prefix,
 )
-from ffmpegjob_model.urls import storage_key_for_url
+from ffmpegjob_model.urls import BadInputSource, InputNotFound, input_storage_key
 
 log = logging.getLogger("ffmpeg_operator.grants")
 MAX_CHECKPOINT_OBJECTS = 256  # checkpoint objects granted per job (two URLs each)
@@ -199,15 +197,13 @@ def input_keys(spec: FFmpegJobSpec, s3: S3Settings) -> dict[str, str]:
     """Input name -> object key, for the inputs held in our bucket and inside the job's tenant
     (a storage path, or a URL into the bucket). Another tenant's key gets no grant: the worker
     reports it as not found."""
-    own = tenant_files_prefix(spec.tenant)
     keys: dict[str, str] = {}
     for inp in spec.inputs:
-        if "://" in inp.source:
-            key = storage_key_for_url(inp.source, s3)
-        else:
-            parts = split_storage_path(inp.source)
-            key = file_key(spec.tenant, *parts) if parts else None
-        if key is not None and key.startswith(own):
+        try:
+            key = input_storage_key(inp.name, inp.source, spec.tenant, s3)
+        except (InputNotFound, BadInputSource):
+            continue
+        if key is not None:
             keys[inp.name] = key
     return keys
 

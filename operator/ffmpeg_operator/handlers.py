@@ -32,14 +32,13 @@ from pydantic import ValidationError
 from . import identity, jobs, queueing, split, webhooks
 from .context import Context, PoolsUnavailable
 from .grants import abort_unfinished, job_grants
-from .kube import drain
+from .kube import CONFLICT_RETRIES, Written, drain, write_status
 from .scale import in_thread, tune_for_scale
 from .status import get_condition, observe, set_condition, terminal_patch
-from .storage import delete_scratch, sweep_expired_dirs, sweep_expired_uploads, sweep_scratch
+from .storage import delete_scratch, outputs_stored, sweep_expired_dirs, sweep_expired_uploads, sweep_scratch
 
 FFJ = (GROUP, VERSION, PLURAL)
 CHILDREN = {jobs.LABEL_MANAGED_BY: jobs.MANAGED_BY}
-CONFLICT_RETRIES = 5
 log = logging.getLogger("ffmpeg_operator")
 
 
@@ -477,17 +476,9 @@ def sync(c: Context, namespace: str, name: str | None, job: dict[str, Any] | Non
         if job is None:
             if not st.get("jobName"):
                 return  # not created yet: the create handler's business
-            try:
-                written = missing_job(c, ffj)
-            except ApiException as e:
-                if e.status == 409:
-                    continue
-                if e.status == 404:
-                    return
-                raise
-            if written:
-                return
-            continue
+            if missing_job(c, ffj) is Written.CONFLICT:
+                continue
+            return
         if not jobs.owned_by(job, meta["uid"]):
             return
         juid = job["metadata"].get("uid")
@@ -496,14 +487,11 @@ def sync(c: Context, namespace: str, name: str | None, job: dict[str, Any] | Non
         out = observe(st, job, pods, now(), meta.get("generation"), c.settings.pod_start_timeout_seconds)
         if not out.patch:
             return
-        try:
-            c.kube.patch_status(namespace, name, out.patch, meta.get("resourceVersion"))
-        except ApiException as e:
-            if e.status == 409:
-                continue  # written in between: recompute from the new state
-            if e.status == 404:
-                return
-            raise
+        written = write_status(c.kube, namespace, name, out.patch, meta.get("resourceVersion"))
+        if written is Written.CONFLICT:
+            continue  # written in between: recompute from the new state
+        if written is Written.GONE:
+            return
         if out.stop_job:  # the terminal status is written: now the Job may go
             c.kube.delete_job(namespace, jname)
         record_transition(c, ffj, st.get("phase"), out.patch)
@@ -512,18 +500,19 @@ def sync(c: Context, namespace: str, name: str | None, job: dict[str, Any] | Non
                 "the next event or housekeeping round retries", namespace, name, CONFLICT_RETRIES)
 
 
-def missing_job(c: Context, ffj: dict[str, Any]) -> bool:
+def missing_job(c: Context, ffj: dict[str, Any]) -> Written:
     """The FFmpegJob is unfinished and its Job is gone (deleted by hand, by a clean-up tool, by a
     TTL, or while the operator was down). Re-create it as a new attempt while attempts remain
     (`spec.backoffLimit` bounds the re-creations too), else end the FFmpegJob `JobDeleted`.
-    A worker that had already uploaded its result finished the work: Succeeded.
-    Conditional write; False when it lost a conflict (the caller re-reads and decides again)."""
+    A worker whose recorded result is all in storage finished the work: Succeeded.
+    Conditional write: CONFLICT when it lost one (the caller re-reads and decides again)."""
     meta, spec, st = ffj["metadata"], ffj.get("spec") or {}, dict(ffj.get("status") or {})
     ns, name, gen = meta["namespace"], meta["name"], meta.get("generation")
     gone = str(st.get("jobName"))
     restarts = int(st.get("jobRestarts") or 0)
     new_name: str | None = None
-    if st.get("result") is not None:
+    result = st.get("result")
+    if result is not None and outputs_stored(c.storage, c.s3.bucket, str(spec.get("tenant") or "default"), result):
         patch = terminal_patch(st, Phase.SUCCEEDED, "Completed",
                                f"all outputs uploaded (the Job {gone} was deleted afterwards)", now(), gen)
     else:
@@ -545,18 +534,17 @@ def missing_job(c: Context, ffj: dict[str, Any]) -> bool:
                 conds = set_condition(conds, "Running", "False", "JobRecreated", message, now(), gen)
             patch = {"jobName": new_name, "jobRestarts": restarts + 1, "phase": Phase.PENDING.value,
                      "reason": "JobRecreated", "message": message, "conditions": conds, "observedGeneration": gen}
-    try:
-        c.kube.patch_status(ns, name, patch, meta.get("resourceVersion"))
-    except ApiException as e:
-        if e.status == 409:
-            return False
-        raise
+        if result is not None:  # recorded, but not all in storage: the work did not finish
+            patch.update(result=None, usage=None)
+    written = write_status(c.kube, ns, name, patch, meta.get("resourceVersion"))
+    if written is not Written.DONE:
+        return written
     if new_name is not None:
         post(ffj, "Warning", "JobRecreated", str(patch["message"]))
         c.metrics.transitions.labels(Phase.PENDING.value, "JobRecreated").inc()
     else:
         record_transition(c, ffj, st.get("phase"), patch)
-    return True
+    return Written.DONE
 
 
 def never_ran(job: dict[str, Any]) -> bool:

@@ -7,6 +7,7 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from enum import Enum
 from functools import cached_property
 from typing import Any, cast
 
@@ -19,8 +20,35 @@ from kubernetes.client.rest import ApiException
 CONNECTION_POOL_SIZE = 32
 
 
+# How often a status sync recomputes from a fresh read after losing a conditional write.
+CONFLICT_RETRIES = 5
+
+
 def load_config() -> client.ApiClient:
     return load_client(CONNECTION_POOL_SIZE)
+
+
+class Written(Enum):
+    """How a conditional status write ended. CONFLICT: someone wrote in between, recompute from a
+    fresh read; GONE: the FFmpegJob was deleted meanwhile, nothing left to do."""
+
+    DONE = "done"
+    CONFLICT = "conflict"
+    GONE = "gone"
+
+
+def write_status(kube: Kube, namespace: str, name: str, status: dict[str, Any],
+                 resource_version: str | None) -> Written:
+    """`Kube.patch_status` with its two expected refusals as answers; any other error raises."""
+    try:
+        kube.patch_status(namespace, name, status, resource_version)
+    except ApiException as e:
+        if e.status == 409:
+            return Written.CONFLICT
+        if e.status == 404:
+            return Written.GONE
+        raise
+    return Written.DONE
 
 
 @dataclass

@@ -39,20 +39,18 @@ from ffmpegjob_model.split import (
     probe_args,
 )
 from ffmpegjob_model.storage_layout import (
-    file_key,
     scratch_prefix,
     segment_key,
     segment_name,
-    split_storage_path,
-    tenant_files_prefix,
 )
 from ffmpegjob_model.times import format_time, parse_time
-from ffmpegjob_model.urls import URLRefused, URLRules, check_url, storage_key_for_url
+from ffmpegjob_model.urls import BadInputSource, InputNotFound, URLRefused, URLRules, check_url, input_storage_key
 from kubernetes.client.rest import ApiException
 
 from . import identity, jobs, storage
 from .context import Context
 from .grants import Write, abort_unfinished, job_grants, presign_grants
+from .kube import CONFLICT_RETRIES, Written, write_status
 from .status import _pod_blocker, set_condition, terminal_patch
 
 log = logging.getLogger("ffmpeg_operator.split")
@@ -68,7 +66,6 @@ CONDITION = "Split"
 PROBE_TIMEOUT = 600
 CHUNK_SHARE = 95.0  # of progress; the stitch is the rest
 MIN_RETRIES_PER_CHUNK = 2
-CONFLICT_RETRIES = 5
 
 Record = Callable[[Context, dict[str, Any], str | None, dict[str, Any]], None]
 
@@ -90,20 +87,14 @@ def probe_source(c: Context, spec: FFmpegJobSpec, rules: URLRules) -> list[str]:
     """ffprobe's input and protocol options for the job's one input: a presigned GET of our own
     bucket (signed for the internal endpoint), or the user's HTTPS URL after the URL rules."""
     inp = spec.inputs[0]
-    key: str | None
-    if "://" in inp.source:
-        key = storage_key_for_url(inp.source, c.s3)
-        if key is None:
-            check_url(inp.source, rules)
-            allowed = "https,tls,tcp" + (",http" if rules.allow_http else "")
-            return ["-protocol_whitelist", allowed, inp.source]
-        if not key.startswith(tenant_files_prefix(spec.tenant)):
-            raise ProbeFailed(f"input {inp.name!r} does not exist")
-    else:
-        parts = split_storage_path(inp.source)
-        if parts is None:
-            raise ProbeFailed(f"input {inp.name!r}: {inp.source!r} is neither an https URL nor dir_id/file_name")
-        key = file_key(spec.tenant, *parts)
+    try:
+        key = input_storage_key(inp.name, inp.source, spec.tenant, c.s3)
+    except (InputNotFound, BadInputSource) as e:
+        raise ProbeFailed(str(e)) from None
+    if key is None:
+        check_url(inp.source, rules)
+        allowed = "https,tls,tcp" + (",http" if rules.allow_http else "")
+        return ["-protocol_whitelist", allowed, inp.source]
     url = c.signer.get(key, PROBE_TIMEOUT + 60)  # the SigV4 signer of the pods' grants
     return ["-protocol_whitelist", "http,https,tls,tcp", url]
 
@@ -577,14 +568,11 @@ def sync(c: Context, ffj: dict[str, Any], record: Record) -> None:
             return
         if out.stop:
             stop_jobs(c, ns, uid, st)
-        try:
-            c.kube.patch_status(ns, meta["name"], out.patch, meta.get("resourceVersion"))
-        except ApiException as e:
-            if e.status == 409:
-                continue
-            if e.status == 404:
-                return
-            raise
+        written = write_status(c.kube, ns, meta["name"], out.patch, meta.get("resourceVersion"))
+        if written is Written.CONFLICT:
+            continue
+        if written is Written.GONE:
+            return
         record(c, ffj, st.get("phase"), out.patch)
         if out.cleanup:
             delete_scratch(c, st)

@@ -43,6 +43,22 @@ class Presigner:
         ))
 
 
+def outputs_stored(client: Any, bucket: str, tenant: str, result: list[dict[str, Any]]) -> bool:
+    """Every file of a result is in storage at its recorded size. A worker writes its result
+    while the last uploads finish (worker.py `publish`), so a result alone does not prove them."""
+    for f in result:
+        parts = split_storage_path(str(f.get("storagePath", "")))
+        if parts is None:
+            return False
+        try:
+            head = client.head_object(Bucket=bucket, Key=file_key(tenant, *parts))
+        except ClientError:
+            return False
+        if f.get("sizeBytes") is not None and int(head.get("ContentLength", -1)) != int(f["sizeBytes"]):
+            return False
+    return True
+
+
 def sweep_expired_dirs(client: Any, bucket: str, now: datetime) -> list[str]:
     """Delete every expired directory (files first, metadata last, so a crash mid-way leaves a
     directory that the next sweep finds again). Returns `tenant/dir_id` of what was removed."""

@@ -27,7 +27,7 @@ from ffmpegjob_model.model import API_VERSION, KIND, PLURAL, TENANT_LABEL
 from helpers import Receiver
 from kubernetes import client
 from selenium import webdriver
-from selenium.common.exceptions import TimeoutException
+from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
@@ -91,7 +91,9 @@ def shot(drv: WebDriver, name: str, size: tuple[int, int] = DESKTOP) -> Path:
 
 def wait_until(drv: WebDriver, cond: Any, timeout: float = 30.0, what: str = "") -> Any:
     try:
-        return WebDriverWait(drv, timeout, poll_frequency=0.2).until(cond)
+        # A part the page redraws between a find and a read is read again on the next poll.
+        return WebDriverWait(drv, timeout, poll_frequency=0.2,
+                             ignored_exceptions=(StaleElementReferenceException,)).until(cond)
     except TimeoutException:
         shot(drv, "failure-" + (what or "wait").replace(" ", "-"))
         raise AssertionError(f"timed out waiting for {what}: on {drv.current_url}") from None
@@ -248,8 +250,10 @@ def test_a_split_jobs_chunks_and_its_webhook_deliveries(browser: WebDriver, api_
     sign_in(browser, api_url, key)
     browser.get(f"{api_url}/ui/jobs/{job_id}")
     wait_until(browser, lambda d: text_of(d, "#job-status") == "succeeded", timeout=WAIT, what="the split job")
-    rows = browser.find_elements(By.CSS_SELECTOR, "#chunks tr")
-    assert len(rows) == 2 and all("Succeeded" in row.text and "100 %" in row.text for row in rows)
+    # The page redraws its parts as their data arrives: the chunk table may trail the status word.
+    wait_until(browser, lambda d: len(rows := d.find_elements(By.CSS_SELECTOR, "#chunks tr")) == 2
+               and all("Succeeded" in row.text and "100 %" in row.text for row in rows),
+               timeout=30, what="both chunks shown Succeeded at 100 %")
     wait_until(browser, lambda d: "HTTP 200" in text_of(d, "#webhook-attempts"), timeout=60, what="the delivery")
     assert "delivered" in text_of(browser, "#webhook-state") and receiver.posts[0]["id"] == job_id
     shot(browser, "06-split-job-chunks-webhook")

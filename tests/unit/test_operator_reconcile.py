@@ -10,6 +10,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from botocore.exceptions import ClientError
 from ffmpeg_operator import handlers
 from ffmpeg_operator.context import Context
 from ffmpeg_operator.grants import Signer
@@ -18,6 +19,7 @@ from ffmpeg_operator.settings import OperatorSettings
 from ffmpegjob_model.grants import GRANTS_FILE, Grants
 from ffmpegjob_model.pools import parse_pools
 from ffmpegjob_model.settings import S3Settings
+from ffmpegjob_model.storage_layout import file_key
 from kubernetes.client.rest import ApiException
 
 POOLS = parse_pools("cpu:\n  image: worker:cpu\n  nodeSelector: {kubeffmpeg.io/pool: cpu}\n")
@@ -139,9 +141,17 @@ def ffj(backoff: int = 0, **status: Any) -> dict[str, Any]:
 
 
 class EmptyStore:
-    """A bucket with nothing in scratch/."""
+    """A bucket with nothing in scratch/, holding the objects of `sizes` (key -> bytes)."""
 
     bucket = "b"
+
+    def __init__(self, sizes: dict[str, int] | None = None) -> None:
+        self.sizes = sizes or {}
+
+    def head_object(self, Bucket: str, Key: str) -> dict[str, Any]:
+        if Key not in self.sizes:
+            raise ClientError({"Error": {"Code": "404", "Message": "Not Found"}}, "HeadObject")
+        return {"ContentLength": self.sizes[Key]}
 
     def get_paginator(self, _: str) -> Any:
         class Pages:
@@ -207,10 +217,29 @@ def test_a_recreated_job_keeps_grants_presigned_for_it_and_replaces_older_ones()
     assert kube.core.created.count(("ServiceAccount", "ffj-u1")) == 1  # never deleted between attempts
 
 
-def test_a_job_that_vanished_after_the_worker_saved_its_result_succeeded() -> None:
-    kube = FakeKube(ffj(result=[{"fileName": "o.mp4", "sizeBytes": 1, "storagePath": "d/o.mp4"}]))
-    handlers.sync(context(kube), "ffmpeg", "j")
+RESULT = [{"fileName": "o.mp4", "sizeBytes": 7, "storagePath": "d/o.mp4"}]
+
+
+def test_a_job_that_vanished_after_its_outputs_were_stored_succeeded() -> None:
+    kube = FakeKube(ffj(result=RESULT))
+    c = context(kube)
+    c.__dict__["storage"] = EmptyStore({file_key("default", "d", "o.mp4"): 7})
+    handlers.sync(c, "ffmpeg", "j")
     assert (kube.ffj["status"]["phase"], kube.jobs) == ("Succeeded", {})
+
+
+@pytest.mark.parametrize("stored", [{}, {file_key("default", "d", "o.mp4"): 3}], ids=["missing", "partial"])
+def test_a_result_whose_upload_did_not_finish_is_not_a_success(stored: dict[str, int]) -> None:
+    """The worker records its result while the last uploads finish: a Job deleted in that window
+    left a result that storage does not back, so the work runs again (or fails, no attempts left)."""
+    kube = FakeKube(ffj(result=RESULT, backoff=1))
+    c = context(kube)
+    c.__dict__["storage"] = EmptyStore(stored)
+    handlers.sync(c, "ffmpeg", "j")
+    st = kube.ffj["status"]
+    assert (st["phase"], st["reason"], st["result"], list(kube.jobs)) == ("Pending", "JobRecreated", None,
+                                                                          ["ffj-u1-r1"])
+    c.background.shutdown(wait=True)
 
 
 def test_a_lost_conflict_is_retried_from_fresh_state_and_giving_up_is_logged(

@@ -19,8 +19,7 @@ from ffmpegjob_model.fetch import DownloadFailed, download
 from ffmpegjob_model.grants import Grants, ObjectGrant
 from ffmpegjob_model.model import FFmpegJobSpec, InputFile
 from ffmpegjob_model.settings import S3Settings
-from ffmpegjob_model.storage_layout import file_key, split_storage_path, tenant_files_prefix
-from ffmpegjob_model.urls import URLRules, storage_key_for_url
+from ffmpegjob_model.urls import BadInputSource, InputNotFound, URLRules, input_storage_key
 
 from . import storage
 from .storage import StorageError, is_missing
@@ -110,17 +109,10 @@ class Fetcher:
     def storage_key(self, tenant: str, inp: InputFile) -> str | None:
         """The object key of an input held in our bucket (a storage path, or a URL into the
         bucket), None for another URL; FetchError for a key outside the tenant or a bad path."""
-        src = inp.source
-        if "://" in src:
-            key = storage_key_for_url(src, self.s3_settings)
-            if key is not None and not key.startswith(tenant_files_prefix(tenant)):
-                # a URL into our bucket but outside this tenant: treat as not found
-                raise FetchError(f"input {inp.name!r}: {src.split('?', 1)[0]} does not exist")
-            return key
-        parts = split_storage_path(src)
-        if parts is None:
-            raise FetchError(f"input {inp.name!r}: {src!r} is neither an https URL nor dir_id/file_name")
-        return file_key(tenant, *parts)
+        try:
+            return input_storage_key(inp.name, inp.source, tenant, self.s3_settings)
+        except (InputNotFound, BadInputSource) as e:
+            raise FetchError(str(e)) from None
 
     def grant(self, inp: InputFile) -> ObjectGrant:
         """The read grant of a storage input (the operator presigned one for each)."""
