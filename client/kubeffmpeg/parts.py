@@ -12,6 +12,8 @@ from typing import Any
 import httpx
 from ffmpegjob_model.multipart import MAX_URL_BATCH, PartPlan
 
+__all__ = ["MAX_URL_BATCH", "MULTIPART_THRESHOLD", "UploadIncomplete", "put_parts", "upload_parts"]
+
 from .errors import ConnectionFailed, KubeFFmpegError
 
 # Files at least this big go up in parts (`Client.upload`); smaller ones in one PUT.

@@ -357,3 +357,34 @@ def test_the_python_client_uploads_in_parts_and_resumes(user: Client, big: Path)
         user.put_parts(big, data["part_size"], {p["part_number"]: p["url"] for p in data["parts"][:2]})
         done = kf.resume_upload(data["upload_id"], big, "vgf")
         assert sha256(httpx.get(done.url, timeout=60).content) == sha256(big.read_bytes())
+
+
+def test_the_cli_and_the_async_client_upload_in_parts(user: Client, big: Path, tmp_path: Path) -> None:
+    import asyncio
+    import os
+
+    from kubeffmpeg import AsyncClient
+
+    cli = str(Path(sys.executable).parent / "kubeffmpeg")
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith(("API_", "KUBECONFIG"))},
+           "API_URL": user.url, "API_KEY": user.key}
+    out = subprocess.run([cli, "--json", "files", "put", str(big), "--parts-from", str(LIMIT)], env=env,
+                         capture_output=True, text=True, timeout=240)
+    assert out.returncode == 0, out.stderr
+    file_path = json.loads(out.stdout)["file_path"]
+    dl = user.call("GET", f"/file/download/{file_path}").json()["download"]["url"]
+    assert sha256(httpx.get(dl, timeout=60).content) == sha256(big.read_bytes())
+
+    # An upload left with one part: `files put --resume` finishes it.
+    up = user.call("POST", "/uploads", json={"file_name": "master.mkv", "file_size": big.stat().st_size}).json()
+    user.put_parts(big, PART, {1: up["upload"]["parts"][0]["url"]})
+    out = subprocess.run([cli, "files", "put", str(big), "--resume", up["upload"]["upload_id"]], env=env,
+                         capture_output=True, text=True, timeout=240)
+    assert out.returncode == 0 and out.stdout.strip() == up["upload"]["file_path"], out.stderr
+
+    async def with_async_client() -> str:
+        async with AsyncClient(user.url, user.key) as kf:
+            return (await kf.upload(big, "vgf", multipart_threshold=LIMIT, workers=3)).url
+
+    url = asyncio.run(with_async_client())
+    assert sha256(httpx.get(url, timeout=60).content) == sha256(big.read_bytes())
