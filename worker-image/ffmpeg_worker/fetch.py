@@ -44,6 +44,8 @@ class ScratchBudget:
         self.lock = threading.Lock()
 
     def reserve(self, sizes: Mapping[str, int]) -> None:
+        if not sizes:
+            return
         from ffmpegjob_model.scratch import scratch_shortfall
 
         with self.lock:
