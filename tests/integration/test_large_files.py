@@ -26,6 +26,10 @@ from ffmpegjob_model.multipart import PartPlan
 from ffmpegjob_model.storage_layout import file_key
 from helpers import api_process, wait_for
 from kubernetes import client
+from selenium.webdriver.common.by import By
+from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.support import expected_conditions as ec
+from test_dashboard import browser, sign_in, text_of, visible, wait_until  # noqa: F401 (a fixture)
 
 pytestmark = pytest.mark.stack
 MiB = 1024**2
@@ -269,7 +273,7 @@ def tiny_pool(stack: StackInfo, kube_api: client.ApiClient) -> Iterator[str]:
 
     def set_pool(present: bool) -> None:
         cm = core.read_namespaced_config_map("kubeffmpeg-pools", stack.namespace)
-        pools = yaml.safe_load(cm.data["pools.yaml"])
+        pools = yaml.safe_load((cm.data or {})["pools.yaml"])
         if present:
             pools[name] = {**pools["cpu"], "ephemeralStorage": "8Mi"}
         else:
@@ -388,3 +392,32 @@ def test_the_cli_and_the_async_client_upload_in_parts(user: Client, big: Path, t
 
     url = asyncio.run(with_async_client())
     assert sha256(httpx.get(url, timeout=60).content) == sha256(big.read_bytes())
+
+
+@pytest.mark.browser
+def test_the_dashboard_uploads_a_large_input_in_parts(browser: WebDriver, user: Client, big: Path, s3: Any,  # noqa: F811
+                                                      stack: StackInfo, kube_api: client.ApiClient) -> None:
+    """The submit page stores a file over the API's single-upload limit in parts (the browser
+    PUTs them to storage itself), then the job runs on it."""
+    sign_in(browser, user.url, user.key)
+    browser.get(f"{user.url}/ui/submit")
+    visible(browser, "#vgf-form")
+    browser.find_element(By.CSS_SELECTOR, "#vgf-inputs .in-file").send_keys(str(big))
+    cmds = browser.find_element(By.ID, "vgf-commands")
+    cmds.clear()
+    cmds.send_keys("-i {{input}} -t 1 -c:v libx264 -preset ultrafast {{output.mp4}}")
+    browser.find_element(By.CSS_SELECTOR, "#vgf-form button[type=submit]").click()
+    wait_until(browser, ec.url_contains("/ui/jobs/job-"), timeout=120, what="the job page after submitting")
+    job_id = browser.current_url.rsplit("/", 1)[1]
+    wait_until(browser, lambda d: text_of(d, "#job-status") in ("succeeded", "failed"), timeout=JOB_WAIT,
+               what="the job")
+    assert text_of(browser, "#job-status") == "succeeded", text_of(browser, "#main")
+    ffj: Any = client.CustomObjectsApi(kube_api).get_namespaced_custom_object(
+        "kubeffmpeg.io", "v1alpha1", stack.namespace, "ffmpegjobs", job_id)
+    source = ffj["spec"]["inputs"][0]["source"]
+    if "://" in source:
+        key = httpx.URL(source).path.split("/", 2)[2]
+    else:
+        key = file_key(ffj["spec"]["tenant"], *source.split("/"))
+    assert etag_parts(s3, stack.env["S3_BUCKET"], key) == -(-big.stat().st_size // PART)  # 6 parts
+    assert s3.head_object(Bucket=stack.env["S3_BUCKET"], Key=key)["ContentLength"] == big.stat().st_size
