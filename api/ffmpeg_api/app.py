@@ -11,8 +11,8 @@ from fastapi.openapi.utils import get_openapi
 from ffmpegjob_model.release import RELEASE
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from . import dashboard, errors
-from .routers import common, events, ffmpeg_api, uploads, vgf, webhooks
+from . import dashboard, errors, presets
+from .routers import common, events, ffmpeg_api, playback, uploads, vgf, webhooks
 from .services import Services
 from .settings import ApiSettings
 
@@ -62,10 +62,12 @@ def _routes(app: FastAPI) -> FastAPI:
     app.include_router(vgf.router)
     app.include_router(uploads.router)
     app.include_router(uploads.vgf_router)
+    app.include_router(presets.router)
     app.include_router(common.router)
     app.include_router(webhooks.router)
     app.include_router(events.router)
     app.include_router(dashboard.router)
+    app.include_router(playback.router)
     _openapi_without_422(app)
     return app
 

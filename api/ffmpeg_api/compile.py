@@ -25,6 +25,7 @@ from ffmpegjob_model.model import (
     Parallel,
     Webhook,
 )
+from ffmpegjob_model.outputs import valid_output_name
 from ffmpegjob_model.queueing import Priority
 from ffmpegjob_model.storage_layout import split_storage_path, valid_dir_id, valid_file_name
 
@@ -98,10 +99,11 @@ def plan_task(task: Task) -> TaskPlan:
     output_dir = task.output_dir_id or input_dir
     names: list[str] = []
     for j, out in enumerate(task.outputs):
-        if not valid_file_name(out.file) or not _NAME.fullmatch(out.file):
+        if structured_output(out.file) is None:
             raise task_error(
                 f"outputs[{j}].file {out.file!r} must be a file name of letters, digits, '_', '.', '-' "
-                "(no slashes, at most 255 characters)"
+                "(at most 255 characters), a pattern with a counter (seg_%05d.ts), or a file inside a folder "
+                "whose every file is an output (hls/index.m3u8)"
             )
         if out.file in names:
             raise task_error(f"output file {out.file!r} is listed twice")
@@ -126,6 +128,20 @@ def plan_task(task: Task) -> TaskPlan:
     return plan
 
 
+_ENTRY = re.compile(r"[A-Za-z0-9_%][A-Za-z0-9_.%-]{0,254}")
+
+
+def structured_output(file: str) -> OutputFile | None:
+    """An "FFmpeg API" `outputs[].file` as the declared output (options and maps left out):
+    `out.mp4`, a pattern `thumb_%03d.jpg`, or `hls/index.m3u8` - the directory output `hls/`
+    whose FFmpeg output file is `index.m3u8` (ffmpegjob_model.outputs); None when invalid."""
+    folder, sep, entry = file.partition("/")
+    if sep:
+        ok = valid_output_name(folder + "/") and bool(_ENTRY.fullmatch(entry))
+        return OutputFile(name=folder + "/", entry=entry) if ok else None
+    return OutputFile(name=file) if valid_output_name(file) and valid_file_name(file) else None
+
+
 def input_placeholder(index: int) -> str:
     return f"in{index}"
 
@@ -136,9 +152,10 @@ def check_vgf_names(input_files: dict[str, str], output_files: list[str]) -> Non
             raise ApiError(400, f"input_files: name {name!r} must be letters, digits, '_', '.', '-'")
     seen: set[str] = set()
     for name in output_files:
-        if not _NAME.fullmatch(name) or not valid_file_name(name):
-            raise ApiError(400, f"output_files: {name!r} must be a file name of letters, digits, '_', '.', '-'")
-        if name in seen or name in input_files:
+        if not valid_output_name(name):
+            raise ApiError(400, f"output_files: {name!r} must be a file name of letters, digits, '_', '.', '-', "
+                                "a pattern with a counter (seg_%05d.ts) or a folder ending in '/' (hls/)")
+        if name in seen or name.rstrip("/") in input_files:
             raise ApiError(400, f"output_files: {name!r} is used twice (input and output names must differ)")
         seen.add(name)
 
@@ -154,7 +171,9 @@ def parallel_spec(req: ParallelRequest | None) -> Parallel | None:
 # `inputs/<input_files key>` and `outputs/<output_files entry>`. Each becomes the placeholder of that
 # name; a path that is part of a longer one (`/inputs/x`, `a/inputs/x`, `inputs/x/y`) is left alone,
 # so the argument-safety rules still refuse it.
-_VGF_PATH = re.compile(r"(?<![A-Za-z0-9_./{<-])(inputs|outputs)/([A-Za-z0-9_][A-Za-z0-9_.-]*)(?![A-Za-z0-9_./-])")
+_VGF_PATH = re.compile(r"(?<![A-Za-z0-9_./{<-])(inputs|outputs)/([A-Za-z0-9_%][A-Za-z0-9_.%-]*)(?![A-Za-z0-9_./-])")
+# `outputs/<folder>/...` where `<folder>/` is a directory output: the folder's placeholder.
+_VGF_FOLDER = re.compile(r"(?<![A-Za-z0-9_./{<-])outputs/([A-Za-z0-9_][A-Za-z0-9_.-]*)/(?=[A-Za-z0-9_%])")
 
 
 def vgf_commands(commands: list[str], input_keys: list[str], output_names: list[str]) -> list[str]:
@@ -171,7 +190,10 @@ def vgf_commands(commands: list[str], input_keys: list[str], output_names: list[
                                     f"{field_of[kind]} (declared: {listed})")
             return "{{" + name + "}}"
 
-        return _VGF_PATH.sub(sub, command)
+        def folder(m: re.Match[str]) -> str:
+            return "{{" + m.group(1) + "}}/" if m.group(1) + "/" in known["outputs"] else m.group(0)
+
+        return _VGF_PATH.sub(sub, _VGF_FOLDER.sub(folder, command))
 
     return [translated(i, c) for i, c in enumerate(commands)]
 
@@ -250,8 +272,9 @@ def ffmpeg_api_spec(task: Task, plan: TaskPlan, sub: Submission, output_dir: str
         sub,
         inputs=[InputFile(name=input_placeholder(p.index), source=p.storage_path,
                           options=resolved(p.options, f"inputs[{p.index}].options")) for p in plan.inputs],
-        outputs=[OutputFile(name=o.file, options=resolved(o.options, f"outputs[{j}].options"), maps=o.maps)
-                 for j, o in enumerate(task.outputs)],
+        outputs=[OutputFile(name=d.name, entry=d.entry, options=resolved(o.options, f"outputs[{j}].options"),
+                            maps=o.maps)
+                 for j, o in enumerate(task.outputs) if (d := structured_output(o.file)) is not None],
         filter_complex=resolve_file_refs(task.filter_complex, refs, "filter_complex") if task.filter_complex else None,
         output_dir=output_dir, timeout_seconds=timeout_seconds, parallel=task.parallel,
     )

@@ -18,7 +18,7 @@ from ffmpegjob_model.pools import NodePool, canonical_machine
 from ffmpegjob_model.safety import UnsafeCommand, validate_spec
 from ffmpegjob_model.settings import S3Settings
 from ffmpegjob_model.split import splittable
-from ffmpegjob_model.storage_layout import split_storage_path
+from ffmpegjob_model.storage_layout import split_result_path
 from ffmpegjob_model.urls import URLRefused, URLRules, URLUnresolvable, check_url
 from kubernetes.client.rest import ApiException
 
@@ -208,7 +208,7 @@ def results(obj: dict[str, Any], presign: Callable[[str, str, str], str]) -> lis
     st, tenant = status_of(obj), job_tenant(obj)
     out: list[ResultFileOut] = []
     for r in st.result or []:
-        parts = split_storage_path(r.storage_path)
+        parts = split_result_path(r.storage_path)
         if parts is None:
             continue
         out.append(ResultFileOut(file_name=r.file_name, size_bytes=r.size_bytes,

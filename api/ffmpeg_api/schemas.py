@@ -60,17 +60,36 @@ class TaskInput(_Req):
 
 
 class TaskOutput(_Req):
-    file: str = Field(min_length=1, max_length=255)
+    file: str = Field(min_length=1, max_length=255, description=(
+        "Output file name; or a pattern (`thumb_%03d.jpg`: every matching file is uploaded); or a file inside a "
+        "folder (`hls/index.m3u8`: every file written under `hls/` is uploaded)"))
     options: list[str] | None = Field(default=None, max_length=128)
     maps: list[str] | None = Field(default=None, max_length=32)
 
 
+class TemplateRequest(_Req):
+    """Extension (docs/presets.md): run an FFmpegJobTemplate with these parameter values."""
+
+    name: str = Field(min_length=1, max_length=253, description="The FFmpegJobTemplate's name (GET /api/templates)")
+    parameters: dict[str, Any] = Field(default_factory=dict, description="Parameter values by name")
+
+
 class Task(_Req):
     inputs: list[TaskInput] = Field(min_length=1, max_length=64)
-    outputs: list[TaskOutput] = Field(min_length=1, max_length=64)
+    outputs: list[TaskOutput] = Field(
+        default_factory=list, max_length=64, description="At least one, unless `template` names the outputs")
     filter_complex: str | None = Field(default=None, max_length=16384)
     output_dir_id: str | None = None
     parallel: ParallelRequest | None = Field(default=None, description="Extension: split-and-stitch.")
+    template: TemplateRequest | None = Field(
+        default=None, description="Extension: an FFmpegJobTemplate; its inputs are this task's inputs in order, "
+        "its outputs and commands replace `outputs` and `filter_complex` (docs/presets.md)")
+
+    @model_validator(mode="after")
+    def _outputs_or_template(self) -> Task:
+        if not self.outputs and self.template is None:
+            raise ValueError("outputs: at least one output is required (or a template)")
+        return self
 
 
 PRIORITY_DESCRIPTION = ("Extension: queue priority on Kueue, `low`, `normal` (default) or `high`; no effect on a "
@@ -218,10 +237,13 @@ class DirectoryFilesResponse(BaseModel):
 # ----------------------------------------------------------------------- "Very Good FFmpeg" (000)
 class VgfJobRequest(_Req):
     input_files: dict[str, str] = Field(default_factory=dict, description="input key -> URL")
-    output_files: list[str] = Field(min_length=1, max_length=64)
+    output_files: list[str] = Field(default_factory=list, max_length=64, description=(
+        "Output file names, at least one unless `template` names the outputs; a pattern "
+        "(`thumb_%03d.jpg`) or a folder (`hls/`) uploads every file it produced"))
     ffmpeg_commands: list[str] = Field(
-        min_length=1, max_length=32,
-        description="FFmpeg arguments; files as `{{key}}`, `<<key>>`, `inputs/<key>` or `outputs/<name>`")
+        default_factory=list, max_length=32,
+        description="FFmpeg arguments; files as `{{key}}`, `<<key>>`, `inputs/<key>` or `outputs/<name>` "
+        "(at least one, unless `template` is given)")
     webhook_url: str | None = Field(default=None, max_length=2048)
     machine: str | None = Field(
         default=None, max_length=63,
@@ -231,6 +253,15 @@ class VgfJobRequest(_Req):
         default=None, ge=1, le=VGF_MAX_TIMEOUT_SECONDS,
         description=f"Whole-job limit (default {VGF_DEFAULT_TIMEOUT_SECONDS} s, at most 6 h); past it the job fails")
     priority: Priority | None = Field(default=None, description=PRIORITY_DESCRIPTION)
+    template: TemplateRequest | None = Field(
+        default=None, description="Extension: an FFmpegJobTemplate; `input_files` keys are its input names, "
+        "leave `ffmpeg_commands` and `output_files` out (docs/presets.md)")
+
+    @model_validator(mode="after")
+    def _commands_or_template(self) -> VgfJobRequest:
+        if self.template is None and (not self.ffmpeg_commands or not self.output_files):
+            raise ValueError("ffmpeg_commands and output_files need at least one entry each (or a template)")
+        return self
 
 
 class VgfJobPatch(_Req):

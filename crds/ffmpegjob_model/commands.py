@@ -12,9 +12,11 @@ import re
 import shlex
 from collections.abc import Callable, Mapping
 
-from .model import FFmpegJobSpec
+from .model import FFmpegJobSpec, OutputFile
+from .outputs import OutputKind, output_kind, placeholder_name
 
-_NAME = r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,254}"
+# `%` for pattern outputs (`{{seg_%05d.ts}}`, ffmpegjob_model.outputs).
+_NAME = r"[A-Za-z0-9_%][A-Za-z0-9_.%-]{0,254}"
 PLACEHOLDER = re.compile(rf"\{{\{{\s*({_NAME})\s*\}}\}}|<<\s*({_NAME})\s*>>")
 # What is left of a placeholder-like text that does not parse: `{{../x}}`, `{{ }}`, `<<a b>>`.
 _MALFORMED = re.compile(r"\{\{|\}\}|<<|>>")
@@ -26,6 +28,14 @@ class CommandSyntaxError(ValueError):
 
 def placeholder(name: str) -> str:
     return "{{" + name + "}}"
+
+
+def output_argument(out: OutputFile) -> str:
+    """The structured form's output argument: `{{name}}`, or for a directory output with an
+    `entry`, the file inside its folder `{{folder}}/<entry>`."""
+    if output_kind(out.name) == OutputKind.DIRECTORY and out.entry:
+        return placeholder(placeholder_name(out.name)) + "/" + out.entry
+    return placeholder(placeholder_name(out.name))
 
 
 def tokenize(command: str) -> list[str]:
@@ -97,7 +107,7 @@ def compile_structured(spec: FFmpegJobSpec) -> list[str]:
         args += _option_tokens(out.options)
         for m in out.maps or []:
             args += ["-map", m]
-        args.append(placeholder(out.name))
+        args.append(output_argument(out))
     return args
 
 

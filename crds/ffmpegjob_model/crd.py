@@ -1,6 +1,7 @@
-"""Generate the FFmpegJob CustomResourceDefinition from the pydantic model.
+"""Generate the FFmpegJob and FFmpegJobTemplate CustomResourceDefinitions from the pydantic models.
 
-    python -m ffmpegjob_model.crd            # rewrite crds/ffmpegjobs.yaml (and the chart's copy)
+    python -m ffmpegjob_model.crd            # rewrite crds/ffmpegjobs.yaml, crds/ffmpegjobtemplates.yaml
+                                             # (and the chart's copies)
     python -m ffmpegjob_model.crd --check    # exit 1 when a checked-in copy differs
 
 The OpenAPI schema must be *structural* (kube-apiserver refuses anything else): every node has a
@@ -28,15 +29,27 @@ from .model import (
     FFmpegJobSpec,
     FFmpegJobStatus,
 )
+from .templates import (
+    TEMPLATE_KIND,
+    TEMPLATE_PLURAL,
+    TEMPLATE_SHORT_NAMES,
+    TEMPLATE_SINGULAR,
+    FFmpegJobTemplateSpec,
+)
 
 CRDS_DIR = Path(__file__).resolve().parents[1]
 CRD_FILE = CRDS_DIR / "ffmpegjobs.yaml"
 CHART_CRD_FILE = CRDS_DIR.parent / "charts" / "kubeffmpeg" / "crds" / "ffmpegjobs.yaml"
+TEMPLATE_CRD_FILE = CRDS_DIR / f"{TEMPLATE_PLURAL}.yaml"
+CHART_TEMPLATE_CRD_FILE = CHART_CRD_FILE.parent / f"{TEMPLATE_PLURAL}.yaml"
 
 # Spec fields that may change after creation; everything else is fixed once the object exists
 # (a running Job cannot follow a changed command). ttlSecondsAfterFinished stays mutable as on a
 # batch/v1 Job.
 MUTABLE_SPEC_FIELDS = frozenset({"cancel", "suspend", "ttlSecondsAfterFinished", "priority"})
+# Filled once by the operator from spec.template (ffmpegjob_model.templates): they may change
+# while a template job has no commands yet.
+TEMPLATE_FILLED_FIELDS = frozenset({"commands", "outputs"})
 
 Schema = dict[str, Any]
 
@@ -77,6 +90,8 @@ def _resolve(node: Any, defs: dict[str, Any], keep_defaults: bool) -> Any:
         # dict[str, Any]: free-form object, kept as written
         del out["additionalProperties"]
         out["x-kubernetes-preserve-unknown-fields"] = True
+    if not any(k in out for k in ("type", "properties", "items", "enum", "x-kubernetes-preserve-unknown-fields")):
+        out["x-kubernetes-preserve-unknown-fields"] = True  # `Any`: a value of any JSON type
     if "format" in out and out["format"] == "date-time":
         out["type"] = "string"
     return out
@@ -101,11 +116,12 @@ def _immutable_rule(spec_props: dict[str, Any], required: set[str]) -> str:
         if name in MUTABLE_SPEC_FIELDS:
             continue
         if name in required or "default" in spec_props[name]:
-            parts.append(f"self.{name} == oldSelf.{name}")
+            rule = f"self.{name} == oldSelf.{name}"
         else:
-            parts.append(
-                f"has(self.{name}) == has(oldSelf.{name}) && (!has(self.{name}) || self.{name} == oldSelf.{name})"
-            )
+            rule = f"has(self.{name}) == has(oldSelf.{name}) && (!has(self.{name}) || self.{name} == oldSelf.{name})"
+        if name in TEMPLATE_FILLED_FIELDS:
+            rule = f"({rule}) || (has(self.template) && !has(oldSelf.commands))"
+        parts.append(rule)
     return " && ".join(f"({p})" for p in parts)
 
 
@@ -142,8 +158,12 @@ def spec_schema() -> Schema:
             "leave them out when commands are given",
         },
         {
-            "rule": f"size(self.inputs) > 0 || ({free_form})",
+            "rule": f"size(self.inputs) > 0 || ({free_form}) || has(self.template)",
             "message": "at least one input is required unless commands generate their own sources",
+        },
+        {
+            "rule": "size(self.outputs) > 0 || has(self.template)",
+            "message": "at least one output is required (or a template that declares them)",
         },
         {
             "rule": "self.outputs.all(o, !self.inputs.exists(i, i.name == o.name))",
@@ -166,6 +186,7 @@ PRINTER_COLUMNS = [
     {"name": "Duration", "type": "string", "jsonPath": ".status.duration"},
     {"name": "Reason", "type": "string", "jsonPath": ".status.reason", "priority": 1},
     {"name": "Job", "type": "string", "jsonPath": ".status.jobName", "priority": 1},
+    {"name": "Template", "type": "string", "jsonPath": ".spec.template.name", "priority": 1},
 ]
 
 
@@ -212,29 +233,99 @@ def crd() -> dict[str, Any]:
     }
 
 
+def template_spec_schema() -> Schema:
+    schema = openapi(FFmpegJobTemplateSpec, keep_defaults=True)
+    props = schema["properties"]
+    for list_field in ("parameters", "inputs", "outputs"):
+        props[list_field]["x-kubernetes-list-type"] = "map"
+        props[list_field]["x-kubernetes-list-map-keys"] = ["name"]
+    schema["x-kubernetes-validations"] = [
+        {
+            "rule": "self.outputs.all(o, !self.inputs.exists(i, i.name == o.name))",
+            "message": "an output may not have the name of an input",
+        },
+    ]
+    return schema
+
+
+def template_crd() -> dict[str, Any]:
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"{TEMPLATE_PLURAL}.{GROUP}"},
+        "spec": {
+            "group": GROUP,
+            "scope": "Namespaced",
+            "names": {
+                "kind": TEMPLATE_KIND,
+                "listKind": f"{TEMPLATE_KIND}List",
+                "plural": TEMPLATE_PLURAL,
+                "singular": TEMPLATE_SINGULAR,
+                "shortNames": list(TEMPLATE_SHORT_NAMES),
+            },
+            "versions": [
+                {
+                    "name": VERSION,
+                    "served": True,
+                    "storage": True,
+                    "additionalPrinterColumns": [
+                        {"name": "Description", "type": "string", "jsonPath": ".spec.description"},
+                        {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+                    ],
+                    "schema": {
+                        "openAPIV3Schema": {
+                            "type": "object",
+                            "description": "A job recipe: FFmpeg commands with typed parameters that FFmpegJobs "
+                            "name in spec.template.",
+                            "required": ["spec"],
+                            "properties": {
+                                "apiVersion": {"type": "string"},
+                                "kind": {"type": "string"},
+                                "metadata": {"type": "object"},
+                                "spec": template_spec_schema(),
+                            },
+                        }
+                    },
+                }
+            ],
+        },
+    }
+
+
 HEADER = "# Generated by `python -m ffmpegjob_model.crd` from crds/ffmpegjob_model/model.py: do not edit.\n"
+TEMPLATE_HEADER = (
+    "# Generated by `python -m ffmpegjob_model.crd` from crds/ffmpegjob_model/templates.py: do not edit.\n"
+)
 
 
 def render() -> str:
     return HEADER + yaml.safe_dump(crd(), sort_keys=False, width=110)
 
 
+def render_template_crd() -> str:
+    return TEMPLATE_HEADER + yaml.safe_dump(template_crd(), sort_keys=False, width=110)
+
+
 def targets() -> list[Path]:
     return [CRD_FILE] + ([CHART_CRD_FILE] if CHART_CRD_FILE.parent.is_dir() else [])
+
+
+def template_targets() -> list[Path]:
+    return [TEMPLATE_CRD_FILE] + ([CHART_TEMPLATE_CRD_FILE] if CHART_CRD_FILE.parent.is_dir() else [])
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--check", action="store_true", help="fail when a checked-in copy is out of date")
     args = parser.parse_args(argv)
-    text = render()
-    stale = [p for p in targets() if not p.exists() or p.read_text() != text]
+    wanted = {p: render() for p in targets()} | {p: render_template_crd() for p in template_targets()}
+    stale = [p for p, text in wanted.items() if not p.exists() or p.read_text() != text]
     if args.check:
         for p in stale:
             print(f"{p} is out of date: run python -m ffmpegjob_model.crd", file=sys.stderr)
         return 1 if stale else 0
     for p in stale:
-        p.write_text(text)
+        p.write_text(wanted[p])
         print(f"wrote {p}")
     return 0
 

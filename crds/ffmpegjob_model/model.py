@@ -11,9 +11,10 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 
+from .outputs import OUTPUT_NAME_PATTERN
 from .queueing import Priority
 
 GROUP = "kubeffmpeg.io"
@@ -100,10 +101,21 @@ class InputFile(_Wire):
 
 
 class OutputFile(_Wire):
-    """One declared output. Only declared outputs are uploaded."""
+    """One declared output. Only declared outputs are uploaded: a file, a pattern (`seg_%05d.ts`:
+    every matching file) or a directory (`hls/`: every file under it); see `ffmpegjob_model.outputs`."""
 
     name: str = Field(
-        pattern=NAME_PATTERN, max_length=255, description="File name, also its `{{name}}` placeholder."
+        pattern=OUTPUT_NAME_PATTERN,
+        max_length=256,
+        description="File name (`out.mp4`), pattern (`seg_%05d.ts`) or folder (`hls/`); its placeholder is "
+        "`{{name}}` (a folder's without the `/`: `{{hls}}/index.m3u8`).",
+    )
+    entry: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9_%][A-Za-z0-9_.%-]{0,254}$",
+        max_length=255,
+        description="Structured form, directory output only: the file FFmpeg writes inside the folder "
+        "(`stream_%v.m3u8`); the output argument becomes `{{folder}}/<entry>`.",
     )
     options: list[Option] | None = Field(
         default=None, max_length=128, description="FFmpeg output options (structured form only)."
@@ -146,6 +158,21 @@ class Parallel(_Wire):
     )
 
 
+# A Kubernetes object name (DNS subdomain): what `spec.template.name` may hold.
+OBJECT_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$"
+
+
+class TemplateRef(_Wire):
+    """The FFmpegJobTemplate (same namespace) this job is made from, and its parameter values.
+    See `ffmpegjob_model.templates`: the operator (kubectl-applied jobs) or the api (REST) fills
+    `commands` and `outputs` from it once, and they are what runs."""
+
+    name: str = Field(pattern=OBJECT_NAME_PATTERN, max_length=253, description="FFmpegJobTemplate name.")
+    parameters: dict[str, Any] | None = Field(
+        default=None, max_length=64, description="Parameter values by name (strings, numbers or booleans)."
+    )
+
+
 class FFmpegJobSpec(_Wire):
     """What to run. Free form: `commands` with placeholders. Structured form (the "FFmpeg API"
     task): no `commands`, options on inputs/outputs and an optional `filterComplex`; it is compiled
@@ -155,7 +182,10 @@ class FFmpegJobSpec(_Wire):
         default="default", pattern=DIR_ID_PATTERN, description="Owner; storage paths resolve inside it."
     )
     inputs: list[InputFile] = Field(default_factory=list, max_length=64)
-    outputs: list[OutputFile] = Field(min_length=1, max_length=64)
+    outputs: list[OutputFile] = Field(
+        default_factory=list, max_length=64,
+        description="Declared outputs (at least one; filled from the template when `template` is used).",
+    )
     commands: list[CommandArgs] | None = Field(
         default=None,
         max_length=32,
@@ -180,6 +210,16 @@ class FFmpegJobSpec(_Wire):
         default=None,
         description="Queue priority on Kueue (`low`, `normal`, `high`; absent: `normal`); may change while queued.",
     )
+    template: TemplateRef | None = Field(
+        default=None,
+        description="Made from an FFmpegJobTemplate: leave `commands` and `outputs` out, they are filled from it.",
+    )
+
+    @model_validator(mode="after")
+    def _outputs_or_template(self) -> FFmpegJobSpec:
+        if not self.outputs and self.template is None:
+            raise ValueError("outputs: at least one output is required (or a template that declares them)")
+        return self
 
 
 # --------------------------------------------------------------------------------------- status

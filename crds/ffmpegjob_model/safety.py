@@ -22,6 +22,7 @@ from .commands import (
     placeholders_in,
 )
 from .model import FFmpegJobSpec
+from .outputs import RESERVED_FOLDERS, OutputKind, output_kind, placeholder_name, relative_output_path
 from .settings import S3Settings
 from .storage_layout import split_storage_path
 from .urls import (
@@ -289,6 +290,7 @@ class _Ctx:
     step: int
     inputs: frozenset[str]
     outputs: frozenset[str]
+    dirs: frozenset[str] = frozenset()  # placeholder names of directory outputs (`hls` of `hls/`)
 
     def fail(self, arg: str, why: str) -> UnsafeCommand:
         shown = arg if len(arg) <= 120 else arg[:117] + "..."
@@ -323,9 +325,21 @@ def _check_text(arg: str, ctx: _Ctx) -> None:
         raise ctx.fail(arg, "holds a '..' path segment; files must stay in the job's folder")
 
 
+def _in_directory_output(arg: str, ctx: _Ctx) -> bool:
+    """`{{hls}}/index.m3u8` or `hls/v0/seg_%03d.ts`: a relative path inside a directory output's
+    folder (plain name segments, no `..`)."""
+    head, sep, rest = arg.partition("/")
+    folder = exact_placeholder(head) if head.startswith(("{{", "<<")) else head
+    return bool(sep) and folder in ctx.dirs and relative_output_path(rest, _PLAIN_NAME)
+
+
 def _check_file_value(arg: str, ctx: _Ctx, what: str) -> None:
-    if exact_placeholder(arg) is not None or _PLAIN_NAME.fullmatch(arg):
+    if exact_placeholder(arg) is not None or _PLAIN_NAME.fullmatch(arg) or _in_directory_output(arg, ctx):
         return
+    if ctx.dirs and "/" in arg:
+        folders = ", ".join(f"{{{{{d}}}}}/" for d in sorted(ctx.dirs))
+        raise ctx.fail(arg, f"is not allowed as {what}: a path with a folder must stay inside a directory "
+                            f"output's folder ({folders}) without '..'")
     raise ctx.fail(arg, f"is not allowed as {what}: use a placeholder such as {{{{name}}}} or a plain file name")
 
 
@@ -393,9 +407,11 @@ def _check_filtergraph(graph: str, ctx: _Ctx) -> None:
                 _check_file_value(piece.strip(), ctx, f"the file of filter {name!r}")
 
 
-def validate_args(args: list[str], step: int, inputs: Iterable[str], outputs: Iterable[str]) -> None:
-    """Refuse one command's argument list (placeholders not yet rendered)."""
-    ctx = _Ctx(step, frozenset(inputs), frozenset(outputs))
+def validate_args(args: list[str], step: int, inputs: Iterable[str], outputs: Iterable[str],
+                  dirs: Iterable[str] = ()) -> None:
+    """Refuse one command's argument list (placeholders not yet rendered). `outputs` are the
+    outputs' placeholder names, `dirs` those of directory outputs (`hls` for `hls/`)."""
+    ctx = _Ctx(step, frozenset(inputs), frozenset(outputs), frozenset(dirs))
     for arg in args:
         _check_text(arg, ctx)
     fmt: str | None = None
@@ -477,6 +493,8 @@ def validate_spec(
     (presigned, temp files) pass: they are read from storage, not fetched.
     `unresolvable_ok` accepts a URL whose host does not resolve (the job fails when it is fetched);
     forbidden addresses are refused either way."""
+    if spec.template is not None and not spec.commands:
+        raise UnsafeCommand(f"template {spec.template.name!r} is not resolved yet (ffmpegjob_model.templates)")
     for inp in spec.inputs:
         if storage_key_for_url(inp.source, s3) is not None:
             continue
@@ -485,8 +503,33 @@ def validate_spec(
         commands = effective_commands(spec)
     except CommandSyntaxError as exc:
         raise UnsafeCommand(str(exc)) from None
+    _check_outputs(spec)
     inputs = [i.name for i in spec.inputs]
-    outputs = [o.name for o in spec.outputs]
+    outputs = [placeholder_name(o.name) for o in spec.outputs]
+    dirs = [placeholder_name(o.name) for o in spec.outputs if output_kind(o.name) == OutputKind.DIRECTORY]
     for step, args in enumerate(commands, start=1):
-        validate_args(args, step, inputs, outputs)
+        validate_args(args, step, inputs, outputs, dirs)
     return commands
+
+
+def _check_outputs(spec: FFmpegJobSpec) -> None:
+    """Directory and pattern outputs (`ffmpegjob_model.outputs`): names that do not collide
+    once a folder loses its `/`, and `entry` only where it means something."""
+    seen: dict[str, str] = {}
+    inputs = {i.name for i in spec.inputs}
+    for o in spec.outputs:
+        key = placeholder_name(o.name)
+        if key in seen or key in inputs:
+            other = seen.get(key, f"the input {key!r}")
+            raise UnsafeCommand(f"output {o.name!r}: its placeholder {{{{{key}}}}} is also that of {other}")
+        seen[key] = f"the output {o.name!r}"
+        kind = output_kind(o.name)
+        if kind == OutputKind.DIRECTORY and key in RESERVED_FOLDERS:
+            raise UnsafeCommand(f"output {o.name!r}: the folder {key!r} holds the job's inputs; name the output "
+                                "folder differently")
+        if o.entry is not None and (kind != OutputKind.DIRECTORY or spec.commands):
+            raise UnsafeCommand(f"output {o.name!r}: 'entry' names the file written inside a directory output "
+                                "(name ending in '/') of the structured form")
+        if kind == OutputKind.DIRECTORY and not spec.commands and not o.entry:
+            raise UnsafeCommand(f"output {o.name!r}: a directory output of the structured form needs the file "
+                                f"FFmpeg writes inside it, e.g. '{o.name}index.m3u8'")

@@ -29,6 +29,7 @@ from typing import Any
 
 from .commands import CommandSyntaxError, effective_commands, exact_placeholder, placeholder
 from .model import MAX_CHUNKS, ChunkRange, FFmpegJobSpec
+from .outputs import OutputKind, output_kind
 
 # Output containers whose segments the concat demuxer joins with `-c copy`.
 CONCAT_CONTAINERS = frozenset({".mp4", ".m4v", ".mov", ".mkv", ".webm", ".ts", ".m2ts", ".mts"})
@@ -251,6 +252,12 @@ def analyze(spec: FFmpegJobSpec) -> SplitCommand:
         raise NotSplittable(f"split-and-stitch needs exactly one input; this job has {len(spec.inputs)}")
     if len(spec.outputs) != 1:
         raise NotSplittable(f"split-and-stitch needs exactly one output; this job has {len(spec.outputs)}")
+    kind = output_kind(spec.outputs[0].name)
+    if kind != OutputKind.FILE:
+        # The stitch joins one file per chunk; a segmenting muxer (HLS, segment, image2) writes a
+        # set of files whose names and cuts depend on the whole run: it cannot be joined.
+        raise NotSplittable(f"output {spec.outputs[0].name!r} is a {kind} output: split-and-stitch joins "
+                            "chunks into one file; a segmenting muxer (HLS, segment, image2) runs in one pod")
     if spec.commands and len(spec.commands) > 1:
         raise NotSplittable(f"split-and-stitch runs one command; this job chains {len(spec.commands)}")
     if spec.filter_complex:

@@ -113,6 +113,16 @@ def split_storage_path(path: str) -> tuple[str, str] | None:
     return dir_id, name
 
 
+def split_result_path(path: str) -> tuple[str, str] | None:
+    """A result's `storage_path` -> (dir_id, file name): as `split_storage_path`, and the file
+    name may also be a relative path of a directory output's file (`hls/v0/seg_001.ts`), each
+    segment a valid file name."""
+    dir_id, sep, name = path.partition("/")
+    if not sep or not valid_dir_id(dir_id) or not all(valid_file_name(p) for p in name.split("/")):
+        return None
+    return dir_id, name
+
+
 SCRATCH_ROOT = "scratch/"
 
 

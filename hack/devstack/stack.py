@@ -37,6 +37,9 @@ S3_PORT = 19000 + port_offset()
 API_PORT = 18080 + port_offset()
 OPERATOR_METRICS_PORT = 18090 + port_offset()
 CRD_FILE = REPO_ROOT / "crds" / "ffmpegjobs.yaml"
+TEMPLATE_CRD_FILE = REPO_ROOT / "crds" / "ffmpegjobtemplates.yaml"
+# The chart's shipped FFmpegJobTemplates (docs/presets.md), applied as the chart would install them.
+PRESETS_DIR = REPO_ROOT / "charts" / "kubeffmpeg" / "presets"
 BASE_MANIFESTS = Path(__file__).parent / "manifests" / "base.yaml"
 ENV_MARKER = "DEVSTACK_STATE"
 AGENT_PREFIX = "node-agent-"
@@ -137,6 +140,11 @@ class Stack:
                          "crd/ffmpegjobs.kubeffmpeg.io")
         base = string.Template(BASE_MANIFESTS.read_text()).substitute(NAMESPACE=NAMESPACE, **self.s3cfg.env())
         self.kubectl(env, "apply", "-f", "-", stdin=base)
+        if TEMPLATE_CRD_FILE.exists():
+            self.kubectl(env, "apply", "--server-side", "--force-conflicts", "-f", str(TEMPLATE_CRD_FILE))
+            self.kubectl(env, "wait", "--for=condition=Established", "--timeout=60s",
+                         "crd/ffmpegjobtemplates.kubeffmpeg.io")
+            self.kubectl(env, "apply", "--server-side", "--force-conflicts", "-n", NAMESPACE, "-f", str(PRESETS_DIR))
 
     def _kueue(self) -> Kueue:
         return Kueue(self.state, self._bins(), Pki(self.state / "pki"), self.procs)

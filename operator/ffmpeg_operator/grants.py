@@ -29,11 +29,13 @@ from ffmpegjob_model.grants import (
     PrefixGrant,
 )
 from ffmpegjob_model.model import FFmpegJobSpec
+from ffmpegjob_model.outputs import OutputKind, output_kind
 from ffmpegjob_model.s3client import s3_client
 from ffmpegjob_model.settings import S3Settings
 from ffmpegjob_model.storage_layout import (
     CHECKPOINT_DONE,
     checkpoint_grant_name,
+    dir_prefix,
     file_key,
     scratch_prefix,
 )
@@ -214,8 +216,8 @@ def checkpoint_keys(spec: FFmpegJobSpec, job_uid: str) -> dict[str, str]:
     the results: steps write only declared outputs) and the step's `done.json` marker. Empty for
     a single command (no checkpoints)."""
     steps = len(spec.commands or [])  # the structured form is one command
-    if steps < 2 or not job_uid:
-        return {}
+    if steps < 2 or not job_uid or any(output_kind(o.name) != OutputKind.FILE for o in spec.outputs):
+        return {}  # directory and pattern outputs are not checkpointed: a new attempt runs every step
     prefix = scratch_prefix(spec.tenant, job_uid)
     names = [*(o.name for o in spec.outputs), CHECKPOINT_DONE]
     keys: dict[str, str] = {}
@@ -237,7 +239,7 @@ def job_grants(signer: Signer, spec: FFmpegJobSpec, s3: S3Settings, expires: int
     writes = {
         o.name: Write(key=file_key(spec.tenant, spec.output.dir_id, o.name), parts=parts,
                       content_type=mimetypes.guess_type(o.name)[0] or "application/octet-stream")
-        for o in spec.outputs
+        for o in spec.outputs if output_kind(o.name) == OutputKind.FILE
     }
     ckpt = checkpoint_keys(spec, job_uid)
     ckpt_writes = {
@@ -251,7 +253,17 @@ def job_grants(signer: Signer, spec: FFmpegJobSpec, s3: S3Settings, expires: int
         inputs=presign_grants(signer, input_keys(spec, s3), {}, expires),
         outputs=presign_grants(signer, {}, writes, expires),
         scratch=presign_grants(signer, ckpt, ckpt_writes, expires),
+        output_prefix=output_prefix_grant(signer, spec, expires),
     )
+
+
+def output_prefix_grant(signer: Signer, spec: FFmpegJobSpec, expires: int) -> PrefixGrant | None:
+    """Directory and pattern outputs (`ffmpegjob_model.outputs`) have no names before FFmpeg
+    runs: a POST policy for any key in the job's output directory, or None without such outputs."""
+    if all(output_kind(o.name) == OutputKind.FILE for o in spec.outputs):
+        return None
+    return signer.post_policy(dir_prefix(spec.tenant, spec.output.dir_id), max(60, min(int(expires),
+                                                                                           MAX_PRESIGN_SECONDS)))
 
 
 def abort_unfinished(signer: Signer, grants: Grants) -> int:

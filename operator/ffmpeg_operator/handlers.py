@@ -24,12 +24,13 @@ from ffmpegjob_model.model import GROUP, PLURAL, TERMINAL, VERSION, FFmpegJobSpe
 from ffmpegjob_model.pools import NodePool, canonical_machine
 from ffmpegjob_model.queueing import QUEUE_NAME_LABEL
 from ffmpegjob_model.safety import validate_spec
+from ffmpegjob_model.templates import TEMPLATE_CONDITION
 from ffmpegjob_model.times import parse_time
 from kubernetes.client import V1DeleteOptions, V1Preconditions
 from kubernetes.client.rest import ApiException
 from pydantic import ValidationError
 
-from . import identity, jobs, queueing, split, webhooks
+from . import identity, jobs, presets, queueing, split, webhooks
 from .context import Context, PoolsUnavailable
 from .grants import abort_unfinished, job_grants
 from .kube import CONFLICT_RETRIES, Written, drain, write_status
@@ -263,7 +264,9 @@ def ensure_job(body: kopf.Body, spec: kopf.Spec, meta: kopf.Meta, patch: kopf.Pa
             sync(c, meta["namespace"], meta["name"])
             return
         try:
-            model, pool_name, pool = plan(c, dict(spec))
+            if presets.needs_resolution(dict(spec)):  # kubectl-applied, from an FFmpegJobTemplate
+                obj, st = resolve_template(c, obj, st)
+            model, pool_name, pool = plan(c, dict(obj["spec"]))
             if model.parallel is not None:  # split-and-stitch (split.py), or one pod with the reason why
                 started = split.start(c, obj, model, pool_name, pool, patch, c.url_rules,
                                       lambda reason, msg: fail(c, obj, patch, reason, msg))
@@ -278,19 +281,36 @@ def ensure_job(body: kopf.Body, spec: kopf.Spec, meta: kopf.Meta, patch: kopf.Pa
             post(obj, "Warning", "PoolsUnavailable", str(e))
             raise kopf.TemporaryError(str(e), delay=15) from e
         t = now()
+        generation = obj["metadata"].get("generation")  # a template job's is one on: its spec was filled
         conds = set_condition(st.get("conditions"), "Submitted", "True", "JobCreated",
-                                     f"Job {name} on pool {pool_name}", t, meta.get("generation"))
-        desired = {"jobName": name, "conditions": conds, "observedGeneration": meta.get("generation")}
+                                     f"Job {name} on pool {pool_name}", t, generation)
+        desired = {"jobName": name, "conditions": conds, "observedGeneration": generation}
         if not st.get("phase"):
             # The New -> Pending event (record_transition) is the one JobCreated event.
             desired.update(phase=Phase.PENDING.value, reason="JobCreated",
                            message=f"Job {name} created on pool {pool_name}")
         # What the new Job implies (Pending; Suspended when created suspended) is written now,
         # so its first events find nothing to write (jobmemory.py).
-        written = {**desired, **implied_status({**st, **desired}, c, meta["namespace"], name, t,
-                                               meta.get("generation"))}
+        written = {**desired, **implied_status({**st, **desired}, c, meta["namespace"], name, t, generation)}
         patch.status.update({k: v for k, v in written.items() if st.get(k) != v})
         record_transition(c, obj, st.get("phase"), desired)
+
+
+def resolve_template(c: Context, obj: dict[str, Any], st: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Fill a template job's commands and outputs (presets.py), checked by the same rules as any
+    job before they are written; (the FFmpegJob as stored now, its status with a TemplateResolved
+    condition). Refused (ValidationFailed) for a missing template, bad parameters or unsafe commands."""
+    meta = obj["metadata"]
+    try:
+        resolved, message = presets.resolve(c, meta["namespace"], dict(obj["spec"]))
+        plan(c, resolved)  # safety and pool before anything is written
+        stored = presets.write(c, meta["namespace"], meta["name"], resolved)
+    except presets.TemplateRefused as e:
+        raise Refused("ValidationFailed", str(e)) from None
+    obj = {**obj, "metadata": stored.get("metadata") or meta, "spec": stored.get("spec") or resolved}
+    conds = set_condition(st.get("conditions"), TEMPLATE_CONDITION, "True", "Resolved", message, now(),
+                          obj["metadata"].get("generation"))
+    return obj, {**st, "conditions": conds}
 
 
 def implied_status(st: dict[str, Any], c: Context, namespace: str, name: str, t: datetime,

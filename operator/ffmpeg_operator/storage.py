@@ -18,7 +18,7 @@ from ffmpegjob_model.storage_layout import (
     dir_prefix,
     file_key,
     scratch_prefix,
-    split_storage_path,
+    split_result_path,
 )
 from pydantic import ValidationError
 
@@ -34,7 +34,7 @@ class Presigner:
         self.client = s3_client(s3, public=True)
 
     def url(self, tenant: str, storage_path: str, expires: int | None = None) -> str:
-        parts = split_storage_path(storage_path)
+        parts = split_result_path(storage_path)
         if parts is None:
             raise ValueError(f"not a storage path: {storage_path!r}")
         key = file_key(tenant, *parts)
@@ -47,7 +47,7 @@ def outputs_stored(client: Any, bucket: str, tenant: str, result: list[dict[str,
     """Every file of a result is in storage at its recorded size. A worker writes its result
     while the last uploads finish (worker.py `publish`), so a result alone does not prove them."""
     for f in result:
-        parts = split_storage_path(str(f.get("storagePath", "")))
+        parts = split_result_path(str(f.get("storagePath", "")))
         if parts is None:
             return False
         try:

@@ -95,10 +95,39 @@ def test_helm_lint_strict(helm: str) -> None:
     assert out.returncode == 0, out.stdout + out.stderr
 
 
-def test_chart_crd_is_the_generated_crd() -> None:
-    chart_crd = CHART / "crds" / "ffmpegjobs.yaml"
-    assert chart_crd.read_text() == (REPO_ROOT / "crds" / "ffmpegjobs.yaml").read_text(), \
-        "charts/kubeffmpeg/crds/ffmpegjobs.yaml is stale: run `make crds`"
+@pytest.mark.parametrize("file", ["ffmpegjobs.yaml", "ffmpegjobtemplates.yaml"])
+def test_chart_crd_is_the_generated_crd(file: str) -> None:
+    chart_crd = CHART / "crds" / file
+    assert chart_crd.read_text() == (REPO_ROOT / "crds" / file).read_text(), \
+        f"charts/kubeffmpeg/crds/{file} is stale: run `make crds`"
+
+
+def test_presets_ship_by_default_and_are_values_driven(helm: str, tmp_path: Path) -> None:
+    """The shipped FFmpegJobTemplates (docs/presets.md) render from presets/<name>.yaml, each a
+    usable template; `presets.shipped` picks them, `presets.extra` adds one, `enabled` drops all."""
+    from ffmpegjob_model.templates import read_template
+
+    docs = [d for d in render(helm, tmp_path) if d["kind"] == "FFmpegJobTemplate"]
+    assert sorted(d["metadata"]["name"] for d in docs) == sorted(p.stem for p in (CHART / "presets").glob("*.yaml"))
+    for d in docs:
+        assert d["metadata"]["namespace"] == "media"
+        shipped = yaml.safe_load((CHART / "presets" / f"{d['metadata']['name']}.yaml").read_text())
+        assert d["spec"] == shipped["spec"]
+        read_template(d)
+    extra = {"outputs": [{"name": "o.wav"}], "commands": ["-f lavfi -i sine=d=1 {{o.wav}}"]}
+    docs = render(helm, tmp_path, {"presets": {"shipped": ["h264-720p"], "extra": {"beep": extra}}})
+    assert {d["metadata"]["name"]: d["spec"] for d in docs if d["kind"] == "FFmpegJobTemplate"}.keys() \
+        == {"h264-720p", "beep"}
+    assert not [d for d in render(helm, tmp_path, {"presets": {"enabled": False}}) if d["kind"] == "FFmpegJobTemplate"]
+    assert "presets" in render_fails(helm, tmp_path, {"presets": {"shipped": ["nope"]}})
+
+
+def test_operator_reads_templates_and_api_lists_them(helm: str, tmp_path: Path) -> None:
+    roles = {d["metadata"]["name"]: d for d in render(helm, tmp_path) if d["kind"] == "Role"}
+    def verbs(role: str) -> set[str]:
+        return {v for r in roles[role]["rules"] if "ffmpegjobtemplates" in r.get("resources", []) for v in r["verbs"]}
+    assert verbs("rel-kubeffmpeg-operator") == {"get"}
+    assert verbs("rel-kubeffmpeg-api") == {"get", "list"}
 
 
 def test_default_render_has_the_whole_install(helm: str, tmp_path: Path) -> None:

@@ -141,7 +141,8 @@ def test_vgf_input_from_a_tmp_file_is_read_from_storage(api: TestClient, k: Fake
 
 
 @pytest.mark.parametrize(("body", "status", "code", "message"), [
-    ({"output_files": ["o.mp4"]}, 400, "validationError", "Invalid task format: ffmpeg_commands: Field required"),
+    ({"output_files": ["o.mp4"]}, 400, "validationError",
+         "Invalid task format: body: Value error, ffmpeg_commands and output_files need at least one entry each"),
     ({**VGF_JOB, "ffmpeg_commands": ["-i /etc/passwd outputs/out.mp4"]}, 400, "badRequest", "Invalid command:"),
     ({**VGF_JOB, "ffmpeg_commands": ["-i inputs/nope.mp4 outputs/out.mp4"]}, 400, "badRequest",
      "ffmpeg_commands[0]: inputs/nope.mp4 names no entry of input_files (declared: in.mp4)"),

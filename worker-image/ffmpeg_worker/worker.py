@@ -30,6 +30,7 @@ from ffmpegjob_model.exitcodes import EXIT_INVALID, EXIT_IO, EXIT_SCRATCH, EXIT_
 from ffmpegjob_model.grants import Grants
 from ffmpegjob_model.lenient import read_ffmpegjob
 from ffmpegjob_model.model import FFmpegJob, FFmpegJobSpec, Progress, ResultFile, Usage
+from ffmpegjob_model.outputs import OutputKind, local_path, output_kind, placeholder_name
 from ffmpegjob_model.safety import UnsafeCommand, validate_spec
 from ffmpegjob_model.settings import S3Settings
 from ffmpegjob_model.urls import URLRules
@@ -39,6 +40,7 @@ from .early import EarlyReads
 from .errors import JobFailed, Terminated
 from .fetch import Fetcher, FetchError, ScratchBudget, ScratchFull, local_name
 from .kube import JobClient
+from .outputs import OutputsRefused, Produced, collect, limits_from_env, upload_produced
 from .run import InputReadFailed, StepFailed, StepProgress, expected_duration, run_ffmpeg
 from .settings import WorkerSettings
 from .stream import streamable
@@ -199,6 +201,9 @@ class Worker:
                        "error": None})
         shutil.rmtree(workdir, ignore_errors=True)  # a retried pod starts clean
         workdir.mkdir(parents=True)
+        for o in job.spec.outputs:  # a directory output's folder exists before any command runs
+            if output_kind(o.name) == OutputKind.DIRECTORY:
+                (workdir / local_path(o.name)).mkdir(parents=True, exist_ok=True)
         store = self.checkpoints(job, steps)
         saved = self._restore(store, steps, workdir)
         if saved:
@@ -222,7 +227,8 @@ class Worker:
             raise JobFailed(str(exc), EXIT_IO) from None
         by_name = {i.name: i for i in spec.inputs}
         urls = {n: fetcher.grant(by_name[n]).get_url or "" for n in keys}
-        paths = {n: urls.get(n, p) for n, p in plan.local.items()} | {o.name: o.name for o in spec.outputs}
+        paths = {n: urls.get(n, p) for n, p in plan.local.items()}
+        paths |= {placeholder_name(o.name): local_path(o.name) for o in spec.outputs}
         return Inputs(fetcher, urls, paths, sum(f.size for f in fetched.values()))
 
     def _check_scratch(self, spec: FFmpegJobSpec, fetcher: Fetcher, streamed: set[str], workdir: Path) -> None:
@@ -312,12 +318,17 @@ class Worker:
         failed upload then takes the result back (`_fail`), and the worker exits non-zero."""
         assert self.reporter is not None
         spec, steps = plan.spec, plan.steps
-        files = [workdir / o.name for o in spec.outputs]
+        files = [workdir / o.name for o in spec.outputs if output_kind(o.name) == OutputKind.FILE]
         missing = [f.name for f in files if not f.is_file()]
         if missing:
             raise JobFailed(f"declared outputs were not written by any command: {', '.join(missing)}", EXIT_STEP)
-        uploads = self.pool.submit(upload_outputs, self.grants.outputs, files, self.settings.upload_concurrency)
-        media = self._media(files)
+        try:  # directory and pattern outputs: every file they produced, within the bounds
+            produced = collect(workdir, [o.name for o in spec.outputs], *limits_from_env()) if any(
+                output_kind(o.name) != OutputKind.FILE for o in spec.outputs) else []
+        except OutputsRefused as exc:
+            raise JobFailed(str(exc), EXIT_STEP) from None
+        uploads = self.pool.submit(self._upload, files, produced)
+        media = self._media(files) if files else {}
         sizes = {f.name: f.stat().st_size for f in files}
         result = [
             ResultFile(
@@ -327,8 +338,11 @@ class Worker:
                 media=media.get(f.name),
             ).to_k8s()
             for f in files
+        ] + [
+            ResultFile(file_name=p.name, size_bytes=p.size, storage_path=f"{spec.output.dir_id}/{p.name}").to_k8s()
+            for p in produced
         ]
-        usage = Usage.compute(ffmpeg_seconds, input_bytes, sum(sizes.values()))
+        usage = Usage.compute(ffmpeg_seconds, input_bytes, sum(sizes.values()) + sum(p.size for p in produced))
         if uploads.done():
             self._uploaded(uploads)  # failed already: no result to write and take back
         self.reporter.drain(drop_pending=True)  # the result patch below carries the final progress
@@ -347,6 +361,12 @@ class Worker:
         written.result()
         log.info("done: %d outputs, usage %s", len(result), usage.to_k8s())
 
+    def _upload(self, files: list[Path], produced: list[Produced]) -> list[Uploaded]:
+        """Directory and pattern outputs first (they cannot be taken back), then the named files
+        (all or nothing): a job whose segments failed never writes its playlist."""
+        upload_produced(self.grants.output_prefix, produced, self.settings.upload_concurrency)
+        return upload_outputs(self.grants.outputs, files, self.settings.upload_concurrency)
+
     @staticmethod
     def _uploaded(uploads: Future[list[Uploaded]]) -> list[Uploaded]:
         try:
@@ -359,6 +379,9 @@ class Worker:
         """Where a chain's finished steps are saved (a single command needs none)."""
         if steps < 2 or not self.grants.scratch:
             return None
+        if any(output_kind(o.name) != OutputKind.FILE for o in job.spec.outputs):
+            return None  # a directory or pattern output is not checkpointed: a new attempt runs every step
+
         return GrantCheckpoints(self.grants.scratch)
 
     def _restore(self, store: CheckpointStore | None, steps: int, workdir: Path) -> int:

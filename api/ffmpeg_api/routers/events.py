@@ -14,7 +14,7 @@ from fastapi import APIRouter, Header, Path, Request
 from ffmpegjob_model import events as ev
 from ffmpegjob_model import payloads
 from ffmpegjob_model.model import Phase
-from ffmpegjob_model.storage_layout import split_storage_path
+from ffmpegjob_model.storage_layout import split_result_path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sse_starlette.sse import EventSourceResponse, ServerSentEvent
@@ -109,7 +109,7 @@ def vgf_view(svc: Services, obj: dict[str, Any]) -> dict[str, Any]:
     tenant = str((obj.get("spec") or {}).get("tenant", "default"))
 
     def presign(storage_path: str, expires: int) -> str:
-        parts = split_storage_path(storage_path)
+        parts = split_result_path(storage_path)
         if parts is None:
             raise ValueError(f"not a storage path: {storage_path!r}")
         return svc.storage.presign_get(tenant, parts[0], parts[1], expires)

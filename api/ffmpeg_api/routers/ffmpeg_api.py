@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Path
 from fastapi.responses import JSONResponse
-from ffmpegjob_model.model import Usage
+from ffmpegjob_model.model import FFmpegJobSpec, InputFile, Usage
 from ffmpegjob_model.payloads import SURFACE_FFMPEG_API, failure_detail, queue_fields
 from ffmpegjob_model.probe import ProbeFailed, ProbeOptionsError, probe
 from ffmpegjob_model.storage_layout import DEFAULT_DIR_TTL, valid_dir_id, valid_file_name
@@ -19,7 +19,8 @@ from ffmpegjob_model.times import format_time
 from ffmpegjob_model.urls import URLRefused
 from starlette.concurrency import run_in_threadpool
 
-from ..compile import ffmpeg_api_spec, plan_task
+from .. import presets
+from ..compile import Submission, TaskPlan, ffmpeg_api_spec, plan_task
 from ..errors import ERROR_RESPONSES, ApiError
 from ..imports import import_input
 from ..jobs import error_of, new_job_name, rest_status, results, status_of, usage_of
@@ -94,7 +95,10 @@ def submit_ffmpeg_api_task(svc: Services, who: Caller, req: ProcessRequest) -> s
     for p in plan.inputs:
         if p.url is not None:
             p.dir_id = import_dir
-    spec = ffmpeg_api_spec(req.task, plan, sub, output_dir, svc.settings.job_timeout_seconds)
+    if req.task.template is not None:  # a preset (docs/presets.md)
+        spec = template_task_spec(svc, req, plan, sub, output_dir)
+    else:
+        spec = ffmpeg_api_spec(req.task, plan, sub, output_dir, svc.settings.job_timeout_seconds)
     svc.jobs.validate(spec)
     svc.jobs.check_quota(tenant, who.quota)
     for p in plan.inputs:  # imported only once everything else is known to be acceptable
@@ -104,6 +108,28 @@ def submit_ffmpeg_api_task(svc: Services, who: Caller, req: ProcessRequest) -> s
     name = new_job_name()
     svc.jobs.create(name, spec, SURFACE_FFMPEG_API)
     return name
+
+
+def template_task_spec(svc: Services, req: ProcessRequest, plan: TaskPlan, sub: Submission,
+                       output_dir: str) -> FFmpegJobSpec:
+    """A task that names a template: its inputs (no options) are the template's inputs in order;
+    the template's outputs may not overwrite a stored input of the same directory."""
+    task, template = req.task, req.task.template
+    assert template is not None
+    if task.outputs or task.filter_complex or any(i.options for i in task.inputs):
+        raise ApiError(400, "Invalid task format: with a template, leave outputs, filter_complex and input "
+                            "options out (the template gives them)")
+    names = presets.input_names(svc, template, len(plan.inputs))
+    inputs = [InputFile(name=n, source=p.storage_path) for n, p in zip(names, plan.inputs, strict=True)]
+    spec = presets.template_spec(svc, template, sub, inputs, output_dir, svc.settings.job_timeout_seconds,
+                                 task.parallel)
+    if output_dir == plan.input_dir:
+        stored = {p.file_name for p in plan.inputs if p.url is None}
+        for o in spec.outputs:
+            if o.name in stored:
+                raise ApiError(400, f"Invalid task format: output file {o.name!r} conflicts with an input file "
+                                    f"in directory {output_dir}")
+    return spec
 
 
 def presigner(svc: Services) -> Any:

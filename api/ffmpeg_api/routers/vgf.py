@@ -12,11 +12,12 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Path, Query, Response
 from ffmpegjob_model import payloads
-from ffmpegjob_model.model import OutputLocation
-from ffmpegjob_model.storage_layout import split_storage_path, valid_file_name
+from ffmpegjob_model.model import InputFile, OutputLocation
+from ffmpegjob_model.storage_layout import split_result_path, valid_file_name
 from starlette.concurrency import run_in_threadpool
 
-from ..compile import vgf_spec
+from .. import presets
+from ..compile import check_vgf_names, vgf_spec
 from ..errors import ERROR_RESPONSES, ApiError
 from ..imports import own_storage_path
 from ..jobs import OVER_QUOTA_ANNOTATION, job_tenant, new_job_name
@@ -50,7 +51,7 @@ def view(svc: Services, obj: dict[str, Any]) -> VgfJob:
     tenant = job_tenant(obj)
 
     def presign(storage_path: str, expires: int) -> str:
-        parts = split_storage_path(storage_path)
+        parts = split_result_path(storage_path)
         if parts is None:
             raise ValueError(f"not a storage path: {storage_path!r}")
         return svc.storage.presign_get(tenant, parts[0], parts[1], expires)
@@ -70,8 +71,15 @@ def submit_vgf_job(svc: Services, who: Caller, req: VgfJobRequest) -> dict[str, 
         # A temp file's download_url (or any presigned URL of our bucket) is read from storage.
         sources[name] = own_storage_path(svc.storage, tenant, url) or url
     # The output directory is created once the job is known to be acceptable.
-    spec = vgf_spec(req, sub, sources, output_dir="pending",
-                    timeout_seconds=req.timeout_seconds or payloads.VGF_DEFAULT_TIMEOUT_SECONDS)
+    timeout = req.timeout_seconds or payloads.VGF_DEFAULT_TIMEOUT_SECONDS
+    if req.template is not None:  # a preset (docs/presets.md): input_files keys are its input names
+        if req.ffmpeg_commands or req.output_files:
+            raise ApiError(400, "template: leave ffmpeg_commands and output_files out, the template gives them")
+        check_vgf_names(req.input_files, [])
+        inputs = [InputFile(name=n, source=sources[n]) for n in req.input_files]
+        spec = presets.template_spec(svc, req.template, sub, inputs, "pending", timeout, req.parallel)
+    else:
+        spec = vgf_spec(req, sub, sources, output_dir="pending", timeout_seconds=timeout)
     # An input or webhook host that does not resolve is accepted: the job fails when it is
     # fetched, with an error_message, as on the service. Forbidden addresses stay a 400.
     svc.jobs.validate(spec, unresolvable_ok=True)
@@ -79,8 +87,8 @@ def submit_vgf_job(svc: Services, who: Caller, req: VgfJobRequest) -> dict[str, 
     # Outputs are kept as long as their download links are valid (7 days after the job ends).
     keep = payloads.VGF_OUTPUT_URL_SECONDS + spec.timeout_seconds
     spec.output = OutputLocation(dir_id=svc.storage.create_dir(tenant, keep, temporary=True).id)
-    original = json.dumps({"input_files": req.input_files, "ffmpeg_commands": req.ffmpeg_commands},
-                          separators=(",", ":"))
+    original = json.dumps({"input_files": req.input_files, "ffmpeg_commands": req.ffmpeg_commands}
+                          | ({"template": req.template.model_dump()} if req.template else {}), separators=(",", ":"))
     annotations = {payloads.VGF_REQUEST_ANNOTATION: original} if len(original) <= ANNOTATION_MAX else {}
     if queued:
         annotations[OVER_QUOTA_ANNOTATION] = "true"
