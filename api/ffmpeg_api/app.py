@@ -12,7 +12,7 @@ from ffmpegjob_model.release import RELEASE
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from . import dashboard, errors, presets
-from .routers import common, events, ffmpeg_api, playback, vgf, webhooks
+from .routers import common, events, ffmpeg_api, playback, uploads, vgf, webhooks
 from .services import Services
 from .settings import ApiSettings
 
@@ -60,6 +60,8 @@ def _openapi_without_422(app: FastAPI) -> None:
 def _routes(app: FastAPI) -> FastAPI:
     app.include_router(ffmpeg_api.router)
     app.include_router(vgf.router)
+    app.include_router(uploads.router)
+    app.include_router(uploads.vgf_router)
     app.include_router(presets.router)
     app.include_router(common.router)
     app.include_router(webhooks.router)

@@ -144,6 +144,9 @@ class AnalyzeResponse(BaseModel):
 class RegisterFileRequest(_Req):
     file_name: str = Field(min_length=1, max_length=255)
     dir_id: str | None = None
+    file_size: int | None = Field(default=None, ge=0, description=(
+        "Extension: the file's size in bytes; over the single-upload limit (5 GiB) the answer is a "
+        "400 pointing to a multipart upload (POST /uploads, docs/large-files.md)."))
 
 
 class FileRecord(BaseModel):
@@ -328,6 +331,9 @@ class VgfJobList(BaseModel):
 
 class TmpFileRequest(_Req):
     file_name: str | None = Field(default=None, min_length=1, max_length=255)
+    file_size: int | None = Field(default=None, ge=0, description=(
+        "Extension: the file's size in bytes; over the single-upload limit (5 GiB) the answer is a "
+        "400 pointing to a multipart upload (POST /api/uploads, docs/large-files.md)."))
 
 
 class TmpFileUrls(BaseModel):

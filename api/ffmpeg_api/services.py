@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Annotated
 
 from fastapi import Depends, Header, Request
@@ -16,6 +17,7 @@ from .kube import Kube, TTLCache, load_api_client
 from .ratelimit import ConcurrencyGate, RateLimiter
 from .settings import ApiSettings
 from .storage import Storage
+from .uploads import Uploads
 from .watcher import JobWatcher
 
 
@@ -34,6 +36,11 @@ class Services:
         s = self.settings
         self.probe_gate = ConcurrencyGate(s.ffprobe_max_concurrent, s.ffprobe_max_queue,
                                           s.ffprobe_queue_timeout_seconds)
+
+    @cached_property
+    def uploads(self) -> Uploads:
+        """Multipart uploads of large files, on the same storage."""
+        return Uploads(self.storage, self.settings)
 
     @classmethod
     def build(cls, settings: ApiSettings) -> Services:

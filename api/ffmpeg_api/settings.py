@@ -31,6 +31,14 @@ class ApiSettings(BaseSettings):
     # Imports of URL inputs: the size limit of one file and the time limit of its download.
     import_max_bytes: int = Field(default=5 * 1024**3, ge=1)
     import_timeout_seconds: float = Field(default=300.0, gt=0)
+    # Large files (docs/large-files.md): a single presigned PUT (POST /file, POST /api/tmp-file)
+    # refuses a declared file_size over this (S3's own limit is 5 GiB); bigger files go in parts.
+    single_put_max_bytes: int = Field(default=5 * 1024**3, ge=1)
+    # The part size of a multipart upload whose client asks for none (grown to fit 10,000 parts),
+    # how long its part URLs are valid, and how long an unfinished upload is kept before abort.
+    multipart_part_bytes: int = Field(default=64 * 1024**2, ge=5 * 1024**2, le=5 * 1024**3)
+    multipart_url_seconds: int = Field(default=3600, ge=1, le=7 * 24 * 3600)
+    multipart_upload_seconds: int = Field(default=24 * 3600, ge=60)
     # Default quotas of a tenant whose key entry sets none (0 = unlimited).
     quota_max_active_jobs: int = Field(default=50, ge=0)
     quota_max_gb_sec: float = Field(default=0.0, ge=0)

@@ -30,6 +30,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn
 from rich.table import Table
 
+from . import parts
 from .client import Client, outcome
 from .config import load_config
 from .errors import (
@@ -44,7 +45,7 @@ from .errors import (
     Unauthorized,
     WaitTimeout,
 )
-from .models import VGF, Job, JobEvent
+from .models import FFMPEG_API, VGF, Job, JobEvent
 
 EXIT_OK = 0
 EXIT_JOB_FAILED = 1  # the job failed or was cancelled
@@ -421,6 +422,26 @@ def files_ls(dir_id: Annotated[str | None, typer.Argument(help="A directory; non
         for d in rows:
             t.add_row(d["id"], str(d.get("ttl", "")), str(d.get("added_on", "")))
     out.print(t)
+
+
+@files_app.command("put")
+def files_put(
+    path: Annotated[Path, typer.Argument(help="A local file", exists=True, dir_okay=False)],
+    resume: Annotated[str | None, typer.Option(help="Finish this multipart upload (its id, up_...)")] = None,
+    workers: Annotated[int, typer.Option(help="Parts uploaded at a time", min=1, max=64)] = 4,
+    parts_from: Annotated[int, typer.Option(help="Files of this many bytes or more go up in parts",
+                                            min=1)] = parts.MULTIPART_THRESHOLD,
+) -> None:
+    """Store a local file; prints its DIR/FILE. Large files go up in parallel parts; when parts
+    fail, the upload stays open and `--resume UPLOAD_ID` finishes it (docs/large-files.md)."""
+    with errors():
+        kf = client()
+        up = (kf.resume_upload(resume, path, FFMPEG_API, workers=workers) if resume
+              else kf.upload(path, FFMPEG_API, multipart_threshold=parts_from, workers=workers))
+    if state.json:
+        emit_json({"ok": True, "file_path": up.file_path})
+    else:
+        out.print(up.file_path)
 
 
 @files_app.command("rm")

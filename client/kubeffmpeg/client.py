@@ -28,7 +28,7 @@ from pydantic import ValidationError
 from tenacity import AsyncRetrying, Retrying, retry_if_exception, stop_after_attempt, stop_after_delay
 from tenacity.wait import wait_base
 
-from . import sse
+from . import parts, sse
 from .config import load_config
 from .errors import (
     ApiError,
@@ -183,11 +183,18 @@ class Client:
         raise AssertionError("unreachable")
 
     # ------------------------------------------------------------------------------- files
-    def upload(self, path: str | Path, surface: Surface = VGF, name: str | None = None) -> Upload:
+    def upload(self, path: str | Path, surface: Surface = VGF, name: str | None = None, *,
+               multipart_threshold: int = parts.MULTIPART_THRESHOLD, part_size: int | None = None,
+               workers: int = 4) -> Upload:
         """Store a local file for a job: on the VGF surface a temporary file (its `url` is the
-        job's input), on the "FFmpeg API" surface a registered file (`file_path`)."""
+        job's input), on the "FFmpeg API" surface a registered file (`file_path`). A file of
+        `multipart_threshold` bytes or more goes up in parts, `workers` at a time
+        (docs/large-files.md); when parts still fail, `parts.UploadIncomplete` names the upload
+        `resume_upload` finishes."""
         p = Path(path)
         name = name or p.name
+        if p.stat().st_size >= multipart_threshold:
+            return self._upload_in_parts(p, surface, name, part_size, workers)
         if surface == VGF:
             urls = self.request("POST", "/api/tmp-file", json={"file_name": name})["data"]
             put, out = urls["upload_url"], Upload(url=urls["download_url"])
@@ -202,6 +209,30 @@ class Client:
         if r.status_code >= 300:
             raise KubeFFmpegError(f"upload of {p} failed: HTTP {r.status_code} {r.text[:200]}")
         return out
+
+    def _upload_in_parts(self, p: Path, surface: Surface, name: str, part_size: int | None, workers: int) -> Upload:
+        body = {"file_name": name, "file_size": p.stat().st_size,
+                **({"part_size": part_size} if part_size else {})}
+        up = parts.unwrap(self.request("POST", parts.base(surface), json=body), surface)
+        up = up if surface == VGF else up["upload"]
+        first = {x["part_number"]: x["url"] for x in up["parts"]}
+        parts.upload_parts(self.request, p, surface, up["upload_id"], up["part_size"],
+                           list(range(1, up["part_count"] + 1)), first, workers)
+        return self._complete(surface, up["upload_id"])
+
+    def resume_upload(self, upload_id: str, path: str | Path, surface: Surface = VGF, workers: int = 4) -> Upload:
+        """Finish a multipart upload: the parts storage lacks, then complete."""
+        state = parts.unwrap(self.request("GET", f"{parts.base(surface)}/{upload_id}"), surface)
+        state = state if surface == VGF else state["upload"]
+        parts.upload_parts(self.request, Path(path), surface, upload_id, state["part_size"],
+                           state["missing_parts"], {}, workers)
+        return self._complete(surface, upload_id)
+
+    def _complete(self, surface: Surface, upload_id: str) -> Upload:
+        done = parts.unwrap(self.request("POST", f"{parts.base(surface)}/{upload_id}/complete"), surface)
+        if surface == VGF:
+            return Upload(url=done["download_url"])
+        return Upload(url="", file_path=done["file"]["file_path"])
 
     def download(self, job_or_url: Job | str, dest: str | Path = ".", name: str | None = None) -> list[Path]:
         """Every result file of a job (or one URL) into the folder (or file) `dest`."""
@@ -398,9 +429,13 @@ class AsyncClient:
                 return await once()
         raise AssertionError("unreachable")
 
-    async def upload(self, path: str | Path, surface: Surface = VGF, name: str | None = None) -> Upload:
+    async def upload(self, path: str | Path, surface: Surface = VGF, name: str | None = None, *,
+                     multipart_threshold: int = parts.MULTIPART_THRESHOLD, part_size: int | None = None,
+                     workers: int = 4) -> Upload:
         p = Path(path)
         name = name or p.name
+        if p.stat().st_size >= multipart_threshold:
+            return await self._upload_in_parts(p, surface, name, part_size, workers)
         if surface == VGF:
             urls = (await self.request("POST", "/api/tmp-file", json={"file_name": name}))["data"]
             put, out = urls["upload_url"], Upload(url=urls["download_url"])
@@ -415,6 +450,47 @@ class AsyncClient:
         if r.status_code >= 300:
             raise KubeFFmpegError(f"upload of {p} failed: HTTP {r.status_code} {r.text[:200]}")
         return out
+
+    async def _upload_in_parts(self, p: Path, surface: Surface, name: str, part_size: int | None,
+                               workers: int) -> Upload:
+        body = {"file_name": name, "file_size": p.stat().st_size,
+                **({"part_size": part_size} if part_size else {})}
+        up = parts.unwrap(await self.request("POST", parts.base(surface), json=body), surface)
+        up = up if surface == VGF else up["upload"]
+        first = {x["part_number"]: x["url"] for x in up["parts"]}
+        await self._put_parts(p, surface, up["upload_id"], up["part_size"], list(range(1, up["part_count"] + 1)),
+                              first, workers)
+        return await self._complete(surface, up["upload_id"])
+
+    async def resume_upload(self, upload_id: str, path: str | Path, surface: Surface = VGF,
+                            workers: int = 4) -> Upload:
+        state = parts.unwrap(await self.request("GET", f"{parts.base(surface)}/{upload_id}"), surface)
+        state = state if surface == VGF else state["upload"]
+        await self._put_parts(Path(path), surface, upload_id, state["part_size"], state["missing_parts"], {}, workers)
+        return await self._complete(surface, upload_id)
+
+    async def _put_parts(self, p: Path, surface: Surface, upload_id: str, part_size: int, numbers: list[int],
+                         first: dict[int, str], workers: int) -> None:
+        """In batches of at most 1,000 parts: their URLs, then the PUTs on threads."""
+        for i in range(0, len(numbers), parts.MAX_URL_BATCH):
+            batch = numbers[i:i + parts.MAX_URL_BATCH]
+            urls = {n: first[n] for n in batch if n in first}
+            want = [n for n in batch if n not in urls]
+            if want:
+                got = parts.unwrap(await self.request("POST", f"{parts.base(surface)}/{upload_id}/urls",
+                                                      json={"part_numbers": want}), surface)
+                urls |= {x["part_number"]: x["url"] for x in got["parts"]}
+            try:
+                await asyncio.to_thread(parts.put_parts, p, part_size, urls, workers)
+            except KubeFFmpegError as e:
+                raise parts.UploadIncomplete(f"upload {upload_id} of {p} is incomplete ({e}); resume_upload"
+                                             f"({upload_id!r}, ...) finishes it", upload_id) from None
+
+    async def _complete(self, surface: Surface, upload_id: str) -> Upload:
+        done = parts.unwrap(await self.request("POST", f"{parts.base(surface)}/{upload_id}/complete"), surface)
+        if surface == VGF:
+            return Upload(url=done["download_url"])
+        return Upload(url="", file_path=done["file"]["file_path"])
 
     async def download(self, job_or_url: Job | str, dest: str | Path = ".", name: str | None = None) -> list[Path]:
         items = ([(r.file_name, r.download_url) for r in job_or_url.result] if isinstance(job_or_url, Job)

@@ -9,6 +9,7 @@ httpx is imported on first use (~60 ms of a worker's start-up when a job has no 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 from urllib.parse import urljoin, urlsplit
 
@@ -44,10 +45,11 @@ def shown(url: str) -> str:
 
 def download(url: str, sink: Sink, rules: URLRules | URLRulesView, *, max_bytes: int | None = None,
              read_timeout: float = 30.0, connect_timeout: float = 10.0,
-             user_agent: str = "kubeffmpeg") -> int:
+             user_agent: str = "kubeffmpeg", on_length: Callable[[int], None] | None = None) -> int:
     """GET `url` into `sink` under the URL rules; returns the bytes written. DownloadFailed on
     a refusal, an HTTP status other than 2xx, too many redirects, a body over `max_bytes` or a
-    transport error."""
+    transport error. `on_length` is called with the announced Content-Length (when there is
+    one) before anything is written: it may raise to refuse the body."""
     import httpx
 
     timeout = httpx.Timeout(30.0, connect=connect_timeout, read=read_timeout)
@@ -62,6 +64,11 @@ def download(url: str, sink: Sink, rules: URLRules | URLRulesView, *, max_bytes:
                         continue
                     if not resp.is_success:
                         raise DownloadFailed(f"{shown(url)} answered HTTP {resp.status_code}")
+                    length = resp.headers.get("content-length", "")
+                    if max_bytes is not None and length.isdigit() and int(length) > max_bytes:
+                        raise DownloadFailed(f"{shown(url)} is larger than the limit of {max_bytes} bytes")
+                    if on_length is not None and length.isdigit():
+                        on_length(int(length))
                     return _save(resp, sink, url, max_bytes)
     except URLRefused as exc:
         raise DownloadFailed(str(exc), refused=True) from None

@@ -36,7 +36,7 @@ from .grants import abort_unfinished, job_grants
 from .kube import CONFLICT_RETRIES, Written, drain, write_status
 from .scale import in_thread, tune_for_scale
 from .status import get_condition, observe, set_condition, terminal_patch
-from .storage import delete_scratch, outputs_stored, sweep_expired_dirs, sweep_scratch
+from .storage import delete_scratch, outputs_stored, sweep_expired_dirs, sweep_expired_uploads, sweep_scratch
 
 FFJ = (GROUP, VERSION, PLURAL)
 CHILDREN = {jobs.LABEL_MANAGED_BY: jobs.MANAGED_BY}
@@ -734,6 +734,9 @@ async def storage_sweeper(c: Context) -> None:
             removed = await asyncio.to_thread(sweep_expired_dirs, c.storage, c.s3.bucket, now())
             if removed:
                 log.info("deleted expired storage directories: %s", ", ".join(removed))
+            aborted = await asyncio.to_thread(sweep_expired_uploads, c.storage, c.s3.bucket, now())
+            if aborted:
+                log.info("aborted expired multipart uploads: %s", ", ".join(aborted))
         except asyncio.CancelledError:
             raise
         except Exception as e:  # a store outage must not end the loop

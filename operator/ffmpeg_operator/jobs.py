@@ -5,11 +5,12 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from ffmpegjob_model.exitcodes import EXIT_INVALID, EXIT_STEP, EXIT_TERMINATED, FINAL_EXIT_CODES
+from ffmpegjob_model.exitcodes import EXIT_INVALID, EXIT_SCRATCH, EXIT_STEP, EXIT_TERMINATED, FINAL_EXIT_CODES
 from ffmpegjob_model.grants import GRANTS_FILE, GRANTS_FILE_ENV, GRANTS_MOUNT, grants_secret_name
 from ffmpegjob_model.model import API_VERSION, GROUP, KIND, TENANT_LABEL, FFmpegJobSpec
 from ffmpegjob_model.pools import NodePool
 from ffmpegjob_model.queueing import PRIORITY_CLASS_LABEL, QUEUE_NAME_LABEL, local_queue_name, priority_of
+from ffmpegjob_model.scratch import SCRATCH_LIMIT_ENV
 from ffmpegjob_model.settings import S3Settings
 
 from .settings import OperatorSettings
@@ -53,8 +54,8 @@ def pod_failure_policy(container: str = CONTAINER) -> dict[str, Any]:
     - a `DisruptionTarget` condition (eviction, drain, preemption, node shutdown): retried, not
       counted against backoffLimit;
     - the worker stopped by SIGTERM (exit 143: its pod was deleted): likewise;
-    - a command failed (exit 1) or the job was refused by the safety rules (exit 2): the Job
-      fails at once;
+    - a command failed (exit 1), the job was refused by the safety rules (exit 2) or its inputs
+      do not fit the pool's scratch space (exit 4): the Job fails at once;
     - anything else (exit 3, storage or API trouble; a crash): counted against backoffLimit.
     Needs `restartPolicy: Never` and `podReplacementPolicy: Failed` (both set by `build_job`).
     """
@@ -94,7 +95,7 @@ def failure_action(pod: dict[str, Any], container: str = CONTAINER) -> str:
 
 
 # FFmpegJob reason for a worker that ended the Job through the FailJob rule.
-FINAL_EXIT_REASONS = {EXIT_STEP: "CommandFailed", EXIT_INVALID: "ValidationFailed"}
+FINAL_EXIT_REASONS = {EXIT_STEP: "CommandFailed", EXIT_INVALID: "ValidationFailed", EXIT_SCRATCH: "ScratchTooSmall"}
 
 
 def child_labels(meta: dict[str, Any], spec: FFmpegJobSpec, pool_name: str) -> dict[str, str]:
@@ -161,6 +162,8 @@ def worker_env(meta: dict[str, Any], pool: NodePool, settings: OperatorSettings,
         "TMPDIR": SCRATCH,
         "URL_ALLOW_HOSTS": settings.url_allow_hosts,
         "URL_ALLOW_HTTP": "true" if settings.url_allow_http else "false",
+        # The worker checks the inputs it downloads fit before FFmpeg starts (scratch.py).
+        SCRATCH_LIMIT_ENV: pool.ephemeral_storage,
     }
     env.update(pool.env)
     return [{"name": k, "value": v} for k, v in env.items()]

@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from botocore.exceptions import ClientError
+from ffmpegjob_model.multipart import UploadRecord, uploads_prefix
 from ffmpegjob_model.s3client import s3_client
 from ffmpegjob_model.settings import S3Settings
 from ffmpegjob_model.storage_layout import (
@@ -84,6 +85,32 @@ def sweep_expired_dirs(client: Any, bucket: str, now: datetime) -> list[str]:
                     client.delete_objects(Bucket=bucket, Delete={"Objects": keys, "Quiet": True})
             client.delete_object(Bucket=bucket, Key=key)
             removed.append(f"{meta.tenant}/{meta.id}")
+    return removed
+
+
+def sweep_expired_uploads(client: Any, bucket: str, now: datetime) -> list[str]:
+    """Abort every multipart upload (docs/large-files.md) its client neither completed nor aborted
+    in time: its parts are deleted, then its record. Returns `tenant/upload_id` of each."""
+    removed: list[str] = []
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=uploads_prefix()):
+        for obj in page.get("Contents", []):
+            key = obj["Key"]
+            try:
+                record = UploadRecord.model_validate_json(client.get_object(Bucket=bucket, Key=key)["Body"].read())
+            except ClientError:
+                continue  # completed or aborted in between
+            except ValidationError as e:
+                log.warning("skipping unreadable upload record %s: %s", key, e)
+                continue
+            if not record.expired(now):
+                continue
+            try:
+                client.abort_multipart_upload(Bucket=bucket, Key=record.key, UploadId=record.s3_upload_id)
+            except ClientError as e:
+                if str(e.response.get("Error", {}).get("Code", "")) not in ("NoSuchUpload", "404"):
+                    raise
+            client.delete_object(Bucket=bucket, Key=key)
+            removed.append(f"{record.tenant}/{record.id}")
     return removed
 
 

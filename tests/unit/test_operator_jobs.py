@@ -105,7 +105,7 @@ def test_job_has_the_pod_failure_policy_and_a_re_created_job_the_rest_of_the_bud
     assert js["template"]["spec"]["restartPolicy"] == "Never" and js["podReplacementPolicy"] == "Failed"
     rules = js["podFailurePolicy"]["rules"]
     assert rules[0] == {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]}
-    fail_job = {"containerName": "worker", "operator": "In", "values": [1, 2]}
+    fail_job = {"containerName": "worker", "operator": "In", "values": [1, 2, 4]}
     assert {"action": "FailJob", "onExitCodes": fail_job} in rules
     again = build_job(body(), spec(backoffLimit=2), "gpu", POOLS["gpu"], OperatorSettings(), restart=1)
     assert again["metadata"]["name"] == job["metadata"]["name"] + "-r1"

@@ -8,6 +8,7 @@ redirect checked and the connected address checked again, against DNS rebinding)
 from __future__ import annotations
 
 import posixpath
+import threading
 from collections.abc import Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -31,6 +32,32 @@ from .storage import StorageError, is_missing
 
 class FetchError(Exception):
     """An input that could not be fetched; the message names it."""
+
+
+class ScratchFull(FetchError):
+    """The inputs to download do not fit the scratch space (docs/large-files.md)."""
+
+
+class ScratchBudget:
+    """The scratch space the downloads may fill: the pool's limit (`SCRATCH_LIMIT`) and the free
+    space of the work folder. Each input to download is reserved with its size before any of its
+    bytes are written (storage inputs: their probed size; https inputs: their Content-Length)."""
+
+    def __init__(self, limit: str | None, free: int | None) -> None:
+        self.limit, self.free = limit, free
+        self.sizes: dict[str, int] = {}
+        self.lock = threading.Lock()
+
+    def reserve(self, sizes: Mapping[str, int]) -> None:
+        if not sizes:
+            return
+        from ffmpegjob_model.scratch import scratch_shortfall
+
+        with self.lock:
+            self.sizes.update(sizes)
+            problem = scratch_shortfall(self.sizes, self.limit, self.free)
+        if problem:
+            raise ScratchFull(problem)
 
 
 @dataclass(frozen=True)
@@ -66,6 +93,7 @@ class Fetcher:
         self.concurrency, self.max_bytes = concurrency, max_bytes
         # Sizes already asked for at start-up (early.py), by the presigned GET URL they read.
         self.early_sizes = early_sizes or {}
+        self.budget: ScratchBudget | None = None  # set by the worker's scratch check
 
     def fetch_all(
         self, spec: FFmpegJobSpec, workdir: Path, streamed: frozenset[str] = frozenset()
@@ -133,7 +161,11 @@ class Fetcher:
     def _storage(self, inp: InputFile, dest: Path, shown: str) -> None:
         name = inp.name
         try:
-            storage.download(self.grant(inp), dest, self.max_bytes)
+            grant = self.grant(inp)
+            early = self.early_sizes.get(grant.get_url or "")
+            # The size read at start-up (if any) lets a large input come in parallel ranges.
+            size = early.result() if early is not None and early.done() and early.exception() is None else None
+            storage.download(grant, dest, self.max_bytes, size=size, concurrency=self.concurrency)
         except StorageError as exc:
             if is_missing(exc):
                 raise FetchError(f"input {name!r}: storage path {shown} does not exist") from None
@@ -148,8 +180,11 @@ class Fetcher:
             raise FetchError(f"input {name!r}: cannot read {shown} from storage: {exc}") from exc
 
     def _http(self, name: str, url: str, dest: Path) -> None:
+        budget = self.budget
+        on_length = None if budget is None else (lambda n: budget.reserve({name: n}))
         try:
             with open(dest, "wb") as f:
-                download(url, f, self.rules, max_bytes=self.max_bytes, user_agent="kubeffmpeg-worker")
+                download(url, f, self.rules, max_bytes=self.max_bytes, user_agent="kubeffmpeg-worker",
+                         on_length=on_length)
         except DownloadFailed as exc:
             raise FetchError(f"input {name!r}: {exc}") from None

@@ -50,6 +50,8 @@ class WorkerSettings:
     fetch_concurrency: int = _env("FETCH_CONCURRENCY", int, ge=1, le=64, default=4)
     upload_concurrency: int = _env("UPLOAD_CONCURRENCY", int, ge=1, le=64, default=8)
     max_input_bytes: int | None = _env("MAX_INPUT_BYTES", int, ge=1, default=None)
+    # The pool's scratch (ephemeralStorage quantity): downloaded inputs must fit before FFmpeg starts.
+    scratch_limit: str | None = _env("SCRATCH_LIMIT", default=None)
     # FFmpeg reads suitable storage inputs itself (presigned GET) instead of waiting for a download.
     stream_inputs: bool = _env("STREAM_INPUTS", _bool, default=True)
     keep_workdir: bool = _env("KEEP_WORKDIR", _bool, default=False)

@@ -124,9 +124,23 @@ def size_at(get_url: str) -> int:
     return int(headers.get("Content-Length", 0))
 
 
-def download(g: ObjectGrant, dest: Path, max_bytes: int | None = None) -> int:
+def download(g: ObjectGrant, dest: Path, max_bytes: int | None = None, size: int | None = None,
+             concurrency: int = 4) -> int:
+    """Stream the object to `dest` (never whole in memory); a large one whose `size` is known
+    comes in byte ranges, several at a time, each resumed where a broken connection left it
+    (ranged.py)."""
     if not g.get_url:
         raise StorageError(f"no read grant for {g.key}")
+    if size is not None:
+        if max_bytes is not None and size > max_bytes:
+            raise StorageError(f"larger than the limit of {max_bytes} bytes")
+        from . import ranged
+
+        if size >= ranged.RANGED_MIN_BYTES:
+            try:
+                return ranged.download_ranges(g.get_url, dest, size, concurrency)
+            except ranged.RangesUnsupported:
+                pass  # one GET after all
     written = 0
     with _request("GET", g.get_url, stream=True) as resp, open(dest, "wb") as f:
         while chunk := resp.read(CHUNK):

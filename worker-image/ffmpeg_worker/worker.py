@@ -9,7 +9,7 @@
 Exit code 0 means every declared output was uploaded and the status written; on failure the
 worker writes `status.error` and one line to the termination log, and exits non-zero:
 1 a command failed or timed out, 2 the job is invalid or unsafe, 3 inputs or storage failed,
-143 terminated (SIGTERM).
+4 the inputs to download do not fit the scratch space, 143 terminated (SIGTERM).
 
 The flow reads the FFmpegJob, its grants and the settings as plain views (`ffmpegjob_model.plain`)
 and writes the status as plain dicts checked equal to the models': no pydantic is loaded on the
@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from ffmpegjob_model.commands import render
-from ffmpegjob_model.exitcodes import EXIT_INVALID, EXIT_IO, EXIT_STEP, EXIT_TERMINATED
+from ffmpegjob_model.exitcodes import EXIT_INVALID, EXIT_IO, EXIT_SCRATCH, EXIT_STEP, EXIT_TERMINATED
 from ffmpegjob_model.outputs import OutputKind, local_path, output_kind, placeholder_name
 from ffmpegjob_model.plain import (
     GrantsView,
@@ -49,7 +49,7 @@ from ffmpegjob_model.safety import UnsafeCommand, validate_spec
 from .checkpoint import CheckpointStore, GrantCheckpoints, Snapshot
 from .early import EarlyReads
 from .errors import JobFailed, Terminated
-from .fetch import Fetcher, FetchError, local_name
+from .fetch import Fetcher, FetchError, ScratchBudget, ScratchFull, local_name
 from .kube import JobClient
 from .outputs import OutputsRefused, Produced, collect, limits_from_env, upload_produced
 from .run import InputReadFailed, StepFailed, StepProgress, expected_duration, run_ffmpeg
@@ -228,7 +228,10 @@ class Worker:
         )
         try:
             keys = self._stream_keys(spec, plan.commands, fetcher, plan.local)
+            self._check_scratch(spec, fetcher, set(keys), workdir)
             fetched = fetcher.fetch_all(spec, workdir, frozenset(keys))
+        except ScratchFull as exc:
+            raise JobFailed(str(exc), EXIT_SCRATCH) from None
         except FetchError as exc:
             raise JobFailed(str(exc), EXIT_IO) from None
         by_name = {i.name: i for i in spec.inputs}
@@ -236,6 +239,20 @@ class Worker:
         paths = {n: urls.get(n, p) for n, p in plan.local.items()}
         paths |= {placeholder_name(o.name): local_path(o.name) for o in spec.outputs}
         return Inputs(fetcher, urls, paths, sum(f.size for f in fetched.values()))
+
+    def _check_scratch(self, spec: SpecView, fetcher: Fetcher, streamed: set[str], workdir: Path) -> None:
+        """The inputs to download must fit the pool's scratch space and the free space of the
+        work folder, else the job fails before FFmpeg starts (a full emptyDir would get the pod
+        evicted mid-download): the storage inputs by their probed sizes, here, before anything
+        is fetched; an https input by its Content-Length, before its first byte is written
+        (fetch.ScratchBudget). Streamed inputs take no space."""
+        try:
+            free: int | None = shutil.disk_usage(workdir).free
+        except OSError:
+            free = None
+        fetcher.budget = budget = ScratchBudget(self.settings.scratch_limit, free)
+        budget.reserve({i.name: fetcher.stat(spec.tenant, i) for i in spec.inputs
+                        if i.name not in streamed and fetcher.storage_key(spec.tenant, i) is not None})
 
     def run_steps(self, plan: Plan, inputs: Inputs, workdir: Path, store: CheckpointStore | None,
                   saved: int) -> float:

@@ -52,6 +52,7 @@ from ..schemas import (
 )
 from ..services import Auth, Caller, Services, Svc
 from ..submission import submission
+from ..uploads import single_put_check
 
 router = APIRouter(responses=ERROR_RESPONSES)
 
@@ -233,6 +234,7 @@ def analyze(req: AnalyzeRequest, who: Auth, svc: Svc) -> AnalyzeResponse:
 def register_file(req: RegisterFileRequest, who: Auth, svc: Svc) -> RegisterFileResponse:
     if not valid_file_name(req.file_name):
         raise ApiError(400, f"Invalid file_name {req.file_name!r}: 1-255 characters, no slashes")
+    single_put_check(svc.settings, req.file_size, "/uploads")
     if req.dir_id is not None:
         require_dir(svc, who.tenant, req.dir_id)
         dir_id = req.dir_id

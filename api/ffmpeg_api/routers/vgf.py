@@ -34,6 +34,7 @@ from ..schemas import (
 )
 from ..services import Auth, Caller, Services, Svc
 from ..submission import submission
+from ..uploads import single_put_check
 
 router = APIRouter(prefix="/api", responses=ERROR_RESPONSES)
 JobId = Annotated[str, Path(description="The job's id", min_length=1, max_length=253)]
@@ -205,6 +206,7 @@ def tmp_file(who: Auth, svc: Svc, req: Annotated[TmpFileRequest | None, Body()] 
     name = (req.file_name if req else None) or "input"
     if not valid_file_name(name):
         raise ApiError(400, f"Invalid file_name {name!r}: 1-255 characters, no slashes")
+    single_put_check(svc.settings, req.file_size if req else None, "/api/uploads")
     ttl = svc.settings.tmp_file_seconds
     d = svc.storage.create_dir(who.tenant, ttl, temporary=True)
     return TmpFileResponse(data=TmpFileUrls(

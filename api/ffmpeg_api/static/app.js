@@ -64,6 +64,59 @@ const KF = (() => {
     });
   }
 
+  // Store a local file for a job (docs/large-files.md): one presigned PUT, or in parts, 4 at a time,
+  // from 256 MiB or when the API refuses the single PUT (over its single-upload limit).
+  // surface "vgf": a temporary file, answers {url}; "ffmpeg-api": into `extra.dir_id` (or a new
+  // directory), answers {dir_id, file_path}.
+  const PARTS_FROM = 256 * 1024 * 1024;
+  async function storeFile(surface, file, extra, onProgress) {
+    const name = file.name.replace(/[\/\\]/g, "_");
+    const vgf = surface === "vgf";
+    if (file.size < PARTS_FROM) {
+      try {
+        if (vgf) {
+          const t = (await api("POST", "/api/tmp-file", { file_name: name, file_size: file.size })).data;
+          await putFile(t.upload_url, file, onProgress);
+          return { url: t.download_url };
+        }
+        const reg = await api("POST", "/file", { file_name: name, file_size: file.size, ...extra });
+        await putFile(reg.upload.url, file, onProgress);
+        return { dir_id: reg.file.dir_id, file_path: reg.file.file_path };
+      } catch (e) {
+        if (!(e instanceof ApiError && e.status === 400 && /single-upload limit/.test(e.message))) throw e;
+      }
+    }
+    const base = vgf ? "/api/uploads" : "/uploads";
+    const started = await api("POST", base, { file_name: name, file_size: file.size, ...(vgf ? {} : extra) });
+    const up = vgf ? started.data : started.upload;
+    const urls = new Map(up.parts.map((p) => [p.part_number, p.url]));
+    const numbers = Array.from({ length: up.part_count }, (_, i) => i + 1);
+    const sent = new Map();
+    const report = () => { if (onProgress) onProgress([...sent.values()].reduce((a, b) => a + b, 0) / (file.size || 1)); };
+    for (let i = 0; i < numbers.length; i += 1000) {  // part URLs come in batches of at most 1,000
+      const batch = numbers.slice(i, i + 1000);
+      const want = batch.filter((n) => !urls.has(n));
+      if (want.length) {
+        const got = await api("POST", `${base}/${up.upload_id}/urls`, { part_numbers: want });
+        for (const p of (vgf ? got.data : got).parts) urls.set(p.part_number, p.url);
+      }
+      const queue = batch.slice();
+      const worker = async () => {
+        for (let n = queue.shift(); n !== undefined; n = queue.shift()) {
+          const start = (n - 1) * up.part_size;
+          const part = file.slice(start, Math.min(start + up.part_size, file.size));
+          await putFile(urls.get(n), part, (f) => { sent.set(n, f * part.size); report(); });
+          sent.set(n, part.size);
+          report();
+        }
+      };
+      await Promise.all([worker(), worker(), worker(), worker()]);
+    }
+    // No ETags sent: the API completes with the parts storage lists (a browser may not read them).
+    const done = await api("POST", `${base}/${up.upload_id}/complete`);
+    return vgf ? { url: done.data.download_url } : { dir_id: done.file.dir_id, file_path: done.file.file_path };
+  }
+
   // el("a", {href: "/x", class: "b"}, "text", child, ...): a DOM node; strings become text.
   function el(tag, attrs, ...children) {
     const n = document.createElement(tag);
@@ -218,7 +271,7 @@ const KF = (() => {
   document.addEventListener("DOMContentLoaded", chrome);
 
   return {
-    key, setKey, forget, requireKey, api, putFile, ApiError, el, clear, $, notice, when, bytes, seconds,
+    key, setKey, forget, requireKey, api, putFile, storeFile, ApiError, el, clear, $, notice, when, bytes, seconds,
     ttl, elapsed, percentOf, badge, progressBar, live, TERMINAL,
   };
 })();

@@ -64,8 +64,8 @@ document.addEventListener("DOMContentLoaded", () => {
     const file = $("upload-file").files[0];
     if (!file) { $("files-status").textContent = "Choose a file first."; return; }
     try {
-      const reg = await KF.api("POST", "/file", { file_name: file.name.replace(/[\/\\]/g, "_"), dir_id: current });
-      await KF.putFile(reg.upload.url, file, (f) => { $("files-status").textContent = "Uploading: " + Math.round(f * 100) + " %"; });
+      await KF.storeFile("ffmpeg-api", file, { dir_id: current },
+        (f) => { $("files-status").textContent = "Uploading: " + Math.round(f * 100) + " %"; });
       $("files-status").textContent = "Uploaded " + file.name + ".";
       $("upload-file").value = "";
       await loadFiles();

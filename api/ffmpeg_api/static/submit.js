@@ -97,9 +97,8 @@ document.addEventListener("DOMContentLoaded", () => {
         if (!key && !url && !file) continue;
         if (file) {
           say("Uploading " + file.name + "…");
-          const tmp = (await KF.api("POST", "/api/tmp-file", { file_name: file.name.replace(/[\/\\]/g, "_") })).data;
-          await KF.putFile(tmp.upload_url, file, (f) => say("Uploading " + file.name + ": " + Math.round(f * 100) + " %"));
-          url = tmp.download_url;
+          url = (await KF.storeFile("vgf", file, {},
+            (f) => say("Uploading " + file.name + ": " + Math.round(f * 100) + " %"))).url;
         }
         input_files[key] = url;
       }
@@ -130,10 +129,10 @@ document.addEventListener("DOMContentLoaded", () => {
         if (!path && !file) continue;
         if (file) {
           say("Uploading " + file.name + "…");
-          const reg = await KF.api("POST", "/file", { file_name: file.name.replace(/[\/\\]/g, "_"), ...(dir ? { dir_id: dir } : {}) });
-          await KF.putFile(reg.upload.url, file, (f) => say("Uploading " + file.name + ": " + Math.round(f * 100) + " %"));
-          dir = reg.file.dir_id;  // later uploads go to the same directory (one input directory per task)
-          path = reg.file.file_path;
+          const stored = await KF.storeFile("ffmpeg-api", file, dir ? { dir_id: dir } : {},
+            (f) => say("Uploading " + file.name + ": " + Math.round(f * 100) + " %"));
+          dir = stored.dir_id;  // later uploads go to the same directory (one input directory per task)
+          path = stored.file_path;
         }
         inputs.push({ file_path: path, ...(options.length ? { options } : {}) });
       }
