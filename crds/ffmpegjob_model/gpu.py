@@ -444,3 +444,76 @@ def cpu_fallback_spec(spec: FFmpegJobSpec) -> FFmpegJobSpec:
     outputs = [o.model_copy(update={"options": _rewrite_options(o.options, False)}) for o in spec.outputs]
     graph = rewrite_graph(spec.filter_complex) if spec.filter_complex else spec.filter_complex
     return spec.model_copy(update={"inputs": inputs, "outputs": outputs, "filter_complex": graph})
+
+
+# ---------------------------------------------------------------------------------- placement
+class GpuRefused(ValueError):
+    """The job asks for GPU capabilities its pool lacks and may not (or cannot) fall back."""
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where and how a job runs: its pool (the fallback pool when it fell back), the spec as the
+    worker will run it, and what the asked-for pool lacked (empty: no fallback)."""
+
+    machine: str
+    pool: NodePool
+    spec: FFmpegJobSpec
+    missing: tuple[Need, ...] = ()
+    from_machine: str | None = None
+
+    @property
+    def fell_back(self) -> bool:
+        return bool(self.missing)
+
+    def worker_pool(self) -> NodePool:
+        """The pool as the job's pods get it: `FFMPEG_FALLBACK=cpu` in their environment when the
+        job fell back; one `kubeffmpeg.io/nvenc-session` per concurrent NVENC encode when the
+        pool counts sessions (`maxEncodeSessions`)."""
+        update: dict[str, object] = {}
+        if self.fell_back:
+            update["env"] = {**self.pool.env, FALLBACK_ENV: FALLBACK_CPU}
+        sessions = encode_sessions(self.spec) if self.pool.max_encode_sessions else 0
+        if sessions:
+            resources = {k: dict(v) if isinstance(v, dict) else v for k, v in self.pool.resources.items()}
+            limits = dict(resources.get("limits") or {})
+            limits[NVENC_SESSION_RESOURCE] = str(sessions)
+            resources["limits"] = limits
+            if isinstance(resources.get("requests"), dict):  # extended resources: requests == limits
+                resources["requests"][NVENC_SESSION_RESOURCE] = str(sessions)
+            update["resources"] = resources
+        return self.pool.model_copy(update=update) if update else self.pool
+
+
+def place(spec: FFmpegJobSpec, machine: str, pools: dict[str, NodePool]) -> Placement:
+    """Check the job's GPU needs against its pool `machine` (a known pool): run there, fall back
+    to the CPU (`fallback: cpu`), or GpuRefused with the message both REST surfaces answer and the
+    operator writes."""
+    pool = pools[machine]
+    missing = missing_capabilities(spec, pool)
+    if not missing:
+        if pool.max_encode_sessions and encode_sessions(spec) > pool.max_encode_sessions:
+            raise GpuRefused(f"one command of this job runs {encode_sessions(spec)} NVENC encodes at once; machine "
+                             f"{machine!r} allows {pool.max_encode_sessions} per node (maxEncodeSessions)")
+        return Placement(machine, pool, spec)
+    if not effective_fallback(spec, pool):
+        raise GpuRefused(refusal(missing, machine, pool))
+    target = pool.fallback_pool
+    if target not in pools or target == machine:
+        raise GpuRefused(refusal(missing, machine, pool)
+                         + f" (fallback pool {target!r} is not a configured pool other than {machine!r})")
+    try:
+        cpu = cpu_fallback_spec(spec)
+    except FallbackImpossible as e:
+        raise GpuRefused(f"{refusal(missing, machine, pool)}; fallback: cpu is not possible: {e}") from None
+    still = missing_capabilities(cpu, pools[target])
+    if still:  # cannot happen for the filters and codecs the rewrite knows; kept as a guard
+        raise GpuRefused(refusal(still, target, pools[target]))
+    return Placement(target, pools[target], cpu, tuple(missing), from_machine=machine)
+
+
+def fallback_commands(spec: FFmpegJobSpec) -> list[str]:
+    """The commands of a (rewritten) spec as text, for status.fallback and the REST payloads."""
+    from .commands import effective_commands
+
+    return list(spec.commands) if spec.commands else [shlex.join(a) for a in effective_commands(spec)]

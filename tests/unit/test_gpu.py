@@ -209,3 +209,32 @@ def test_rewritten_commands_run_on_real_ffmpeg(tmp_path: Path) -> None:
     assert hevc["video"]["pix_fmt"] == "yuv420p10le"
     assert av1["video"]["codec_name"] == "av1"
     assert (ladder["video"]["codec_name"], ladder["video"]["width"]) == ("h264", 160)
+
+
+# ------------------------------------------------------------------------------- placement
+POOLS = {"gpu": H100, "cpu": CPU, "l4": L4.model_copy(update={"max_encode_sessions": 2})}
+
+
+def test_place_refuses_falls_back_or_keeps() -> None:
+    from ffmpegjob_model.gpu import FALLBACK_ENV, NVENC_SESSION_RESOURCE, GpuRefused, place
+
+    plain = spec("-i {{in}} -c:v libx264 {{out.mp4}}")
+    assert place(plain, "gpu", POOLS).machine == "gpu" and not place(plain, "gpu", POOLS).fell_back
+    nvenc = spec("-i {{in}} -c:v h264_nvenc -preset p1 {{out.mp4}}")
+    with pytest.raises(GpuRefused, match=r"machine .gpu. lacks .*NVENC encoding of h264"):
+        place(nvenc, "gpu", POOLS)
+    p = place(nvenc.model_copy(update={"fallback": "cpu"}), "gpu", POOLS)
+    assert (p.machine, p.from_machine, [n.name for n in p.missing]) == ("cpu", "gpu", ["h264"])
+    assert p.spec.commands == ["-i '{{in}}' -c:v libx264 -preset ultrafast '{{out.mp4}}'"]
+    assert p.worker_pool().env[FALLBACK_ENV] == "cpu"
+    # The pool's default, and the job's `none` over it.
+    pools = {**POOLS, "gpu": H100.model_copy(update={"fallback": "cpu"})}
+    assert place(nvenc, "gpu", pools).fell_back
+    with pytest.raises(GpuRefused):
+        place(nvenc.model_copy(update={"fallback": "none"}), "gpu", pools)
+    # Session counting: the pods ask for one session per concurrent NVENC encode.
+    on_l4 = place(nvenc, "l4", POOLS)
+    assert on_l4.worker_pool().resources["limits"][NVENC_SESSION_RESOURCE] == "1"
+    three = spec("-i {{in}} -c:v h264_nvenc {{out.mp4}} -c:v h264_nvenc {{b.mp4}} -c:v hevc_nvenc b2.mp4")
+    with pytest.raises(GpuRefused, match="allows 2 per node"):
+        place(three, "l4", POOLS)

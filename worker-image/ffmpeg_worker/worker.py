@@ -27,6 +27,7 @@ from typing import Any
 
 from ffmpegjob_model.commands import render
 from ffmpegjob_model.exitcodes import EXIT_INVALID, EXIT_IO, EXIT_STEP, EXIT_TERMINATED
+from ffmpegjob_model.gpu import FALLBACK_CPU, cpu_fallback_spec
 from ffmpegjob_model.grants import Grants
 from ffmpegjob_model.lenient import read_ffmpegjob
 from ffmpegjob_model.model import FFmpegJob, FFmpegJobSpec, Progress, ResultFile, Usage
@@ -168,9 +169,11 @@ class Worker:
                 shutil.rmtree(workdir, ignore_errors=True)
 
     def read_job(self) -> FFmpegJob:
-        if self.early is None:
-            return self.jobs.get()
-        return read_ffmpegjob(self.early.job.result())
+        job = self.jobs.get() if self.early is None else read_ffmpegjob(self.early.job.result())
+        if self.settings.fallback == FALLBACK_CPU:
+            # Fell back from a GPU pool (the operator's decision): run the CPU equivalents.
+            job = job.model_copy(update={"spec": cpu_fallback_spec(job.spec)})
+        return job
 
     def _process(self, job: FFmpegJob, workdir: Path, started: float) -> None:
         plan = self.validate(job, started)
