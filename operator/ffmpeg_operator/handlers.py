@@ -277,6 +277,11 @@ def ensure_job(body: kopf.Body, spec: kopf.Spec, meta: kopf.Meta, patch: kopf.Pa
         try:
             placed = placement(c, dict(spec))
             model, pool_name, pool = placed.spec, placed.machine, placed.worker_pool()
+            fell_back = fallback.record(st, placed, now(), meta.get("generation"))
+            if fell_back:  # recorded before a split job's own status writes, which build on it
+                st["conditions"] = fell_back["conditions"]
+                obj["status"] = {**(obj.get("status") or {}), "conditions": st["conditions"]}
+                patch.status.update(fell_back)
             if model.parallel is not None:  # split-and-stitch (split.py), or one pod with the reason why
                 started = split.start(c, obj, model, pool_name, pool, patch, c.url_rules,
                                       lambda reason, msg: fail(c, obj, patch, reason, msg))
@@ -291,9 +296,6 @@ def ensure_job(body: kopf.Body, spec: kopf.Spec, meta: kopf.Meta, patch: kopf.Pa
             post(obj, "Warning", "PoolsUnavailable", str(e))
             raise kopf.TemporaryError(str(e), delay=15) from e
         t = now()
-        fell_back = fallback.record(st, placed, t, meta.get("generation"))
-        if fell_back:
-            st["conditions"] = fell_back["conditions"]
         conds = set_condition(st.get("conditions"), "Submitted", "True", "JobCreated",
                                      f"Job {name} on pool {pool_name}", t, meta.get("generation"))
         desired = {"jobName": name, "conditions": conds, "observedGeneration": meta.get("generation")}
