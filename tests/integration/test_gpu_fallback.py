@@ -121,3 +121,28 @@ def test_ffmpeg_api_surface_refuses_then_falls_back(api: Api, video: Path) -> No
     assert done["fallback"]["machine"] == "cpu" and "libsvtav1" in done["fallback"]["commands"][0]
     media = playable(httpx.get(done["result"][0]["download_url"], timeout=60).content)
     assert media == {"codec": "av1", "width": 128, "height": 96}
+
+
+def test_split_job_falls_back_with_its_chunks(stack: StackInfo, kube_api: client.ApiClient, custom: Any,
+                                              s3: Any) -> None:
+    """spec.parallel + fallback: cpu: the chunk and stitch pods run the rewritten encode on the cpu node."""
+    with tempfile.TemporaryDirectory() as tmp:
+        src = Path(tmp) / "long.mp4"
+        subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "testsrc2=duration=6:size=160x120:rate=10",
+                        "-c:v", "libx264", "-preset", "ultrafast", "-g", "20", "-pix_fmt", "yuv420p", str(src)],
+                       check=True)
+        s3.upload_file(str(src), stack.env["S3_BUCKET"], file_key("default", DIR, "long.mp4"))
+    ns, name = stack.namespace, unique("nvenc-split")
+    body = manifest(name, f"{DIR}/long.mp4", fallback="cpu", parallel={"chunks": 2},
+                    outputs=[{"name": "split.mp4"}],
+                    commands=["-i {{in.mp4}} -c:v h264_nvenc -preset p1 -cq 30 {{split.mp4}}"])
+    obj = custom.create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, body)
+    st = wait_phase(custom, ns, name, timeout=400)["status"]
+    assert st["phase"] == "Succeeded", st
+    assert st["split"]["chunks"] == 2
+    assert "FellBack" in {c["type"] for c in st["conditions"]} and st["fallback"]["machine"] == "cpu"
+    pods = client.CoreV1Api(kube_api).list_namespaced_pod(
+        ns, label_selector=f"{GROUP}/ffmpegjob-uid={obj['metadata']['uid']}").items
+    assert pods and {p.spec.node_name for p in pods if p.spec} == {"devstack-cpu"}
+    out = s3.get_object(Bucket=stack.env["S3_BUCKET"], Key=file_key("default", DIR, "split.mp4"))["Body"].read()
+    assert playable(out) == {"codec": "h264", "width": 160, "height": 120}
