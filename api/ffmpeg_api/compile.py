@@ -16,6 +16,7 @@ import re
 from dataclasses import dataclass, field
 from urllib.parse import unquote, urlsplit
 
+from ffmpegjob_model.gpu import Fallback
 from ffmpegjob_model.model import (
     NAME_PATTERN,
     FFmpegJobSpec,
@@ -226,6 +227,7 @@ class Submission:
     webhook: Webhook | None
     ttl_seconds_after_finished: int | None
     priority: Priority | None = None  # Kueue's WorkloadPriorityClass (docs/queueing.md)
+    fallback: Fallback | None = None  # run on the CPU what the pool's GPUs cannot (docs/gpu.md)
 
 
 def _spec(sub: Submission, *, inputs: list[InputFile], outputs: list[OutputFile], output_dir: str,
@@ -244,6 +246,7 @@ def _spec(sub: Submission, *, inputs: list[InputFile], outputs: list[OutputFile]
         ttl_seconds_after_finished=sub.ttl_seconds_after_finished,
         parallel=parallel_spec(parallel),
         priority=sub.priority,
+        fallback=sub.fallback,
     )
 
 

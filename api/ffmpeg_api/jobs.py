@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ffmpegjob_model import payloads
+from ffmpegjob_model.gpu import GpuRefused, place
 from ffmpegjob_model.model import API_VERSION, FINISHED_LABEL, KIND, TENANT_LABEL, FFmpegJobSpec, Phase
 from ffmpegjob_model.payloads import SURFACE_LABEL
 from ffmpegjob_model.pools import NodePool, canonical_machine
@@ -80,10 +81,21 @@ class Jobs:
             validate_spec(spec, url_rules=self.url_rules, s3=self.s3, unresolvable_ok=unresolvable_ok)
         except UnsafeCommand as e:
             raise ApiError(400, f"Invalid command: {e}") from None
+        self.check_gpu(spec)
         if spec.parallel is not None and spec.parallel.mode is None:  # `auto` falls back to one pod
             reason = splittable(spec)
             if reason is not None:
                 raise ApiError(400, f"Not splittable (parallel): {reason}")
+
+    def check_gpu(self, spec: FFmpegJobSpec) -> None:
+        """400 naming the GPU capability the job's pool lacks, unless it may fall back (gpu.py)."""
+        pools = self.pools.get()
+        if spec.machine not in pools:
+            return
+        try:
+            place(spec, spec.machine, pools)
+        except GpuRefused as e:
+            raise ApiError(400, f"Invalid command: {e}") from None
 
     def check_quota(self, tenant: str, quota: Quota) -> bool:
         """Refuse a job over the tenant's quota (403). With Kueue a job over the active-job quota

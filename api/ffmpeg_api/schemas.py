@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
+from ffmpegjob_model.gpu import Fallback
 from ffmpegjob_model.payloads import VGF_DEFAULT_TIMEOUT_SECONDS, VGF_MAX_TIMEOUT_SECONDS
 from ffmpegjob_model.probe import ProbeOptions
 from ffmpegjob_model.queueing import DEFAULT_PRIORITY, Priority
@@ -92,6 +93,9 @@ class Task(_Req):
         return self
 
 
+FALLBACK_DESCRIPTION = ("Extension: `cpu` runs a job whose GPU encoders, decoders or filters its pool lacks on the CPU "
+                        "pool with equivalent software ones (h264_nvenc -> libx264, scale_cuda -> scale, ...); `none` "
+                        "refuses it (400); absent: the pool's default (docs/gpu.md)")
 PRIORITY_DESCRIPTION = ("Extension: queue priority on Kueue, `low`, `normal` (default) or `high`; no effect on a "
                         "cluster without Kueue (docs/queueing.md)")
 
@@ -102,6 +106,16 @@ class ProcessRequest(_Req):
     machine: str | None = Field(default=None, max_length=63,
                                 description="Extension: the node pool (default: the API's DEFAULT_MACHINE, `cpu`)")
     priority: Priority | None = Field(default=None, description=PRIORITY_DESCRIPTION)
+    fallback: Fallback | None = Field(default=None, description=FALLBACK_DESCRIPTION)
+
+
+class FallbackOut(BaseModel):
+    """Extension: the job ran on the CPU instead of the GPU pool it asked for (docs/gpu.md)."""
+
+    from_machine: str = Field(description="The pool the job asked for")
+    machine: str = Field(description="The pool it ran on")
+    missing: list[str] = Field(description="The GPU capabilities the asked-for pool lacked")
+    commands: list[str] | None = Field(default=None, description="The commands as rewritten for the CPU")
 
 
 class ProcessResponse(BaseModel):
@@ -128,6 +142,7 @@ class JobResponse(BaseModel):
         default=None, description="Extension: while pending on Kueue, 1-based place among the tenant's waiting jobs")
     queue_waiting: int | None = Field(default=None, description="Extension: while pending on Kueue, jobs waiting")
     queue_reason: str | None = Field(default=None, description="Extension: while pending on Kueue, Kueue's reason")
+    fallback: FallbackOut | None = Field(default=None, description="Extension: set when the job fell back to the CPU")
 
 
 class AnalyzeRequest(_Req):
@@ -257,6 +272,8 @@ class VgfJobRequest(_Req):
         default=None, description="Extension: an FFmpegJobTemplate; `input_files` keys are its input names, "
         "leave `ffmpeg_commands` and `output_files` out (docs/presets.md)")
 
+    fallback: Fallback | None = Field(default=None, description=FALLBACK_DESCRIPTION)
+
     @model_validator(mode="after")
     def _commands_or_template(self) -> VgfJobRequest:
         if self.template is None and (not self.ffmpeg_commands or not self.output_files):
@@ -311,6 +328,7 @@ class VgfJob(BaseModel):
     queue_waiting: int | None = Field(default=None, description="Extension: while queued on Kueue, jobs waiting in "
                                                                 "the pool")
     queue_reason: str | None = Field(default=None, description="Extension: while queued on Kueue, Kueue's reason")
+    fallback: FallbackOut | None = Field(default=None, description="Extension: set when the job fell back to the CPU")
 
 
 class VgfJobResponse(BaseModel):

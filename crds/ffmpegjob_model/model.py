@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 
+from .gpu import Fallback
 from .outputs import OUTPUT_ENTRY_PATTERN, OUTPUT_NAME_PATTERN
 from .plain import DIR_ID_PATTERN, MACHINE_PATTERN, NAME_PATTERN, usage_figures
 from .queueing import Priority
@@ -212,6 +213,13 @@ class FFmpegJobSpec(_Wire):
         description="Made from an FFmpegJobTemplate: leave `commands` and `outputs` out, they are filled from it.",
     )
 
+    fallback: Fallback | None = Field(
+        default=None,
+        description="A job its pool's GPUs cannot run (an NVENC codec, NVDEC or a CUDA filter the pool lacks): "
+        "`cpu` rewrites its commands for the CPU and runs it on the pool's fallback pool, `none` refuses it; "
+        "absent: the pool's default (docs/gpu.md).",
+    )
+
     @model_validator(mode="after")
     def _outputs_or_template(self) -> FFmpegJobSpec:
         if not self.outputs and self.template is None:
@@ -357,6 +365,15 @@ class QueueStatus(_Wire):
     priority: str | None = Field(default=None, description="The WorkloadPriorityClass Kueue applies.")
 
 
+class FallbackStatus(_Wire):
+    """Written by the operator when a job fell back from its GPU pool to the CPU."""
+
+    from_machine: str = Field(description="The pool the job asked for.")
+    machine: str = Field(description="The pool it ran on.")
+    missing: list[str] = Field(default_factory=list, description="The GPU capabilities the pool lacked.")
+    commands: list[str] | None = Field(default=None, description="The commands as rewritten for the CPU.")
+
+
 class FFmpegJobStatus(_Wire):
     phase: Phase | None = None
     reason: str | None = None
@@ -383,6 +400,8 @@ class FFmpegJobStatus(_Wire):
         default=None, description="Written by chunk/stitch pods, keyed by chunk index or `stitch`."
     )
     queue: QueueStatus | None = Field(default=None, description="Queued on Kueue: position and Kueue's reason.")
+    fallback: FallbackStatus | None = Field(
+        default=None, description="The job ran on the CPU instead of its GPU pool (spec.fallback).")
 
 
 class FFmpegJob(_Wire):

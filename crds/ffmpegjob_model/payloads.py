@@ -120,6 +120,14 @@ def queue_fields(obj: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def fallback_fields(obj: dict[str, Any]) -> dict[str, Any]:
+    """Extension of both surfaces' job views: `fallback`, set once the operator ran a GPU job on
+    the CPU (status.fallback, docs/gpu.md); null otherwise."""
+    fb = status_of(obj).fallback
+    return {"fallback": None if fb is None else {"from_machine": fb.from_machine, "machine": fb.machine,
+                                                 "missing": list(fb.missing), "commands": fb.commands}}
+
+
 # ------------------------------------------------------------------------------ "FFmpeg API"
 def ffmpeg_api_error(obj: dict[str, Any]) -> str:
     """The documented failure text: `FFmpeg processing error: <detail>`."""
@@ -217,6 +225,7 @@ def vgf_job(obj: dict[str, Any], presign: Presign, job_id: str | None = None) ->
             for r in results
         ],
         **queue_fields(obj),
+        **fallback_fields(obj),
     }
     return job
 

@@ -138,6 +138,7 @@ class SpecView:
     parallel: dict[str, Any] | None = None
     priority: str | None = None
     template: TemplateRefView | None = None
+    fallback: str | None = None
 
 
 @dataclass(frozen=True)
@@ -210,6 +211,7 @@ def read_spec(spec: Mapping[str, Any]) -> SpecView:
         parallel=_get(s, "spec", "parallel", dict, None),
         priority=_get(s, "spec", "priority", str, None),
         template=template,
+        fallback=_get(s, "spec", "fallback", str, None),
     )
 
 

@@ -12,6 +12,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic.alias_generators import to_camel
 
+from .gpu import CUDA_FILTERS, NVDEC_CODECS, NVENC_CODECS, Fallback
 from .release import DEFAULT_WORKER_IMAGE
 
 POOLS_KEY = "pools.yaml"
@@ -43,6 +44,47 @@ class NodePool(BaseModel):
         default=None, max_length=253,
         description="Kueue's ClusterQueue for this pool (the chart sets it when `kueue.enabled` gives the pool a "
                     "quota): its Jobs are queued there. None: they run at once.")
+
+    # GPU capabilities (gpu.py, docs/gpu.md): what the pool's GPUs and its image's FFmpeg can do.
+    # None declared (the default): a job asking for NVENC, NVDEC or a CUDA filter is refused here.
+    nvenc: list[str] = Field(
+        default_factory=list, description=f"Codecs the GPUs encode with NVENC: some of {', '.join(NVENC_CODECS)}.")
+    nvdec: bool | list[str] = Field(
+        default=False, description=f"NVDEC: true (every codec), false, or some of {', '.join(NVDEC_CODECS)}.")
+    cuda_filters: list[str] = Field(
+        default_factory=list, description="CUDA/NPP filters the pool's FFmpeg has, e.g. scale_cuda.")
+    max_encode_sessions: int | None = Field(
+        default=None, ge=1, le=256,
+        description=f"NVENC sessions a node allows: set, a job's pods request one `{'kubeffmpeg.io/nvenc-session'}` "
+                    "per concurrent NVENC encode, which the nodes must advertise (docs/gpu.md). None: not counted.")
+    fallback: Fallback | None = Field(
+        default=None, description="`cpu`: a job this pool cannot run is rewritten for the CPU and run on "
+                                  "`fallbackPool` unless it says `fallback: none`.")
+    fallback_pool: str = Field(default="cpu", description="Where jobs that fall back to the CPU run.")
+
+    @field_validator("nvenc")
+    @classmethod
+    def _known_nvenc(cls, v: list[str]) -> list[str]:
+        bad = [c for c in v if c not in NVENC_CODECS]
+        if bad:
+            raise ValueError(f"nvenc: unknown codec(s) {bad}; known: {', '.join(NVENC_CODECS)}")
+        return v
+
+    @field_validator("nvdec")
+    @classmethod
+    def _known_nvdec(cls, v: bool | list[str]) -> bool | list[str]:
+        bad = [] if isinstance(v, bool) else [c for c in v if c not in NVDEC_CODECS]
+        if bad:
+            raise ValueError(f"nvdec: unknown codec(s) {bad}; known: {', '.join(NVDEC_CODECS)}")
+        return v
+
+    @field_validator("cuda_filters")
+    @classmethod
+    def _known_filters(cls, v: list[str]) -> list[str]:
+        bad = [f for f in v if f not in CUDA_FILTERS]
+        if bad:
+            raise ValueError(f"cudaFilters: unknown filter(s) {bad}; known: {', '.join(CUDA_FILTERS)}")
+        return v
 
     @field_validator("resources")
     @classmethod

@@ -18,6 +18,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 import kopf
+from ffmpegjob_model import gpu
 from ffmpegjob_model.grants import grants_secret_name
 from ffmpegjob_model.lenient import read_spec
 from ffmpegjob_model.model import GROUP, PLURAL, TERMINAL, VERSION, FFmpegJobSpec, Phase
@@ -30,7 +31,7 @@ from kubernetes.client import V1DeleteOptions, V1Preconditions
 from kubernetes.client.rest import ApiException
 from pydantic import ValidationError
 
-from . import identity, jobs, presets, queueing, split, webhooks
+from . import fallback, identity, jobs, presets, queueing, split, webhooks
 from .context import Context, PoolsUnavailable
 from .grants import abort_unfinished, job_grants
 from .kube import CONFLICT_RETRIES, Written, drain, write_status
@@ -198,7 +199,14 @@ class Refused(Exception):
 
 def plan(c: Context, spec: dict[str, Any]) -> tuple[FFmpegJobSpec, str, NodePool]:
     """The validated spec and its pool, or Refused. Read leniently: fields of a newer CRD that
-    this operator does not know are logged once and ignored."""
+    this operator does not know are logged once and ignored. A job that falls back to the CPU
+    (fallback.py) comes back rewritten, with the fallback pool."""
+    placed = placement(c, spec)
+    return placed.spec, placed.machine, placed.worker_pool()
+
+
+def placement(c: Context, spec: dict[str, Any]) -> gpu.Placement:
+    """`plan`, with what the job's pool lacked when it fell back to the CPU."""
     try:
         model = read_spec(dict(spec))
     except ValidationError as e:
@@ -211,7 +219,10 @@ def plan(c: Context, spec: dict[str, Any]) -> tuple[FFmpegJobSpec, str, NodePool
     if pool_name not in pools:
         raise Refused("UnknownMachine",
                       f"machine {model.machine!r} is not a node pool; known: {', '.join(sorted(pools)) or 'none'}")
-    return model, pool_name, pools[pool_name]
+    try:
+        return fallback.placement(model, pool_name, pools)
+    except fallback.GpuRefused as e:
+        raise Refused("ValidationFailed", str(e)) from None
 
 
 def create_job(c: Context, obj: dict[str, Any], model: FFmpegJobSpec, pool_name: str, pool: NodePool,
@@ -266,7 +277,13 @@ def ensure_job(body: kopf.Body, spec: kopf.Spec, meta: kopf.Meta, patch: kopf.Pa
         try:
             if presets.needs_resolution(dict(spec)):  # kubectl-applied, from an FFmpegJobTemplate
                 obj, st = resolve_template(c, obj, st)
-            model, pool_name, pool = plan(c, dict(obj["spec"]))
+            placed = placement(c, dict(obj["spec"]))
+            model, pool_name, pool = placed.spec, placed.machine, placed.worker_pool()
+            fell_back = fallback.record(st, placed, now(), obj["metadata"].get("generation"))
+            if fell_back:  # recorded before a split job's own status writes, which build on it
+                st["conditions"] = fell_back["conditions"]
+                obj["status"] = {**(obj.get("status") or {}), "conditions": st["conditions"]}
+                patch.status.update(fell_back)
             if model.parallel is not None:  # split-and-stitch (split.py), or one pod with the reason why
                 started = split.start(c, obj, model, pool_name, pool, patch, c.url_rules,
                                       lambda reason, msg: fail(c, obj, patch, reason, msg))
@@ -285,6 +302,8 @@ def ensure_job(body: kopf.Body, spec: kopf.Spec, meta: kopf.Meta, patch: kopf.Pa
         conds = set_condition(st.get("conditions"), "Submitted", "True", "JobCreated",
                                      f"Job {name} on pool {pool_name}", t, generation)
         desired = {"jobName": name, "conditions": conds, "observedGeneration": generation}
+        if fell_back:
+            desired["fallback"] = fell_back["fallback"]
         if not st.get("phase"):
             # The New -> Pending event (record_transition) is the one JobCreated event.
             desired.update(phase=Phase.PENDING.value, reason="JobCreated",

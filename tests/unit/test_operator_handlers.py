@@ -307,3 +307,25 @@ def test_housekeeping_catches_up_with_missed_events_and_a_quiet_round_writes_not
     writes = len(k.writes)
     handlers.housekeeping_round(op.c)
     assert k.writes[writes:] == []  # a quiet round writes nothing
+
+
+# ------------------------------------------------------------------------- GPU capabilities
+def test_a_job_its_gpu_pool_cannot_run_fails_or_falls_back_to_the_cpu(k: FakeKubernetes, op: Operator) -> None:
+    nvenc = ["-f lavfi -i testsrc=duration=1 -vf scale_cuda=64:64 -c:v h264_nvenc -preset p1 {{out.mp4}}"]
+    submit(k, op, name="nv", machine="gpu", commands=nvenc)
+    st = op.status("nv")
+    assert (st["phase"], st["reason"]) == ("Failed", "ValidationFailed")
+    assert "machine 'gpu' lacks" in st["message"] and "NVENC encoding of h264" in st["message"]
+    assert k.find("Job") is None
+
+    submit(k, op, name="fb", machine="gpu", fallback="cpu", commands=nvenc)
+    st = op.status("fb")
+    assert [c["type"] for c in st["conditions"]] == ["FellBack", "Submitted"]
+    assert st["conditions"][0]["reason"] == "GpuCapabilityMissing"
+    assert (st["fallback"]["fromMachine"], st["fallback"]["machine"]) == ("gpu", "cpu")
+    assert st["fallback"]["commands"] == [
+        "-f lavfi -i testsrc=duration=1 -vf scale=64:64 -c:v libx264 -preset ultrafast '{{out.mp4}}'"]
+    pod = the_job(k)["spec"]["template"]["spec"]
+    [worker] = pod["containers"]
+    assert pod["nodeSelector"] == {"kubeffmpeg.io/pool": "cpu"}
+    assert {"name": "FFMPEG_FALLBACK", "value": "cpu"} in worker["env"]

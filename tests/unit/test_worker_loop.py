@@ -289,3 +289,18 @@ def test_a_failed_upload_takes_back_the_result_written_beside_it(store: Store, t
 def test_the_entry_points_exit_codes_are_the_contracts() -> None:
     assert (worker_main.EXIT_INVALID, worker_main.EXIT_IO, worker_main.EXIT_TERMINATED) == (
         exitcodes.EXIT_INVALID, exitcodes.EXIT_IO, exitcodes.EXIT_TERMINATED)
+
+
+def test_a_job_that_fell_back_runs_its_gpu_commands_rewritten_for_the_cpu(store: Store, clip: bytes,
+                                                                          tmp_path: Path) -> None:
+    """FFMPEG_FALLBACK=cpu (set by the operator): the worker runs gpu.cpu_fallback_spec of the spec."""
+    src = file_key(TENANT, "src", "in.mp4")
+    store.objects[src] = clip
+    grants = Grants(expires_at=expires(), inputs={"in.mp4": store.grant(src, read=True)},
+                    outputs=output_grants(store, ["out.mp4"]))
+    obj = make_job(["-hwaccel cuda -hwaccel_output_format cuda -i {{in.mp4}} -vf scale_cuda=80:60 "
+                    "-c:v h264_nvenc -preset p1 -cq 30 -an {{out.mp4}}"], ["out.mp4"], {"in.mp4": "src/in.mp4"})
+    code, jobs = run(obj, store, grants, tmp_path, fallback="cpu")
+    assert code == 0, jobs.status.get("error")
+    info = ffprobe(store.objects[file_key(TENANT, "out", "out.mp4")], tmp_path)
+    assert info["streams"][0]["codec_name"] == "h264" and info["streams"][0]["width"] == 80

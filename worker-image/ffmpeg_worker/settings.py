@@ -66,6 +66,9 @@ class WorkerSettings:
     mode: str | None = _env("FFMPEG_WORKER_MODE", default=None)
     split_plan: str | None = _env("FFMPEG_SPLIT_PLAN", default=None)
     completion_index: str | None = _env("JOB_COMPLETION_INDEX", default=None)
+    # `cpu`: the job fell back from a GPU pool; its commands are rewritten for the CPU
+    # (ffmpegjob_model.gpu.cpu_fallback_spec, the function the operator decided with).
+    fallback: str | None = _env("FFMPEG_FALLBACK", default=None)
 
     @property
     def pod(self) -> str | None:

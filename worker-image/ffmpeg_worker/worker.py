@@ -20,6 +20,7 @@ whole object through the models.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import shlex
 import shutil
@@ -32,6 +33,7 @@ from typing import Any
 
 from ffmpegjob_model.commands import render
 from ffmpegjob_model.exitcodes import EXIT_INVALID, EXIT_IO, EXIT_SCRATCH, EXIT_STEP, EXIT_TERMINATED
+from ffmpegjob_model.gpu import FALLBACK_CPU, cpu_fallback_spec
 from ffmpegjob_model.outputs import OutputKind, local_path, output_kind, placeholder_name
 from ffmpegjob_model.plain import (
     GrantsView,
@@ -181,7 +183,11 @@ class Worker:
                 shutil.rmtree(workdir, ignore_errors=True)
 
     def read_job(self) -> JobView:
-        return read_job(self.jobs.get_object() if self.early is None else self.early.job.result())
+        job = read_job(self.jobs.get_object() if self.early is None else self.early.job.result())
+        if self.settings.fallback == FALLBACK_CPU:
+            # Fell back from a GPU pool (the operator's decision): run the CPU equivalents.
+            job = dataclasses.replace(job, spec=cpu_fallback_spec(job.spec))
+        return job
 
     def _process(self, job: JobView, workdir: Path, started: float) -> None:
         plan = self.validate(job, started)

@@ -12,7 +12,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Path
 from fastapi.responses import JSONResponse
 from ffmpegjob_model.model import FFmpegJobSpec, InputFile, Usage
-from ffmpegjob_model.payloads import SURFACE_FFMPEG_API, failure_detail, queue_fields
+from ffmpegjob_model.payloads import SURFACE_FFMPEG_API, failure_detail, fallback_fields, queue_fields
 from ffmpegjob_model.probe import ProbeFailed, ProbeOptionsError, probe
 from ffmpegjob_model.storage_layout import DEFAULT_DIR_TTL, valid_dir_id, valid_file_name
 from ffmpegjob_model.times import format_time
@@ -87,7 +87,7 @@ def submit_ffmpeg_api_task(svc: Services, who: Caller, req: ProcessRequest) -> s
                 raise ApiError(404, f"File not found: {p.storage_path}")
     if req.task.output_dir_id is not None and req.task.output_dir_id != plan.input_dir:
         require_dir(svc, tenant, req.task.output_dir_id)
-    sub = submission(svc, tenant, req.machine, req.webhook_url, priority=req.priority)
+    sub = submission(svc, tenant, req.machine, req.webhook_url, priority=req.priority, fallback=req.fallback)
     output_dir = plan.output_dir
     if output_dir is None:
         output_dir = svc.storage.create_dir(tenant, DEFAULT_DIR_TTL, temporary=True).id
@@ -176,10 +176,10 @@ def get_job(who: Auth, svc: Svc, jobId: JobId) -> JobResponse:
     status = rest_status(obj)
     if status == "completed":
         return JobResponse(ok=True, job_id=jobId, status="completed", result=results(obj, presigner(svc)),
-                           usage=usage_of(obj))
+                           usage=usage_of(obj), **fallback_fields(obj))
     if status in ("failed", "cancelled"):
-        return JobResponse(ok=False, job_id=jobId, status=status, error=error_of(obj))
-    return JobResponse(ok=True, job_id=jobId, status=status, **queue_fields(obj))
+        return JobResponse(ok=False, job_id=jobId, status=status, error=error_of(obj), **fallback_fields(obj))
+    return JobResponse(ok=True, job_id=jobId, status=status, **queue_fields(obj), **fallback_fields(obj))
 
 
 @router.delete("/job/{jobId}", response_model=OkMessage, tags=["Jobs"],

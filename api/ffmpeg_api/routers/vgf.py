@@ -62,7 +62,8 @@ def view(svc: Services, obj: dict[str, Any]) -> VgfJob:
 def submit_vgf_job(svc: Services, who: Caller, req: VgfJobRequest) -> dict[str, Any]:
     """Create the FFmpegJob of a "Very Good FFmpeg" request; returns it as the API server stored it."""
     tenant = who.tenant
-    sub = submission(svc, tenant, req.machine, req.webhook_url, unresolvable_ok=True, priority=req.priority)
+    sub = submission(svc, tenant, req.machine, req.webhook_url, unresolvable_ok=True, priority=req.priority,
+                     fallback=req.fallback)
     sources: dict[str, str] = {}
     for name, url in req.input_files.items():
         url = url.strip()
