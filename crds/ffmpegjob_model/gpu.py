@@ -23,6 +23,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
 
+from .filtergraph import filter_name, filter_parts
+
 if TYPE_CHECKING:  # model.py imports this module (Fallback): commands.py, which needs model, is imported late
     from .model import FFmpegJobSpec
     from .plain import SpecView
@@ -140,40 +142,6 @@ def _flatten(groups: list[_Group]) -> list[str]:
     return out
 
 
-def _filter_parts(graph: str) -> list[tuple[str, str, str, str]]:
-    """The filters of a graph as (leading labels, name, `=args` or ``, trailing labels + separator),
-    so that `"".join(...)` gives the graph back."""
-    parts: list[str] = []
-    buf, quote, i = "", False, 0
-    while i < len(graph):
-        c = graph[i]
-        if c == "\\" and i + 1 < len(graph):
-            buf += graph[i:i + 2]
-            i += 2
-            continue
-        if c == "'":
-            quote = not quote
-        buf += c
-        if c in ",;" and not quote:
-            parts.append(buf)
-            buf = ""
-        i += 1
-    if buf:
-        parts.append(buf)
-    out = []
-    for part in parts:
-        m = re.match(r"^(\s*(?:\[[^\]]*\]\s*)*)(.*?)((?:\s*\[[^\]]*\])*\s*[,;]?\s*)$", part, re.DOTALL)
-        assert m is not None  # the pattern matches any text
-        lead, body, tail = m.groups()
-        name, eq, fargs = body.partition("=")
-        out.append((lead, name.strip(), eq + fargs, tail))
-    return out
-
-
-def _filter_name(name: str) -> str:
-    return name.split("@", 1)[0].lower()
-
-
 # ---------------------------------------------------------------------------------- detection
 def needs_of_args(args: list[str], step: int = 1) -> list[Need]:
     """What one command's argument list asks of the GPU."""
@@ -200,8 +168,8 @@ def needs_of_args(args: list[str], step: int = 1) -> list[Need]:
 
 def needs_of_graph(graph: str, where: str) -> list[Need]:
     needs = []
-    for _, name, _, _ in _filter_parts(graph):
-        f = _filter_name(name)
+    for _, name, _, _ in filter_parts(graph):
+        f = filter_name(name)
         if f.endswith(("_cuda", "_npp")):
             needs.append(Need("cudaFilter", f, f"{f} in {where}"))
     return needs
@@ -299,7 +267,7 @@ _X265_PROFILES = {"main": "main", "main10": "main10"}
 
 
 def _map_filter(lead: str, name: str, fargs: str, tail: str) -> str:
-    f = _filter_name(name)
+    f = filter_name(name)
     if f in ("hwupload_cuda", "hwupload", "hwdownload"):
         # Gone; a filter that carries link labels becomes `null` so the graph stays connected.
         labelled = lead.strip() or re.search(r"\[", tail)
@@ -333,7 +301,7 @@ def _map_filter(lead: str, name: str, fargs: str, tail: str) -> str:
 def rewrite_graph(graph: str) -> str:
     """A filter graph with its CUDA/NPP filters as their CPU equivalents and the hardware
     upload/download filters gone."""
-    out = "".join(_map_filter(*p) for p in _filter_parts(graph))
+    out = "".join(_map_filter(*p) for p in filter_parts(graph))
     out = re.sub(r"^\s*,+|,+\s*$", "", out.strip())
     return out or "null"
 

@@ -22,6 +22,7 @@ from .commands import (
     malformed_placeholder,
     placeholders_in,
 )
+from .filtergraph import filters
 from .outputs import RESERVED_FOLDERS, OutputKind, output_kind, placeholder_name, relative_output_path
 from .storage_layout import split_storage_path
 from .urls import (
@@ -347,34 +348,6 @@ def _check_file_value(arg: str, ctx: _Ctx, what: str) -> None:
     raise ctx.fail(arg, f"is not allowed as {what}: use a placeholder such as {{{{name}}}} or a plain file name")
 
 
-def _split_filters(graph: str) -> Iterable[tuple[str, str]]:
-    """(filter name, argument string) for each filter of a graph; quoting and escapes kept."""
-    parts: list[str] = []
-    buf, quote, i = "", False, 0
-    while i < len(graph):
-        c = graph[i]
-        if c == "\\" and i + 1 < len(graph):
-            buf += graph[i : i + 2]
-            i += 2
-            continue
-        if c == "'":
-            quote = not quote
-        if c in ",;" and not quote:
-            parts.append(buf)
-            buf = ""
-        else:
-            buf += c
-        i += 1
-    parts.append(buf)
-    for part in parts:
-        body = re.sub(r"^\s*(\[[^\]]*\]\s*)*", "", part)
-        body = re.sub(r"(\s*\[[^\]]*\])*\s*$", "", body)
-        if not body:
-            continue
-        name, _, args = body.partition("=")
-        yield name.strip().split("@", 1)[0].lower(), args
-
-
 def _split_filter_args(args: str) -> list[str]:
     out, buf, quote, i = [], "", False, 0
     while i < len(args):
@@ -396,7 +369,7 @@ def _split_filter_args(args: str) -> list[str]:
 
 
 def _check_filtergraph(graph: str, ctx: _Ctx) -> None:
-    for name, args in _split_filters(graph):
+    for name, args in filters(graph):
         if name in REFUSED_FILTERS:
             raise ctx.fail(graph, f"uses the filter {name!r}, which {REFUSED_FILTERS[name]}")
         if name not in FILE_FILTERS:

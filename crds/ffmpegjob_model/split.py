@@ -28,6 +28,7 @@ from fractions import Fraction
 from typing import Any
 
 from .commands import CommandSyntaxError, effective_commands, exact_placeholder, placeholder
+from .filtergraph import filters
 from .model import MAX_CHUNKS, ChunkRange, FFmpegJobSpec
 from .outputs import OutputKind, output_kind
 
@@ -195,40 +196,8 @@ def _stream_type(opt: str) -> str | None:
     return parts[1] if len(parts) > 1 and parts[1] in ("v", "V", "a", "s", "d", "t") else None
 
 
-def _filter_names(graph: str) -> list[tuple[str, str]]:
-    """(name, arguments) of each filter of a simple filtergraph string."""
-    out: list[tuple[str, str]] = []
-    depth, quote, cur = 0, "", []
-    chunks: list[str] = []
-    for ch in graph:
-        if quote:
-            if ch == quote:
-                quote = ""
-            cur.append(ch)
-            continue
-        if ch in "'\"":
-            quote = ch
-        elif ch == "[":
-            depth += 1
-        elif ch == "]":
-            depth -= 1
-        elif ch in ",;" and depth == 0:
-            chunks.append("".join(cur))
-            cur = []
-            continue
-        cur.append(ch)
-    chunks.append("".join(cur))
-    for c in chunks:
-        c = re.sub(r"\[[^\]]*\]", "", c).strip()
-        if not c:
-            continue
-        name, _, args = c.partition("=")
-        out.append((name.strip().split("@", 1)[0], args))
-    return out
-
-
 def _check_video_filters(graph: str, opt: str) -> None:
-    for name, args in _filter_names(graph):
+    for name, args in filters(graph):
         if name in TIME_FILTERS:
             raise NotSplittable(f"{opt} filter '{name}' {TIME_FILTERS[name]}")
         if "enable=" in args:
