@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic.alias_generators import to_camel
 
 from .release import DEFAULT_WORKER_IMAGE
+from .warm import WarmPool
 
 POOLS_KEY = "pools.yaml"
 # "nvidia" is what users of the "Very Good FFmpeg" service call the GPU machine.
@@ -43,6 +44,9 @@ class NodePool(BaseModel):
         default=None, max_length=253,
         description="Kueue's ClusterQueue for this pool (the chart sets it when `kueue.enabled` gives the pool a "
                     "quota): its Jobs are queued there. None: they run at once.")
+    warm: WarmPool | None = Field(
+        default=None,
+        description="Pre-started worker pods that wait for work (docs/warm-pools.md); absent: none.")
 
     @field_validator("resources")
     @classmethod
