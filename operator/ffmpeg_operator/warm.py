@@ -124,8 +124,10 @@ def enabled(pool: NodePool) -> bool:
 
 # --------------------------------------------------------------------------------- warm pods
 def pod_labels(pool_name: str, state: str = contract.IDLE) -> dict[str, str]:
+    # managed-by: the operator watches only its own children's pods (scale.py's selector).
     return {"app.kubernetes.io/name": "kubeffmpeg", "app.kubernetes.io/component": "worker",
-            contract.WARM_POOL_LABEL: pool_name, contract.WARM_STATE_LABEL: state}
+            jobs.LABEL_MANAGED_BY: jobs.MANAGED_BY, contract.WARM_POOL_LABEL: pool_name,
+            contract.WARM_STATE_LABEL: state}
 
 
 def pod_manifest(c: Context, namespace: str, name: str, pool_name: str, pool: NodePool) -> dict[str, Any]:
