@@ -57,7 +57,8 @@ class FakeCore:
 
 def pod(name: str, rv: str, state: str = contract.IDLE, phase: str = "Running") -> dict[str, Any]:
     return {"metadata": {"name": name, "namespace": "ns", "resourceVersion": rv,
-                         "labels": warm.pod_labels("fast", state), "annotations": {contract.WARM_SERVED_ANNOTATION: "0"}},
+                         "labels": warm.pod_labels("fast", state),
+                         "annotations": {contract.WARM_SERVED_ANNOTATION: "0"}},
             "status": {"phase": phase}}
 
 
