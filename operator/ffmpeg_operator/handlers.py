@@ -679,7 +679,11 @@ def reconcile_live(c: Context, ns: str, live: list[dict[str, Any]], t: datetime)
             continue  # not created yet: kopf's create handler (retried) owns it
         job = by_name.get((meta["namespace"], jname))
         if st.get("warm") and (st["warm"].get("exitCode") is None):
-            continue  # a warm pod runs it: the warm keeper follows it (warm.py)
+            try:  # a warm pod runs it (warm.py): only whether the pod is still there
+                warm.check(c, meta["namespace"], meta["name"], str(st["warm"].get("pod")))
+            except Exception as e:
+                log.warning("reconcile of FFmpegJob %s/%s failed: %s", meta["namespace"], meta["name"], e)
+            continue
         try:
             if st.get("split"):  # a graph of two Jobs: split.sync reads and mends it (re-creates what is gone)
                 sync(c, meta["namespace"], meta["name"])

@@ -45,6 +45,9 @@ from .status import set_condition, terminal_patch
 
 log = logging.getLogger("ffmpeg_operator.warm")
 KEEP_SECONDS = 1.0
+# The worker stops at the job's timeoutSeconds itself (exit 1, "timed out"); the operator's own
+# deadline is the backstop for a worker that does not, a little later.
+DEADLINE_GRACE_SECONDS = 15
 RUNNING = "Running"
 
 
@@ -368,7 +371,7 @@ def start(c: Context, obj: dict[str, Any], model: FFmpegJobSpec, pool_name: str,
     if model.suspend or model.parallel is not None or ns != namespace_of(c):
         return False
     deadline_seconds = min(model.timeout_seconds, pool.max_timeout_seconds)
-    wp = claim(c, ns, pool_name, pool, meta["name"], time.time() + deadline_seconds)
+    wp = claim(c, ns, pool_name, pool, meta["name"], time.time() + deadline_seconds + DEADLINE_GRACE_SECONDS)
     if wp is None:
         return False
     try:
@@ -549,6 +552,22 @@ def timed_out(c: Context, namespace: str, name: str, pod: str) -> None:
             raise
         return
     record_transition(c, ffj, st.get("phase"), p)
+
+
+def check(c: Context, namespace: str, name: str, pod: str) -> None:
+    """Housekeeping of a job a warm pod runs: a pod that is gone (deleted while no operator
+    watched) gives the job to a Job."""
+    with c.warm_pods.lock:
+        known = (namespace, pod) in c.warm_pods.pods
+    if known:
+        return
+    try:
+        _core(c).read_namespaced_pod(pod, namespace, _preload_content=False)
+        return
+    except ApiException as e:
+        if e.status != 404:
+            raise
+    lost(c, namespace, name, pod, f"warm pod {pod} is gone")
 
 
 def stop(c: Context, body: dict[str, Any]) -> None:
