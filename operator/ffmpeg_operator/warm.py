@@ -32,7 +32,7 @@ from typing import Any, cast
 import kopf
 from ffmpegjob_model import warm as contract
 from ffmpegjob_model.exitcodes import EXIT_INVALID, EXIT_STEP
-from ffmpegjob_model.grants import GRANTS_FILE_ENV
+from ffmpegjob_model.grants import GRANTS_FILE_ENV, grants_secret_name
 from ffmpegjob_model.model import GROUP, PLURAL, TERMINAL, VERSION, FFmpegJobSpec, Phase
 from ffmpegjob_model.pools import NodePool
 from ffmpegjob_model.times import format_time, parse_time
@@ -380,6 +380,10 @@ def start(c: Context, obj: dict[str, Any], model: FFmpegJobSpec, pool_name: str,
         log.warning("could not hand FFmpegJob %s/%s to warm pod %s (a Job runs it): %s", ns, meta["name"],
                     wp.name, e)
         retire(c, ns, wp.name)
+        try:
+            drop_grants(c, ns, str(meta["uid"]))
+        except Exception as e2:  # the Job's pod may then find grants presigned for the warm attempt
+            log.warning("could not drop the warm grants of %s/%s: %s", ns, meta["name"], e2)
         return False
     t = datetime.now(UTC)
     st = dict(obj.get("status") or {})
@@ -494,8 +498,10 @@ def after_job(c: Context, namespace: str, pod: str, ok: bool) -> None:
 
 def lost(c: Context, namespace: str, name: str, pod: str, why: str, ffj: dict[str, Any] | None = None,
          force: bool = False) -> None:
-    """The warm attempt ended without a verdict (the pod died, the worker failed to reach storage
-    or the API): the job gets a normal Job, as a retried pod would, while attempts remain."""
+    """The warm attempt ended without a verdict: the job gets a normal Job. A pod that vanished
+    or ended (deleted, drained, its node lost) is a disruption, retried whatever `backoffLimit`
+    says, as a Job's pod would be (pod_failure_policy: Ignore); a worker that failed to reach
+    storage or the API (`force`, from its report) counts as an attempt."""
     from .handlers import Refused, create_job, plan, record_transition
 
     ffj = ffj or c.kube.get_ffmpegjob(namespace, name)
@@ -511,8 +517,9 @@ def lost(c: Context, namespace: str, name: str, pod: str, why: str, ffj: dict[st
     t = datetime.now(UTC)
     try:
         model, pool_name, pool = plan(c, dict(ffj.get("spec") or {}))
-        if model.backoff_limit < 1:
+        if force and model.backoff_limit < 1:
             raise Refused("BackoffLimitExceeded", f"{why}; no attempts remain (backoffLimit 0)")
+        drop_grants(c, namespace, str(meta["uid"]))
         job_name = create_job(c, ffj, model, pool_name, pool)
     except Refused as e:
         p = terminal_patch(st, Phase.FAILED, e.reason, e.message, t, gen)
@@ -529,6 +536,17 @@ def lost(c: Context, namespace: str, name: str, pod: str, why: str, ffj: dict[st
         return
     record_transition(c, ffj, st.get("phase"), p)
     _ignore_404(lambda: _core(c).delete_namespaced_secret(contract.claim_secret_name(pod), namespace))
+
+
+def drop_grants(c: Context, namespace: str, uid: str) -> None:
+    """The warm attempt's grants go before a Job takes the job over: they expire with the warm
+    attempt's deadline, not a queued Job's, and its open multipart uploads are aborted (the Job
+    gets freshly presigned ones; its ServiceAccount, Role and RoleBinding are reused)."""
+    name = jobs.job_name(uid)
+    grants = identity.read_grants(c.kube, namespace, name)
+    if grants is not None:
+        abort_unfinished(c.signer, grants)
+    _ignore_404(lambda: _core(c).delete_namespaced_secret(grants_secret_name(name), namespace))
 
 
 def timed_out(c: Context, namespace: str, name: str, pod: str) -> None:

@@ -263,3 +263,18 @@ def test_without_an_idle_warm_pod_a_job_runs_it(stack: StackInfo, kube_api: clie
     assert get_ffmpegjob(custom, ns, busy)["status"]["warm"]["pod"] == pod
     custom.patch_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, busy, {"spec": {"cancel": True}})
     assert wait_phase(custom, ns, busy)["status"]["phase"] == "Cancelled"
+
+
+def test_a_warm_pod_lost_mid_job_hands_the_job_to_a_job(stack: StackInfo, kube_api: client.ApiClient,
+                                                        custom: Any, clip: str, warm_pool: str) -> None:
+    ns = stack.namespace
+    core = client.CoreV1Api(kube_api)
+    pod = idle_pod(kube_api, ns)
+    name = unique("warm-lost")
+    create(custom, ns, manifest(name, clip, command=MEDIUM))
+    wait_for(lambda: ffmpeg_environ(pod_dir(pod) / "volumes" / "scratch"), 60, "FFmpeg on the warm pod")
+    core.delete_namespaced_pod(pod, ns)  # as a node drain or a person would
+    st = wait_phase(custom, ns, name, timeout=120)["status"]
+    assert st["phase"] == "Succeeded" and st["jobName"].startswith("ffj-") and "warm" not in st, st
+    events = core.list_namespaced_event(ns, field_selector=f"involvedObject.name={name}").items
+    assert "WarmPodLost" in {e.reason for e in events}, [e.reason for e in events]
