@@ -125,3 +125,18 @@ def test_the_job_process_gets_neither_the_pod_token_nor_the_service_variables(tm
     (tmp_path / ".hidden").write_text("left behind")
     sup.wipe()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_leftover_processes_are_killed_only_as_pid_1_of_the_pods_own_namespace(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from ffmpeg_worker import warm as supervisor
+
+    for pid in ("1", "7", "42", "self"):
+        (tmp_path / pid).mkdir()
+    killed: list[int] = []
+    monkeypatch.setattr(supervisor.os, "kill", lambda pid, sig: killed.append(pid))
+    monkeypatch.setattr(supervisor.os, "waitpid", lambda pid, flags: (0, 0))
+    monkeypatch.setattr(supervisor.os, "getpid", lambda: 4242)
+    assert supervisor.kill_leftovers(tmp_path) == 0 and killed == []  # a shared PID namespace: never
+    monkeypatch.setattr(supervisor.os, "getpid", lambda: 1)
+    assert supervisor.kill_leftovers(tmp_path) == 2 and sorted(killed) == [7, 42]

@@ -160,6 +160,7 @@ class Supervisor:
             self.child = None
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(pid, signal.SIGKILL)  # whatever the job left running
+            kill_leftovers()
         return os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else 128 + os.WTERMSIG(status)
 
     def wipe(self) -> None:
@@ -202,6 +203,25 @@ class Supervisor:
         with contextlib.suppress(OSError):
             self.wipe()
         os._exit(143)
+
+
+def kill_leftovers(proc: Path = Path("/proc")) -> int:
+    """As PID 1 of the pod's own PID namespace (a container's entry point): every other process
+    in it is the job's, including one that left the job's process group (a session of its own):
+    all are killed, and reaped (orphans are PID 1's children). Elsewhere (not PID 1: a shared or
+    the host's PID namespace) the process-group kill is all. The number killed."""
+    if os.getpid() != 1:
+        return 0
+    n = 0
+    for entry in proc.iterdir():
+        if entry.name.isdigit() and int(entry.name) != 1:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(int(entry.name), signal.SIGKILL)
+                n += 1
+    with contextlib.suppress(ChildProcessError):
+        while os.waitpid(-1, os.WNOHANG)[0]:
+            pass
+    return n
 
 
 def _utc(t: float) -> Any:
