@@ -279,7 +279,8 @@ def keep_round(c: Context) -> None:
         age = (datetime.now(UTC) - wp.created).total_seconds() if wp.created else 0.0
         too_old = pool is not None and pool.warm is not None and wp.state == contract.IDLE \
             and age > pool.warm.max_idle_seconds
-        if ended or pool is None or too_old:
+        # A pool no longer warm: its idle pods go now, a busy one once its job is over (after_job).
+        if ended or too_old or (pool is None and wp.state == contract.IDLE):
             retire(c, ns, wp.name)
             continue
         live[wp.pool] = live.get(wp.pool, 0) + 1
@@ -484,8 +485,12 @@ def after_job(c: Context, namespace: str, pod: str, ok: bool) -> None:
     except PoolsUnavailable:
         pools = {}
     pool = pools.get(wp.pool) if wp else None
-    if not ok or wp is None or pool is None or pool.warm is None or wp.served >= pool.warm.max_jobs_per_pod:
+    if not ok or wp is None or (pool is not None and pool.warm is not None
+                                and wp.served >= pool.warm.max_jobs_per_pod):
         return  # the pod exits by itself; the keeper retires and replaces it
+    if pool is None or not enabled(pool):
+        retire(c, namespace, pod)  # the pool is no longer warm
+        return
     body = {"metadata": {"labels": {contract.WARM_STATE_LABEL: contract.IDLE},
                          "annotations": {contract.WARM_JOB_ANNOTATION: None, contract.WARM_DEADLINE_ANNOTATION: None}}}
     try:
