@@ -256,6 +256,10 @@ def keep_round(c: Context) -> None:
     except PoolsUnavailable:
         return
     warm_pools = {n: p for n, p in pools.items() if enabled(p)}
+    with c.warm_pods.lock:
+        known = bool(c.warm_pods.pods)
+    if not warm_pools and not known:
+        return  # off (the default): no request at all; leftover warm pods come from the pod watch
     listed = _core(c).list_namespaced_pod(ns, label_selector=contract.WARM_POOL_LABEL,
                                              _preload_content=False)
     items = json.loads(listed.data)["items"]
