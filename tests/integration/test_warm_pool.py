@@ -23,7 +23,7 @@ from ffmpegjob_model import warm as contract
 from ffmpegjob_model.model import GROUP, PLURAL, VERSION
 from ffmpegjob_model.storage_layout import file_key
 from helpers import Receiver, get_ffmpegjob, unique, wait_for, wait_phase
-from kubernetes import client
+from kubernetes import client, config
 
 pytestmark = pytest.mark.stack
 POOL = "warmtest"
@@ -190,10 +190,9 @@ def test_two_tenants_on_one_warm_pod_see_no_trace_of_each_other(
     assert f"files/{TENANTS[1]}/" in everything_b  # b's own grants are there
     assert wait_phase(custom, ns, b)["status"]["phase"] == "Succeeded"
     # a's token died with a's identity when a ended.
-    api = client.ApiClient(client.Configuration())
-    cfg = client.Configuration.get_default_copy()
-    cfg.host = kubeconfig_a["clusters"][0]["cluster"]["server"]
-    cfg.ssl_ca_cert = kubeconfig_a["clusters"][0]["cluster"]["certificate-authority"]
+    cfg = client.Configuration()
+    config.load_kube_config(config_file=stack.kubeconfig, client_configuration=cfg)  # the server and its CA
+    cfg.cert_file = cfg.key_file = None  # not the admin's certificate: a's token alone
     cfg.api_key = {"authorization": f"Bearer {token_a}"}
     api = client.ApiClient(cfg)
     with pytest.raises(client.ApiException) as refused:
