@@ -374,6 +374,17 @@ class FallbackStatus(_Wire):
     commands: list[str] | None = Field(default=None, description="The commands as rewritten for the CPU.")
 
 
+class WarmStatus(_Wire):
+    """A job run by a warm pod (docs/warm-pools.md): the operator writes `pod` and `claimedAt`,
+    the warm pod the rest once the job's worker process has exited and its scratch is wiped."""
+
+    pod: str = Field(description="The warm pod that claimed the job.")
+    claimed_at: datetime | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    exit_code: int | None = Field(default=None, description="The worker process's exit code.")
+
+
 class FFmpegJobStatus(_Wire):
     phase: Phase | None = None
     reason: str | None = None
@@ -402,6 +413,7 @@ class FFmpegJobStatus(_Wire):
     queue: QueueStatus | None = Field(default=None, description="Queued on Kueue: position and Kueue's reason.")
     fallback: FallbackStatus | None = Field(
         default=None, description="The job ran on the CPU instead of its GPU pool (spec.fallback).")
+    warm: WarmStatus | None = Field(default=None, description="Run by a warm pod instead of a Job.")
 
 
 class FFmpegJob(_Wire):

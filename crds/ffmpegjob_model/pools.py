@@ -14,6 +14,7 @@ from pydantic.alias_generators import to_camel
 
 from .gpu import CUDA_FILTERS, NVDEC_CODECS, NVENC_CODECS, Fallback
 from .release import DEFAULT_WORKER_IMAGE
+from .warm import WarmPool
 
 POOLS_KEY = "pools.yaml"
 # "nvidia" is what users of the "Very Good FFmpeg" service call the GPU machine.
@@ -44,6 +45,9 @@ class NodePool(BaseModel):
         default=None, max_length=253,
         description="Kueue's ClusterQueue for this pool (the chart sets it when `kueue.enabled` gives the pool a "
                     "quota): its Jobs are queued there. None: they run at once.")
+    warm: WarmPool | None = Field(
+        default=None,
+        description="Pre-started worker pods that wait for work (docs/warm-pools.md); absent: none.")
 
     # GPU capabilities (gpu.py, docs/gpu.md): what the pool's GPUs and its image's FFmpeg can do.
     # None declared (the default): a job asking for NVENC, NVDEC or a CUDA filter is refused here.

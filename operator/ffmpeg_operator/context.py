@@ -117,6 +117,13 @@ class Context:
         return JobMemory()
 
     @cached_property
+    def warm_pods(self) -> Any:
+        """The operator's warm pods (warm.WarmPods), from its watch and the keeper's lists."""
+        from .warm import WarmPods
+
+        return WarmPods()
+
+    @cached_property
     def background(self) -> ThreadPoolExecutor:
         """Work no handler waits for: releasing a finished job's identity, deleting its scratch."""
         return ThreadPoolExecutor(max_workers=2, thread_name_prefix="background")

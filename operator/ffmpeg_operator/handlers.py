@@ -31,7 +31,7 @@ from kubernetes.client import V1DeleteOptions, V1Preconditions
 from kubernetes.client.rest import ApiException
 from pydantic import ValidationError
 
-from . import fallback, identity, jobs, presets, queueing, split, webhooks
+from . import fallback, identity, jobs, presets, queueing, split, warm, webhooks
 from .context import Context, PoolsUnavailable
 from .grants import abort_unfinished, job_grants
 from .kube import CONFLICT_RETRIES, Written, drain, write_status
@@ -86,11 +86,12 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     memo["housekeeper"] = asyncio.create_task(housekeeper(c))
     if c.settings.kueue_enabled:
         memo["queue_watcher"] = asyncio.create_task(queueing.queue_watcher(c))
+    memo["warm_keeper"] = asyncio.create_task(warm.keeper(c))
 
 
 @kopf.on.cleanup()
 async def stop_background(memo: kopf.Memo, **_: Any) -> None:
-    for key in ("sweeper", "housekeeper", "queue_watcher"):
+    for key in ("sweeper", "housekeeper", "queue_watcher", "warm_keeper"):
         task = memo.get(key)
         if task is not None:
             task.cancel()
@@ -284,6 +285,8 @@ def ensure_job(body: kopf.Body, spec: kopf.Spec, meta: kopf.Meta, patch: kopf.Pa
                 st["conditions"] = fell_back["conditions"]
                 obj["status"] = {**(obj.get("status") or {}), "conditions": st["conditions"]}
                 patch.status.update(fell_back)
+            if warm.enabled(pool) and warm.start(c, obj, model, pool_name, pool, patch, record_transition):
+                return  # an idle warm pod runs it (warm.py); none idle: a Job, as always
             if model.parallel is not None:  # split-and-stitch (split.py), or one pod with the reason why
                 started = split.start(c, obj, model, pool_name, pool, patch, c.url_rules,
                                       lambda reason, msg: fail(c, obj, patch, reason, msg))
@@ -435,6 +438,7 @@ def cancel_ffmpegjob(c: Context, body: dict[str, Any]) -> None:
             return
     c.kube.delete_job(meta["namespace"], jname)
     split.cancel(c, body)
+    warm.stop(c, body)
     record_transition(c, body, st.get("phase"), p)
 
 
@@ -506,6 +510,9 @@ def sync(c: Context, namespace: str, name: str | None, job: dict[str, Any] | Non
             return
         if split.is_split(ffj):
             split.sync(c, ffj, record_transition)
+            return
+        if st.get("warm"):  # run by a warm pod, no Job (warm.py)
+            warm.sync(c, ffj, record_transition)
             return
         jname = st.get("jobName") or jobs.job_name(meta["uid"])
         if job is None or attempt > 0 or job["metadata"].get("name") != jname:
@@ -698,6 +705,12 @@ def reconcile_live(c: Context, ns: str, live: list[dict[str, Any]], t: datetime)
         if not jname:
             continue  # not created yet: kopf's create handler (retried) owns it
         job = by_name.get((meta["namespace"], jname))
+        if st.get("warm") and (st["warm"].get("exitCode") is None):
+            try:  # a warm pod runs it (warm.py): only whether the pod is still there
+                warm.check(c, meta["namespace"], meta["name"], str(st["warm"].get("pod")))
+            except Exception as e:
+                log.warning("reconcile of FFmpegJob %s/%s failed: %s", meta["namespace"], meta["name"], e)
+            continue
         try:
             if st.get("split"):  # a graph of two Jobs: split.sync reads and mends it (re-creates what is gone)
                 sync(c, meta["namespace"], meta["name"])

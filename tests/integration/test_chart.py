@@ -314,6 +314,25 @@ def test_operator_rbac_is_least_privilege(helm: str, tmp_path: Path) -> None:
     assert ("coordination.k8s.io", "leases") not in no_le["rel-kubeffmpeg-operator"]
 
 
+def test_a_warm_pool_reaches_the_configmap_and_adds_only_the_rights_it_needs(helm: str, tmp_path: Path) -> None:
+    """Warm pools are off by default (the operator's pods stay read-only, above); a pool with
+    `warm.replicas` > 0 lets the operator start, claim and delete its warm pods and give tokens
+    (docs/warm-pools.md), and reaches the pools ConfigMap as the operator parses it."""
+    values = {"pools": {"cpu": {"warm": {"replicas": 2, "maxJobsPerPod": 5}}}}
+    docs = render(helm, tmp_path, values)
+    pools = parse_pools(one(docs, "ConfigMap", "rel-kubeffmpeg-pools")["data"][POOLS_KEY])
+    warm = pools["cpu"].warm
+    assert warm is not None and (warm.replicas, warm.max_jobs_per_pod) == (2, 5)
+    assert pools["gpu"].warm is None
+    r = roles(docs)["rel-kubeffmpeg-operator"]
+    assert r[("", "pods")] == {"get", "list", "watch", "create", "patch", "delete"}
+    assert r[("", "serviceaccounts/token")] == {"create"}
+    assert {"list", "watch"} <= r[("", "secrets")]
+    off = roles(render(helm, tmp_path, {"pools": {"cpu": {"warm": {"replicas": 0}}}}))["rel-kubeffmpeg-operator"]
+    assert off[("", "pods")] == {"get", "list", "watch"} and ("", "serviceaccounts/token") not in off
+    assert "warm" in render_fails(helm, tmp_path, {"pools": {"cpu": {"warm": {"replicas": -1}}}})
+
+
 def test_api_rbac_touches_ffmpegjobs_not_jobs_or_pods(helm: str, tmp_path: Path) -> None:
     docs = render(helm, tmp_path)
     r = roles(docs)["rel-kubeffmpeg-api"]

@@ -32,6 +32,11 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> None:
 
 
 def main() -> None:
+    if os.environ.get("FFMPEG_WORKER_MODE") == "warm":  # a warm pod's supervisor (warm.py)
+        from .warm import main as warm_main
+
+        warm_main()
+        return
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # pydantic (split workers, ffprobe's options) looks for plugins among every installed
     # distribution's entry points on its first model; the worker uses none.

@@ -178,6 +178,7 @@ class SplitWorker(Worker):
 class ChunkWorker(SplitWorker):
     def _process(self, view: JobView, workdir: Path, started: float) -> None:
         job = read_ffmpegjob(view.raw)  # the split plan's models: status.split
+        job = job.model_copy(update={"spec": self.as_run(job.spec)})
         plan = self.plan()
         try:
             index = int(self.settings.completion_index or "")
@@ -215,6 +216,7 @@ class ChunkWorker(SplitWorker):
 class StitchWorker(SplitWorker):
     def _process(self, view: JobView, workdir: Path, started: float) -> None:
         job = read_ffmpegjob(view.raw)  # the split plan's models: status.split
+        job = job.model_copy(update={"spec": self.as_run(job.spec)})
         plan = self.plan()
         cmd = self.command(job)
         spec = job.spec

@@ -33,7 +33,7 @@ from typing import Any
 
 from ffmpegjob_model.commands import render
 from ffmpegjob_model.exitcodes import EXIT_INVALID, EXIT_IO, EXIT_SCRATCH, EXIT_STEP, EXIT_TERMINATED
-from ffmpegjob_model.gpu import FALLBACK_CPU, cpu_fallback_spec
+from ffmpegjob_model.gpu import FALLBACK_CPU, SpecT, cpu_fallback_spec
 from ffmpegjob_model.outputs import OutputKind, local_path, output_kind, placeholder_name
 from ffmpegjob_model.plain import (
     GrantsView,
@@ -184,10 +184,12 @@ class Worker:
 
     def read_job(self) -> JobView:
         job = read_job(self.jobs.get_object() if self.early is None else self.early.job.result())
-        if self.settings.fallback == FALLBACK_CPU:
-            # Fell back from a GPU pool (the operator's decision): run the CPU equivalents.
-            job = dataclasses.replace(job, spec=cpu_fallback_spec(job.spec))
-        return job
+        return dataclasses.replace(job, spec=self.as_run(job.spec))
+
+    def as_run(self, spec: SpecT) -> SpecT:
+        """The spec as this pod runs it: a job that fell back from a GPU pool (the operator's
+        decision, `FFMPEG_FALLBACK=cpu`) runs the CPU equivalents of its commands."""
+        return cpu_fallback_spec(spec) if self.settings.fallback == FALLBACK_CPU else spec
 
     def _process(self, job: JobView, workdir: Path, started: float) -> None:
         plan = self.validate(job, started)
