@@ -11,9 +11,13 @@ from __future__ import annotations
 import re
 import shlex
 from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING
 
-from .model import FFmpegJobSpec, OutputFile
 from .outputs import OutputKind, output_kind, placeholder_name
+
+if TYPE_CHECKING:  # the worker compiles a plain.SpecView before pydantic is loaded
+    from .model import FFmpegJobSpec, OutputFile
+    from .plain import OutputView, SpecView
 
 # `%` for pattern outputs (`{{seg_%05d.ts}}`, ffmpegjob_model.outputs).
 _NAME = r"[A-Za-z0-9_%][A-Za-z0-9_.%-]{0,254}"
@@ -30,7 +34,7 @@ def placeholder(name: str) -> str:
     return "{{" + name + "}}"
 
 
-def output_argument(out: OutputFile) -> str:
+def output_argument(out: OutputFile | OutputView) -> str:
     """The structured form's output argument: `{{name}}`, or for a directory output with an
     `entry`, the file inside its folder `{{folder}}/<entry>`."""
     if output_kind(out.name) == OutputKind.DIRECTORY and out.entry:
@@ -95,7 +99,7 @@ def _option_tokens(options: list[str] | None) -> list[str]:
     return out
 
 
-def compile_structured(spec: FFmpegJobSpec) -> list[str]:
+def compile_structured(spec: FFmpegJobSpec | SpecView) -> list[str]:
     """The "FFmpeg API" task as one argument list:
     `[in options] -i {{in}} ... [-filter_complex G] [out options] [-map M ...] {{out}} ...`."""
     args: list[str] = []
@@ -111,7 +115,7 @@ def compile_structured(spec: FFmpegJobSpec) -> list[str]:
     return args
 
 
-def effective_commands(spec: FFmpegJobSpec) -> list[list[str]]:
+def effective_commands(spec: FFmpegJobSpec | SpecView) -> list[list[str]]:
     """The argument lists to run, in order (without the `ffmpeg` program name)."""
     if spec.commands:
         return [tokenize(c) for c in spec.commands]

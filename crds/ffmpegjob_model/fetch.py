@@ -13,10 +13,13 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 from urllib.parse import urljoin, urlsplit
 
-from .urls import URLRefused, URLRules, check_address, check_url
+from .urls import URLRefused, check_address, check_url
 
 if TYPE_CHECKING:
     import httpx
+
+    from .plain import URLRulesView
+    from .urls import URLRules
 
 MAX_REDIRECTS = 5
 CHUNK = 1024 * 1024
@@ -40,7 +43,7 @@ def shown(url: str) -> str:
     return url.split("?", 1)[0]
 
 
-def download(url: str, sink: Sink, rules: URLRules, *, max_bytes: int | None = None,
+def download(url: str, sink: Sink, rules: URLRules | URLRulesView, *, max_bytes: int | None = None,
              read_timeout: float = 30.0, connect_timeout: float = 10.0,
              user_agent: str = "kubeffmpeg", on_length: Callable[[int], None] | None = None) -> int:
     """GET `url` into `sink` under the URL rules; returns the bytes written. DownloadFailed on
@@ -74,7 +77,7 @@ def download(url: str, sink: Sink, rules: URLRules, *, max_bytes: int | None = N
     raise DownloadFailed(f"{shown(url)} redirects more than {MAX_REDIRECTS} times")
 
 
-def _check_peer(resp: httpx.Response, url: str, rules: URLRules) -> None:
+def _check_peer(resp: httpx.Response, url: str, rules: URLRules | URLRulesView) -> None:
     stream = resp.extensions.get("network_stream")
     peer = stream.get_extra_info("server_addr") if stream is not None else None
     if peer:

@@ -20,13 +20,15 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-GRANTS_FILE = "grants.json"  # the key in the Secret, the file name in the mount
-GRANTS_MOUNT = "/var/run/kubeffmpeg/grants"
-GRANTS_FILE_ENV = "GRANTS_FILE"  # the worker reads the file named here
+# The grants file's location and the part sizes live in plain.py: the worker reads the file
+# without pydantic (plain.GrantsView).
+from .plain import GRANTS_FILE as GRANTS_FILE
+from .plain import GRANTS_FILE_ENV as GRANTS_FILE_ENV
+from .plain import GRANTS_MOUNT as GRANTS_MOUNT
+from .plain import MAX_PART_BYTES as MAX_PART_BYTES
+from .plain import MIN_PART_BYTES as MIN_PART_BYTES
+
 GRANTS_SECRET_SUFFIX = "-grants"
-# S3 refuses parts below 5 MiB (but the last); every part but the last is at least this big.
-MIN_PART_BYTES = 16 * 1024 * 1024
-MAX_PART_BYTES = 5 * 1024**3  # also the largest single PUT
 MAX_PRESIGN_SECONDS = 7 * 24 * 3600  # SigV4's limit
 
 

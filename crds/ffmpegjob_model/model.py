@@ -14,7 +14,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 
-from .outputs import OUTPUT_NAME_PATTERN
+from .outputs import OUTPUT_ENTRY_PATTERN, OUTPUT_NAME_PATTERN
+from .plain import DIR_ID_PATTERN, MACHINE_PATTERN, NAME_PATTERN, usage_figures
 from .queueing import Priority
 
 GROUP = "kubeffmpeg.io"
@@ -31,12 +32,8 @@ FINISHED_LABEL = f"{GROUP}/finished"
 # jobs by it) and on the operator's Jobs and pods.
 TENANT_LABEL = f"{GROUP}/tenant"
 
-# A placeholder/file name: what `{{name}}` may hold and what an output file may be called.
-NAME_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,254}$"
-# A storage directory id, as the "FFmpeg API" seed defines it.
-DIR_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
-# A pool name: a DNS label, so that it can be used in labels and object names.
-MACHINE_PATTERN = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
+# NAME_PATTERN (placeholder/file names), DIR_ID_PATTERN (storage directory ids) and MACHINE_PATTERN
+# (pool names) are defined in plain.py, which the worker reads jobs with before pydantic is loaded.
 
 # Bounded strings: the API server cost-checks the CRD's CEL rules and needs every string that a
 # rule compares to have a maximum length.
@@ -112,7 +109,7 @@ class OutputFile(_Wire):
     )
     entry: str | None = Field(
         default=None,
-        pattern=r"^[A-Za-z0-9_%][A-Za-z0-9_.%-]{0,254}$",
+        pattern=OUTPUT_ENTRY_PATTERN,
         max_length=255,
         description="Structured form, directory output only: the file FFmpeg writes inside the folder "
         "(`stream_%v.m3u8`); the output argument becomes `{{folder}}/<entry>`.",
@@ -263,15 +260,7 @@ class Usage(_Wire):
     @classmethod
     def compute(cls, time_sec: float, input_bytes: int, output_bytes: int) -> Usage:
         """The seed's definition: gb_sec = time_sec x (input GB + output GB), GB = 1e9 bytes."""
-        in_gb, out_gb = input_bytes / 1e9, output_bytes / 1e9
-        return cls(
-            time_sec=round(time_sec, 3),
-            input_size_gb=round(in_gb, 6),
-            output_size_gb=round(out_gb, 6),
-            gb_sec=round(time_sec * (in_gb + out_gb), 6),
-            input_bytes=input_bytes,
-            output_bytes=output_bytes,
-        )
+        return cls(**usage_figures(time_sec, input_bytes, output_bytes))
 
 
 class WebhookAttempt(_Wire):

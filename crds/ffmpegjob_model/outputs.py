@@ -33,6 +33,8 @@ OUTPUT_NAME_PATTERN = (
     r"^(?:[A-Za-z0-9_]|" + _COUNTER + r")(?:[A-Za-z0-9_.-]|" + _COUNTER + r"|%%){0,254}$"
     r"|^[A-Za-z0-9_][A-Za-z0-9_.-]{0,254}/$"
 )
+# A directory output's entry file (structured form): a file name, counters allowed.
+OUTPUT_ENTRY_PATTERN = r"^[A-Za-z0-9_%][A-Za-z0-9_.%-]{0,254}$"
 _OUTPUT_NAME = re.compile(OUTPUT_NAME_PATTERN)
 _COUNTER_RE = re.compile(_COUNTER)
 _SEGMENT_RE = re.compile(_SEGMENT)

@@ -4,6 +4,9 @@ the worker (which summarises its outputs with `media_summary`).
 Sections: format, streams, chapters, programs, frames, packets; each a list of field names, `[]`
 meaning every field. Controls: select_streams, read_intervals, count_frames, analyzeduration,
 probesize. Limits: 60 s of analysis, 50 MB probe size; frames and packets need select_streams.
+
+`ProbeOptions` (the request, a pydantic model: probeoptions.py) is imported when first used: the
+worker's `media_summary` and `duration` run fixed requests and load no pydantic (issue 15).
 """
 
 from __future__ import annotations
@@ -12,11 +15,14 @@ import json
 import os
 import re
 import subprocess
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from .urls import check_url
 
-from .urls import URLRules, check_url
+if TYPE_CHECKING:
+    from .plain import URLRulesView
+    from .probeoptions import ProbeOptions as ProbeOptions
+    from .urls import URLRules
 
 MAX_SECONDS = 60.0
 MAX_PROBESIZE = 50 * 1000 * 1000
@@ -59,20 +65,12 @@ class ProbeFailed(RuntimeError):
     """ffprobe ran and failed (unreadable file, unreachable URL, time limit)."""
 
 
-class ProbeOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+def __getattr__(name: str) -> Any:
+    if name == "ProbeOptions":
+        from .probeoptions import ProbeOptions
 
-    format: list[str] | None = None
-    streams: list[str] | None = None
-    chapters: list[str] | None = None
-    programs: list[str] | None = None
-    frames: list[str] | None = None
-    packets: list[str] | None = None
-    select_streams: str | None = None
-    read_intervals: str | None = None
-    count_frames: bool = False
-    analyzeduration: str | int | None = Field(default=None, description='e.g. "10s" or microseconds')
-    probesize: str | int | None = Field(default=None, description='e.g. "10M" or bytes')
+        return ProbeOptions
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _seconds(value: str | int) -> float:
@@ -158,16 +156,26 @@ def probe(
 
     Raises ProbeOptionsError (a ValueError) for a bad request, ProbeFailed when ffprobe fails or
     runs past the time limit. `check_urls=False` is for URLs this system signed itself."""
+    from .probeoptions import ProbeOptions
+
     try:
         opts = options if isinstance(options, ProbeOptions) else ProbeOptions.model_validate(options or {})
     except ValueError as exc:
         raise ProbeOptionsError(f"invalid probe options: {exc}") from None
-    args = build_args(opts)
+    wanted = [k for k in SECTIONS if getattr(opts, k) is not None] or ["format", "streams"]
+    return _run(target, build_args(opts), wanted, timeout=timeout, url_rules=url_rules, check_urls=check_urls,
+                ffprobe=ffprobe)
+
+
+def _run(target: str, request: list[str] | tuple[str, ...], wanted: list[str], *, timeout: float = MAX_SECONDS,
+         url_rules: URLRules | URLRulesView | None = None, check_urls: bool = True,
+         ffprobe: str | None = None) -> dict[str, Any]:
+    """ffprobe with `request` (build_args') on `target`; the `wanted` sections of its answer."""
+    args = list(request)
     shown = target
     if _is_url(target):
-        rules = url_rules or URLRules()
         if check_urls:
-            check_url(target, rules)
+            check_url(target, url_rules)
         scheme = target.split("://", 1)[0].lower()
         if scheme not in ("http", "https"):
             raise ProbeOptionsError(f"{target!r}: only https URLs can be analysed")
@@ -188,7 +196,6 @@ def probe(
     if len(proc.stdout) > MAX_OUTPUT_BYTES:
         raise ProbeFailed("ffprobe output exceeds 64 MB; narrow it with read_intervals or fewer fields")
     data: dict[str, Any] = json.loads(proc.stdout or b"{}")
-    wanted = [k for k in SECTIONS if getattr(opts, k) is not None] or ["format", "streams"]
     out: dict[str, Any] = {}
     for k in wanted:
         default: Any = {} if k == "format" else []
@@ -198,16 +205,23 @@ def probe(
     return out
 
 
+# build_args of the worker's two fixed requests, spelled out so that they need no ProbeOptions
+# (tests/unit/test_probe.py keeps them equal): media_summary's, and an input's duration.
+MEDIA_SUMMARY_ARGS = ("-v", "error", "-hide_banner", "-of", "json", "-show_entries",
+                      "format=duration,bit_rate,format_name:stream=codec_type,codec_name,width,height")
+DURATION_ARGS = ("-v", "error", "-hide_banner", "-of", "json", "-show_entries", "format=duration")
+
+
+def duration(target: str, *, check_urls: bool = True, url_rules: URLRules | URLRulesView | None = None,
+             ffprobe: str | None = None) -> float:
+    """A file's or URL's duration in seconds (ProbeFailed, KeyError or ValueError when it has none)."""
+    info = _run(target, DURATION_ARGS, ["format"], check_urls=check_urls, url_rules=url_rules, ffprobe=ffprobe)
+    return float(info["format"]["duration"])
+
+
 def media_summary(path: str, *, ffprobe: str | None = None) -> dict[str, Any]:
     """Duration, codecs, resolution and bit rate of a local file, for a job's result."""
-    info = probe(
-        path,
-        ProbeOptions(
-            format=["duration", "bit_rate", "format_name"],
-            streams=["codec_type", "codec_name", "width", "height"],
-        ),
-        ffprobe=ffprobe,
-    )
+    info = _run(path, MEDIA_SUMMARY_ARGS, ["format", "streams"], ffprobe=ffprobe)
     fmt, streams = info["format"], info["streams"]
     out: dict[str, Any] = {}
     if "duration" in fmt:

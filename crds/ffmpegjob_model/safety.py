@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from .commands import (
     CommandSyntaxError,
@@ -21,19 +22,22 @@ from .commands import (
     malformed_placeholder,
     placeholders_in,
 )
-from .model import FFmpegJobSpec
 from .outputs import RESERVED_FOLDERS, OutputKind, output_kind, placeholder_name, relative_output_path
-from .settings import S3Settings
 from .storage_layout import split_storage_path
 from .urls import (
     Resolver,
     URLRefused,
-    URLRules,
     URLUnresolvable,
     check_url,
     default_resolver,
     storage_key_for_url,
 )
+
+if TYPE_CHECKING:  # the worker checks a plain.SpecView before pydantic is loaded
+    from .model import FFmpegJobSpec
+    from .plain import S3Location, SpecView, URLRulesView
+    from .settings import S3Settings
+    from .urls import URLRules
 
 
 class UnsafeCommand(ValueError):
@@ -459,7 +463,7 @@ def validate_args(args: list[str], step: int, inputs: Iterable[str], outputs: It
         i += 2
 
 
-def _check_input_source(source: str, name: str, rules: URLRules | None, resolve: Resolver | None,
+def _check_input_source(source: str, name: str, rules: URLRules | URLRulesView | None, resolve: Resolver | None,
                         unresolvable_ok: bool = False) -> None:
     if "://" in source:
         try:
@@ -476,10 +480,10 @@ def _check_input_source(source: str, name: str, rules: URLRules | None, resolve:
 
 
 def validate_spec(
-    spec: FFmpegJobSpec,
+    spec: FFmpegJobSpec | SpecView,
     *,
-    url_rules: URLRules,
-    s3: S3Settings,
+    url_rules: URLRules | URLRulesView,
+    s3: S3Settings | S3Location,
     check_urls: bool = True,
     resolve: Resolver = default_resolver,
     unresolvable_ok: bool = False,
@@ -512,7 +516,7 @@ def validate_spec(
     return commands
 
 
-def _check_outputs(spec: FFmpegJobSpec) -> None:
+def _check_outputs(spec: FFmpegJobSpec | SpecView) -> None:
     """Directory and pattern outputs (`ffmpegjob_model.outputs`): names that do not collide
     once a folder loses its `/`, and `entry` only where it means something."""
     seen: dict[str, str] = {}

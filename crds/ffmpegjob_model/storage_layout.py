@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import re
 import secrets
-from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, Field
+from .plain import DIR_ID_PATTERN
 
-from .model import DIR_ID_PATTERN
+if TYPE_CHECKING:  # a pydantic model (dirmeta.py); the worker uses this module before loading pydantic
+    from .dirmeta import DirectoryMeta as DirectoryMeta
 
 DEFAULT_DIR_TTL = 24 * 3600
 TMP_FILE_TTL = 3600
@@ -28,21 +29,13 @@ FILE_NAME_MAX = 255
 _DIR_ID = re.compile(DIR_ID_PATTERN)
 
 
-class DirectoryMeta(BaseModel):
-    """Stored as JSON at `dirs/<tenant>/<dir_id>.json`."""
+def __getattr__(name: str) -> Any:
+    """`DirectoryMeta` is imported when first asked for (dirmeta.py)."""
+    if name == "DirectoryMeta":
+        from .dirmeta import DirectoryMeta
 
-    id: str
-    tenant: str
-    ttl: int = Field(default=DEFAULT_DIR_TTL, ge=1)
-    created: datetime = Field(default_factory=lambda: datetime.now(UTC))
-    temporary: bool = False
-
-    @property
-    def expires(self) -> datetime:
-        return self.created + timedelta(seconds=self.ttl)
-
-    def expired(self, now: datetime | None = None) -> bool:
-        return (now or datetime.now(UTC)) >= self.expires
+        return DirectoryMeta
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def new_dir_id() -> str:

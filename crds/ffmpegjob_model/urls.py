@@ -18,12 +18,15 @@ from __future__ import annotations
 import ipaddress
 import socket
 from collections.abc import Callable
-from typing import ClassVar
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
-from .envmodel import EnvModel
-from .settings import S3Settings
 from .storage_layout import file_key, split_storage_path, tenant_files_prefix
+
+if TYPE_CHECKING:  # the worker reads its rules and settings as plain views (plain.py), no pydantic
+    from .plain import S3Location, URLRulesView
+    from .settings import S3Settings
+    from .urlrules import URLRules as URLRules
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Resolver = Callable[[str, int], list[str]]
@@ -46,26 +49,37 @@ class URLUnresolvable(URLRefused):
     fetcher checks the addresses again when it connects."""
 
 
-class URLRules(EnvModel):
-    """Read from `URL_ALLOW_HOSTS` / `URL_ALLOW_HTTP` unless given."""
+def __getattr__(name: str) -> Any:
+    """`URLRules` (a pydantic model, urlrules.py) is imported when first asked for: a worker uses
+    `plain.URLRulesView` and never loads pydantic before FFmpeg starts."""
+    if name == "URLRules":
+        from .urlrules import URLRules
 
-    env_prefix: ClassVar[str] = "URL_"
+        return URLRules
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
-    allow_hosts: str = ""
-    allow_http: bool = False
 
-    def allowed_entries(self) -> tuple[set[str], list[ipaddress.IPv4Network | ipaddress.IPv6Network]]:
-        hosts: set[str] = set()
-        nets: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
-        for raw in self.allow_hosts.split(","):
-            entry = raw.strip().lower()
-            if not entry:
-                continue
-            try:
-                nets.append(ipaddress.ip_network(entry, strict=False))
-            except ValueError:
-                hosts.add(entry)
-        return hosts, nets
+def allowed_entries(allow_hosts: str) -> tuple[set[str], list[ipaddress.IPv4Network | ipaddress.IPv6Network]]:
+    """`URL_ALLOW_HOSTS` as host names and networks."""
+    hosts: set[str] = set()
+    nets: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
+    for raw in allow_hosts.split(","):
+        entry = raw.strip().lower()
+        if not entry:
+            continue
+        try:
+            nets.append(ipaddress.ip_network(entry, strict=False))
+        except ValueError:
+            hosts.add(entry)
+    return hosts, nets
+
+
+def _rules(rules: URLRules | URLRulesView | None) -> URLRules | URLRulesView:
+    if rules is not None:
+        return rules
+    from .urlrules import URLRules
+
+    return URLRules()
 
 
 def default_resolver(host: str, port: int) -> list[str]:
@@ -102,9 +116,9 @@ def address_problem(addr: IPAddress) -> str | None:
     return None
 
 
-def check_address(address: str, host: str, rules: URLRules | None = None) -> None:
+def check_address(address: str, host: str, rules: URLRules | URLRulesView | None = None) -> None:
     """Refuse a connection to `address` (an IP literal) made for `host`."""
-    rules = rules or URLRules()
+    rules = _rules(rules)
     hosts, nets = rules.allowed_entries()
     addr = _unmapped(ipaddress.ip_address(address.split("%", 1)[0]))
     if addr in METADATA_ADDRESSES:
@@ -119,11 +133,12 @@ def check_address(address: str, host: str, rules: URLRules | None = None) -> Non
         )
 
 
-def check_url(url: str, rules: URLRules | None = None, resolve: Resolver | None = default_resolver) -> list[str]:
+def check_url(url: str, rules: URLRules | URLRulesView | None = None,
+              resolve: Resolver | None = default_resolver) -> list[str]:
     """Refuse `url` unless the rules allow it; return the addresses it resolved to.
 
     `resolve=None` checks everything but DNS (names are then checked when connecting)."""
-    rules = rules or URLRules()
+    rules = _rules(rules)
     try:
         parts = urlsplit(url)
         port = parts.port
@@ -172,7 +187,7 @@ def _origin(url: str) -> tuple[str, str, int] | None:
     return scheme, p.hostname.lower(), port
 
 
-def storage_key_for_url(url: str, s3: S3Settings) -> str | None:
+def storage_key_for_url(url: str, s3: S3Settings | S3Location) -> str | None:
     """The object key when `url` points into our own bucket (a presigned GET or a temp file's
     download_url), path-style `<endpoint>/<bucket>/<key>` or virtual-host style
     `<bucket>.<endpoint host>/<key>`, on the public or the internal endpoint; else None.
@@ -205,7 +220,7 @@ class BadInputSource(ValueError):
     """An input is neither a URL nor a `dir_id/file_name` storage path."""
 
 
-def input_storage_key(name: str, source: str, tenant: str, s3: S3Settings) -> str | None:
+def input_storage_key(name: str, source: str, tenant: str, s3: S3Settings | S3Location) -> str | None:
     """The object key of an input held in our bucket (a storage path, or a URL into the bucket),
     None for any other URL. The one rule for which object an input names, used by the operator
     (grants, probes) and the worker (fetches): another tenant's object raises InputNotFound."""

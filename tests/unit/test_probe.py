@@ -101,3 +101,17 @@ def test_media_summary(media: Path) -> None:
     assert s["video_codec"] == "h264" and s["audio_codec"] == "aac"
     assert (s["width"], s["height"]) == (320, 240)
     assert s["duration"] == pytest.approx(2.0, abs=0.1) and s["bit_rate"] > 0
+
+
+def test_the_workers_fixed_requests_are_what_build_args_makes(media: Path) -> None:
+    """media_summary and duration run spelled-out arguments (no pydantic in the worker): the same
+    as build_args makes of the same requests, with the same answers."""
+    from ffmpegjob_model.probe import DURATION_ARGS, MEDIA_SUMMARY_ARGS, ProbeOptions, duration
+
+    media_request = ProbeOptions(format=["duration", "bit_rate", "format_name"],
+                                 streams=["codec_type", "codec_name", "width", "height"])
+    assert tuple(build_args(media_request)) == MEDIA_SUMMARY_ARGS
+    assert tuple(build_args(ProbeOptions(format=["duration"]))) == DURATION_ARGS
+    for _ in range(2):  # a second call runs the same request
+        assert duration(str(media)) == float(probe(str(media), {"format": ["duration"]})["format"]["duration"])
+        assert media_summary(str(media))["video_codec"] == "h264"

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from ffmpegjob_model.grants import ObjectGrant
+from ffmpegjob_model.plain import ObjectGrantView as ObjectGrant  # the grants as the worker reads them
 from ffmpegjob_model.storage_layout import CHECKPOINT_DONE, checkpoint_grant_name
 
 from . import storage

@@ -16,10 +16,15 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from ffmpegjob_model.fetch import DownloadFailed, download
-from ffmpegjob_model.grants import Grants, ObjectGrant
-from ffmpegjob_model.model import FFmpegJobSpec, InputFile
-from ffmpegjob_model.settings import S3Settings
-from ffmpegjob_model.urls import BadInputSource, InputNotFound, URLRules, input_storage_key
+
+# The worker reads the job, its grants and settings as plain views (no pydantic before FFmpeg).
+from ffmpegjob_model.plain import GrantsView as Grants
+from ffmpegjob_model.plain import InputView as InputFile
+from ffmpegjob_model.plain import ObjectGrantView as ObjectGrant
+from ffmpegjob_model.plain import S3Location as S3Settings
+from ffmpegjob_model.plain import SpecView as FFmpegJobSpec
+from ffmpegjob_model.plain import URLRulesView as URLRules
+from ffmpegjob_model.urls import BadInputSource, InputNotFound, input_storage_key
 
 from . import storage
 from .storage import StorageError, is_missing

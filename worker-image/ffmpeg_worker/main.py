@@ -2,8 +2,10 @@
 
 Start-up is on every job's critical path, so this module imports only the standard library:
 it reads the settings, installs the SIGTERM handler and sends the first requests (the FFmpegJob,
-the inputs' sizes: early.py), and only then imports the flow (worker.py) and its models while
-those requests are on the network. The flow itself and the exit codes are described in worker.py.
+the inputs' sizes: early.py), and only then imports the flow (worker.py) while those requests are
+on the network. The single-pod flow loads no pydantic at all: it reads the job, the grants and
+the settings as `ffmpegjob_model.plain` views. The flow itself and the exit codes are described
+in worker.py.
 """
 
 from __future__ import annotations
@@ -31,8 +33,8 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> None:
 
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    # pydantic looks for plugins among every installed distribution's entry points on its first
-    # model; the worker uses none.
+    # pydantic (split workers, ffprobe's options) looks for plugins among every installed
+    # distribution's entry points on its first model; the worker uses none.
     os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
     try:
         settings = WorkerSettings.from_env()
@@ -62,14 +64,13 @@ def _exit(code: int) -> None:
 
 
 def _import_flow(mode: str | None) -> None:
-    """The flow and its models (pydantic), imported on a thread of their own from the start, while
-    the main thread reads the API server's configuration and sends the first requests (OpenSSL's
-    loading of the CA bundle, the sockets, the token file all release the GIL). The main thread
-    imports the same modules later as usual: it waits for what this thread has begun, and an
-    import that failed here is tried, and reported, there again."""
+    """The flow, imported on a thread of its own from the start, while the main thread reads the
+    API server's configuration and sends the first requests (OpenSSL's loading of the CA bundle,
+    the sockets, the token file all release the GIL). The main thread imports the same modules
+    later as usual: it waits for what this thread has begun, and an import that failed here is
+    tried, and reported, there again."""
     try:
-        import ffmpegjob_model.settings
-        import ffmpegjob_model.urls  # noqa: F401
+        import ffmpegjob_model.plain  # noqa: F401
 
         from . import storage, worker  # noqa: F401
 
@@ -91,9 +92,8 @@ def _serve(settings: WorkerSettings) -> int:
         return EXIT_IO
     early = EarlyReads(jobs, settings.grants_file)
     try:
-        # While the FFmpegJob and the input sizes are on their way: the models and the rules.
-        from ffmpegjob_model.settings import S3Settings
-        from ffmpegjob_model.urls import URLRules
+        # While the FFmpegJob and the input sizes are on their way: the flow and the rules.
+        from ffmpegjob_model.plain import Invalid, S3Location, URLRulesView
 
         from .storage import load_grants
         from .worker import Worker
@@ -104,7 +104,12 @@ def _serve(settings: WorkerSettings) -> int:
             worker: type[Worker] = worker_class(settings.mode)
         else:
             worker = Worker
-        s3_settings = S3Settings()  # where storage is (to recognise its URLs), no credentials
+        s3_settings = S3Location.from_env()  # where storage is (to recognise its URLs), no credentials
+        try:
+            rules = URLRulesView.from_env()
+        except Invalid as exc:
+            print(f"ffmpeg-worker: bad environment: {exc}", file=sys.stderr)
+            return EXIT_INVALID
         try:
             grants = load_grants(settings.grants_file)
         except Exception as exc:
@@ -112,7 +117,7 @@ def _serve(settings: WorkerSettings) -> int:
             print(f"ffmpeg-worker: {message}", file=sys.stderr)
             jobs.try_patch_status({"error": message})
             return EXIT_IO
-        return worker(settings, jobs, s3_settings, URLRules(), grants, early).run()
+        return worker(settings, jobs, s3_settings, rules, grants, early).run()
     finally:
         early.close()
 

@@ -28,7 +28,7 @@ from ffmpegjob_model.outputs import (
 )
 
 if TYPE_CHECKING:
-    from ffmpegjob_model.grants import PrefixGrant
+    from ffmpegjob_model.plain import PrefixGrantView as PrefixGrant
 
 
 class OutputsRefused(Exception):

@@ -24,8 +24,11 @@ from pathlib import Path
 from typing import Any
 
 from ffmpegjob_model.commands import render
-from ffmpegjob_model.grants import Grants, ObjectGrant
+from ffmpegjob_model.lenient import read_ffmpegjob
 from ffmpegjob_model.model import ChunkRange, FFmpegJob, ResultFile, Usage
+from ffmpegjob_model.plain import GrantsView as Grants  # the grants as the worker reads them
+from ffmpegjob_model.plain import JobView
+from ffmpegjob_model.plain import ObjectGrantView as ObjectGrant
 from ffmpegjob_model.safety import UnsafeCommand, validate_spec
 from ffmpegjob_model.split import SEGMENT_LIST, NotSplittable, SplitCommand, analyze, segment_list
 from ffmpegjob_model.storage_layout import segment_name
@@ -98,7 +101,7 @@ class SplitWorker(Worker):
         except (UnsafeCommand, NotSplittable) as exc:
             raise JobFailed(f"invalid job: {exc}", EXIT_INVALID) from None
 
-    def input_path(self, job: FFmpegJob, workdir: Path, fetcher: Fetcher) -> tuple[str, dict[str, str], int]:
+    def input_path(self, job: JobView, workdir: Path, fetcher: Fetcher) -> tuple[str, dict[str, str], int]:
         """(what FFmpeg opens, URL -> shown name, input size): a presigned GET of our bucket when
         the input is there (seeking reads only the chunk's range), else a download."""
         inp = job.spec.inputs[0]
@@ -113,10 +116,9 @@ class SplitWorker(Worker):
             raise JobFailed(str(exc), EXIT_IO) from None
         return local_name(inp), {}, fetched.size
 
-    def run_step(self, job: FFmpegJob, workdir: Path, fetcher: Fetcher, args: list[str], output: str | None,
-                 expected: float | None, report: Reporter) -> tuple[float, int]:
+    def run_step(self, job: JobView, cmd: SplitCommand, workdir: Path, fetcher: Fetcher, args: list[str],
+                 output: str | None, expected: float | None, report: Reporter) -> tuple[float, int]:
         """Render and run one command (streamed input, downloaded on a read failure)."""
-        cmd = analyze(job.spec)
         path, redact, size = self.input_path(job, workdir, fetcher)
         global_args = shlex.split(self.settings.ffmpeg_global_args)
         deadline = job.spec.timeout_seconds
@@ -174,7 +176,8 @@ class SplitWorker(Worker):
 
 
 class ChunkWorker(SplitWorker):
-    def _process(self, job: FFmpegJob, workdir: Path, started: float) -> None:
+    def _process(self, view: JobView, workdir: Path, started: float) -> None:
+        job = read_ffmpegjob(view.raw)  # the split plan's models: status.split
         plan = self.plan()
         try:
             index = int(self.settings.completion_index or "")
@@ -192,7 +195,8 @@ class ChunkWorker(SplitWorker):
         if expected is None:
             total = job.status.split.duration if job.status.split else None
             expected = (total - chunk.start) if total else None
-        seconds, _ = self.run_step(job, workdir, self.fetcher(), cmd.chunk_args(chunk, seg), None, expected, report)
+        seconds, _ = self.run_step(view, cmd, workdir, self.fetcher(), cmd.chunk_args(chunk, seg), None, expected,
+                                   report)
         path = workdir / seg
         if not path.is_file():
             raise JobFailed(f"chunk {index}: FFmpeg wrote no segment", EXIT_STEP)
@@ -209,7 +213,8 @@ class ChunkWorker(SplitWorker):
 
 
 class StitchWorker(SplitWorker):
-    def _process(self, job: FFmpegJob, workdir: Path, started: float) -> None:
+    def _process(self, view: JobView, workdir: Path, started: float) -> None:
+        job = read_ffmpegjob(view.raw)  # the split plan's models: status.split
         plan = self.plan()
         cmd = self.command(job)
         spec = job.spec
@@ -228,8 +233,8 @@ class StitchWorker(SplitWorker):
         out_name = spec.outputs[0].name
         expected = job.status.split.duration if job.status.split else None
         offset = self.video_start(workdir / names[0])
-        seconds, input_bytes = self.run_step(job, workdir, self.fetcher(), cmd.stitch_args(video_offset=offset),
-                                             out_name, expected, report)
+        seconds, input_bytes = self.run_step(view, cmd, workdir, self.fetcher(),
+                                             cmd.stitch_args(video_offset=offset), out_name, expected, report)
         out = workdir / out_name
         if not out.is_file():
             raise JobFailed(f"stitch: FFmpeg did not write {out_name}", EXIT_STEP)

@@ -17,7 +17,11 @@ from typing import IO, TYPE_CHECKING, Any
 from xml.sax.saxutils import escape
 
 if TYPE_CHECKING:  # imported where used: this module is on the way to FFmpeg, the model is not
-    from ffmpegjob_model.grants import Grants, MultipartGrant, ObjectGrant, PrefixGrant
+    # The grants as the worker reads them (plain.py: no pydantic before FFmpeg starts).
+    from ffmpegjob_model.plain import GrantsView as Grants
+    from ffmpegjob_model.plain import MultipartGrantView as MultipartGrant
+    from ffmpegjob_model.plain import ObjectGrantView as ObjectGrant
+    from ffmpegjob_model.plain import PrefixGrantView as PrefixGrant
 
 CHUNK = 1024 * 1024
 TIMEOUT = 60.0
@@ -43,9 +47,9 @@ _opener = urllib.request.build_opener(_NoRedirect)
 
 def load_grants(path: str | None = None) -> Grants:
     """The grants file named by `$GRANTS_FILE` (the operator mounts it from the job's Secret)."""
-    from ffmpegjob_model.grants import GRANTS_FILE, GRANTS_FILE_ENV, GRANTS_MOUNT, Grants
+    from ffmpegjob_model.plain import load_grants
 
-    return Grants.load(path or os.environ.get(GRANTS_FILE_ENV) or f"{GRANTS_MOUNT}/{GRANTS_FILE}")
+    return load_grants(path)
 
 
 def is_missing(exc: BaseException) -> bool:
@@ -156,7 +160,7 @@ def upload(g: ObjectGrant, path: Path, concurrency: int = 8) -> int:
     """Write `path` to the granted key: one PUT when small, else the granted multipart upload,
     and one PUT after all when that fails (an upload a failed earlier attempt left aborted is
     refused with 404, often before its body is read, so as a broken connection)."""
-    from ffmpegjob_model.grants import MAX_PART_BYTES
+    from ffmpegjob_model.plain import MAX_PART_BYTES
 
     size = path.stat().st_size
     if g.multipart is not None and size > MULTIPART_THRESHOLD:
@@ -177,7 +181,7 @@ def upload(g: ObjectGrant, path: Path, concurrency: int = 8) -> int:
 
 
 def _multipart(mp: MultipartGrant, path: Path, size: int, concurrency: int) -> None:
-    from ffmpegjob_model.grants import MAX_PART_BYTES, MIN_PART_BYTES
+    from ffmpegjob_model.plain import MAX_PART_BYTES, MIN_PART_BYTES
 
     parts = len(mp.part_urls)
     part = max(MIN_PART_BYTES, -(-size // parts))

@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from ffmpegjob_model.grants import ObjectGrant
+from ffmpegjob_model.plain import ObjectGrantView as ObjectGrant  # the grants as the worker reads them
 
 from . import storage
 

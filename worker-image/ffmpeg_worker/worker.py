@@ -10,6 +10,11 @@ Exit code 0 means every declared output was uploaded and the status written; on 
 worker writes `status.error` and one line to the termination log, and exits non-zero:
 1 a command failed or timed out, 2 the job is invalid or unsafe, 3 inputs or storage failed,
 4 the inputs to download do not fit the scratch space, 143 terminated (SIGTERM).
+
+The flow reads the FFmpegJob, its grants and the settings as plain views (`ffmpegjob_model.plain`)
+and writes the status as plain dicts checked equal to the models': no pydantic is loaded on the
+way to FFmpeg or after it (bench/README.md, issue 15). The split workers (split.py) read the
+whole object through the models.
 """
 
 from __future__ import annotations
@@ -27,13 +32,19 @@ from typing import Any
 
 from ffmpegjob_model.commands import render
 from ffmpegjob_model.exitcodes import EXIT_INVALID, EXIT_IO, EXIT_SCRATCH, EXIT_STEP, EXIT_TERMINATED
-from ffmpegjob_model.grants import Grants
-from ffmpegjob_model.lenient import read_ffmpegjob
-from ffmpegjob_model.model import FFmpegJob, FFmpegJobSpec, Progress, ResultFile, Usage
 from ffmpegjob_model.outputs import OutputKind, local_path, output_kind, placeholder_name
+from ffmpegjob_model.plain import (
+    GrantsView,
+    JobView,
+    S3Location,
+    SpecView,
+    URLRulesView,
+    progress_k8s,
+    read_job,
+    result_file_k8s,
+    usage_k8s,
+)
 from ffmpegjob_model.safety import UnsafeCommand, validate_spec
-from ffmpegjob_model.settings import S3Settings
-from ffmpegjob_model.urls import URLRules
 
 from .checkpoint import CheckpointStore, GrantCheckpoints, Snapshot
 from .early import EarlyReads
@@ -58,7 +69,7 @@ class ProgressReporter:
     def __init__(self, jobs: JobClient, steps: int, interval: float, background: bool = False) -> None:
         self.jobs, self.steps, self.interval = jobs, steps, interval
         self.last_sent = 0.0
-        self.pending: Progress | None = None
+        self.pending: dict[str, Any] | None = None  # status.progress (plain.progress_k8s)
         self.lock = threading.Lock()
         # In the background, patches go out in order from one thread, off FFmpeg's critical path.
         self.sender = ThreadPoolExecutor(max_workers=1) if background else None
@@ -75,7 +86,7 @@ class ProgressReporter:
     def update(self, step: int, fraction: float, speed: str | None = None, force: bool = False) -> None:
         percent = round(100.0 * ((step - 1) + max(0.0, min(fraction, 1.0))) / max(self.steps, 1), 1)
         with self.lock:
-            self.pending = Progress(step=step, steps=self.steps, percent=percent, speed=speed)
+            self.pending = progress_k8s(step, self.steps, percent, speed)
             if not force and time.monotonic() - self.last_sent < self.interval:
                 return
             self._send()
@@ -101,7 +112,7 @@ class ProgressReporter:
         # An explicit null: a merge patch would otherwise keep the previous step's speed.
         self.last_sent = time.monotonic()
         resumed = {"resumedFromStep": self.resumed} if self.resumed else {}  # else null since the start
-        self.post({"progress": {"speed": None, **resumed, **self.pending.to_k8s()}})
+        self.post({"progress": {"speed": None, **resumed, **self.pending}})
         self.pending = None
 
 
@@ -109,7 +120,7 @@ class ProgressReporter:
 class Plan:
     """What validation decided: the commands to run and by when."""
 
-    spec: FFmpegJobSpec
+    spec: SpecView
     commands: list[list[str]]
     deadline: float  # time.monotonic() by which the last command must end
     local: dict[str, str]  # input name -> its file in the work folder (`inputs/<name>`)
@@ -134,9 +145,9 @@ class Worker:
         self,
         settings: WorkerSettings,
         jobs: JobClient,
-        s3_settings: S3Settings,
-        rules: URLRules,
-        grants: Grants,
+        s3_settings: S3Location,
+        rules: URLRulesView,
+        grants: GrantsView,
         early: EarlyReads | None = None,
     ) -> None:
         self.settings, self.jobs, self.s3_settings, self.rules = settings, jobs, s3_settings, rules
@@ -169,12 +180,10 @@ class Worker:
             if not self.settings.keep_workdir:
                 shutil.rmtree(workdir, ignore_errors=True)
 
-    def read_job(self) -> FFmpegJob:
-        if self.early is None:
-            return self.jobs.get()
-        return read_ffmpegjob(self.early.job.result())
+    def read_job(self) -> JobView:
+        return read_job(self.jobs.get_object() if self.early is None else self.early.job.result())
 
-    def _process(self, job: FFmpegJob, workdir: Path, started: float) -> None:
+    def _process(self, job: JobView, workdir: Path, started: float) -> None:
         plan = self.validate(job, started)
         store, saved = self.prepare(job, plan, workdir)
         inputs = self.fetch(plan, workdir)
@@ -182,7 +191,7 @@ class Worker:
         self.publish(plan, workdir, ffmpeg_seconds, inputs.size)
 
     # ------------------------------------------------------------------------------ steps
-    def validate(self, job: FFmpegJob, started: float) -> Plan:
+    def validate(self, job: JobView, started: float) -> Plan:
         """The safety rules, last line of defence (the API and the operator checked them too)."""
         spec = job.spec
         try:
@@ -192,12 +201,12 @@ class Worker:
             raise JobFailed(f"invalid job: {exc}", EXIT_INVALID) from None
         return Plan(spec, commands, started + spec.timeout_seconds, {i.name: local_name(i) for i in spec.inputs})
 
-    def prepare(self, job: FFmpegJob, plan: Plan, workdir: Path) -> tuple[CheckpointStore | None, int]:
+    def prepare(self, job: JobView, plan: Plan, workdir: Path) -> tuple[CheckpointStore | None, int]:
         """Report the start, clean the work folder, restore the steps an earlier attempt saved:
         (where checkpoints go, how many leading steps are restored)."""
         steps = plan.steps
         self.reporter = reporter = ProgressReporter(self.jobs, steps, self.settings.progress_interval, background=True)
-        reporter.post({"progress": {"resumedFromStep": None, **Progress(step=0, steps=steps, percent=0).to_k8s()},
+        reporter.post({"progress": {"resumedFromStep": None, **progress_k8s(0, steps, 0)},
                        "error": None})
         shutil.rmtree(workdir, ignore_errors=True)  # a retried pod starts clean
         workdir.mkdir(parents=True)
@@ -231,7 +240,7 @@ class Worker:
         paths |= {placeholder_name(o.name): local_path(o.name) for o in spec.outputs}
         return Inputs(fetcher, urls, paths, sum(f.size for f in fetched.values()))
 
-    def _check_scratch(self, spec: FFmpegJobSpec, fetcher: Fetcher, streamed: set[str], workdir: Path) -> None:
+    def _check_scratch(self, spec: SpecView, fetcher: Fetcher, streamed: set[str], workdir: Path) -> None:
         """The inputs to download must fit the pool's scratch space and the free space of the
         work folder, else the job fails before FFmpeg starts (a full emptyDir would get the pod
         evicted mid-download): the storage inputs by their probed sizes, here, before anything
@@ -331,27 +340,21 @@ class Worker:
         media = self._media(files) if files else {}
         sizes = {f.name: f.stat().st_size for f in files}
         result = [
-            ResultFile(
-                file_name=f.name,
-                size_bytes=sizes[f.name],
-                storage_path=f"{spec.output.dir_id}/{f.name}",
-                media=media.get(f.name),
-            ).to_k8s()
+            result_file_k8s(f.name, sizes[f.name], f"{spec.output.dir_id}/{f.name}", media.get(f.name))
             for f in files
         ] + [
-            ResultFile(file_name=p.name, size_bytes=p.size, storage_path=f"{spec.output.dir_id}/{p.name}").to_k8s()
-            for p in produced
+            result_file_k8s(p.name, p.size, f"{spec.output.dir_id}/{p.name}") for p in produced
         ]
-        usage = Usage.compute(ffmpeg_seconds, input_bytes, sum(sizes.values()) + sum(p.size for p in produced))
+        usage = usage_k8s(ffmpeg_seconds, input_bytes, sum(sizes.values()) + sum(p.size for p in produced))
         if uploads.done():
             self._uploaded(uploads)  # failed already: no result to write and take back
         self.reporter.drain(drop_pending=True)  # the result patch below carries the final progress
         self.result_written = True
         written = self.pool.submit(self.jobs.patch_status, {
             "progress": {"speed": None, "resumedFromStep": self.reporter.resumed,
-                         **Progress(step=steps, steps=steps, percent=100).to_k8s()},
+                         **progress_k8s(steps, steps, 100)},
             "result": result,
-            "usage": usage.to_k8s(),
+            "usage": usage,
             "error": None,
         })
         try:
@@ -359,7 +362,7 @@ class Worker:
         finally:
             wait([written])  # the result lands before any patch that takes it back
         written.result()
-        log.info("done: %d outputs, usage %s", len(result), usage.to_k8s())
+        log.info("done: %d outputs, usage %s", len(result), usage)
 
     def _upload(self, files: list[Path], produced: list[Produced]) -> list[Uploaded]:
         """Directory and pattern outputs first (they cannot be taken back), then the named files
@@ -375,7 +378,7 @@ class Worker:
             raise JobFailed(str(exc), EXIT_IO) from None
 
     # ------------------------------------------------------------------------ checkpoints
-    def checkpoints(self, job: FFmpegJob, steps: int) -> CheckpointStore | None:
+    def checkpoints(self, job: JobView, steps: int) -> CheckpointStore | None:
         """Where a chain's finished steps are saved (a single command needs none)."""
         if steps < 2 or not self.grants.scratch:
             return None
@@ -429,12 +432,11 @@ class Worker:
     def _duration(self, workdir: Path, target: str) -> float | None:
         """An input's duration for percent, or None (an image, unreadable): never fails the job.
         A streamed input is probed at its URL (our own bucket, so no URL rules to apply)."""
-        from ffmpegjob_model.probe import ProbeFailed, ProbeOptions, probe
+        from ffmpegjob_model.probe import ProbeFailed, duration
 
         path = target if "://" in target else str(workdir / target)
         try:
-            fmt = probe(path, ProbeOptions(format=["duration"]), check_urls=False, ffprobe=self.settings.ffprobe_bin)
-            return float(fmt["format"]["duration"])
+            return duration(path, check_urls=False, ffprobe=self.settings.ffprobe_bin)
         except (ProbeFailed, KeyError, ValueError, OSError):
             return None
 
