@@ -86,6 +86,10 @@ class Stack:
     # --------------------------------------------------------------------------- up
     def up(self, with_operator: bool = True, with_api: bool = True) -> StackInfo:
         self.state.mkdir(parents=True, exist_ok=True)
+        if not (self.state / "etcd").exists():
+            # A new cluster has none of the Secrets the cached key and signing secret live in.
+            for cached in ("api-key", "webhook-secret"):
+                (self.state / cached).unlink(missing_ok=True)
         cp = self._control_plane()
         cp.start()
         S3Server(self.state, self._bins(), self.procs, S3_PORT, self.s3cfg).start()
