@@ -21,6 +21,14 @@ POOLS_KEY = "pools.yaml"
 MACHINE_ALIASES = {"nvidia": "gpu"}
 
 
+def _known(values: list[str], known: tuple[str, ...], field: str, what: str) -> list[str]:
+    """A capability list of names the GPU rules know (ffmpegjob_model.gpu), else a clear error."""
+    bad = [v for v in values if v not in known]
+    if bad:
+        raise ValueError(f"{field}: unknown {what}(s) {bad}; known: {', '.join(known)}")
+    return values
+
+
 class NodePool(BaseModel):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
 
@@ -69,26 +77,17 @@ class NodePool(BaseModel):
     @field_validator("nvenc")
     @classmethod
     def _known_nvenc(cls, v: list[str]) -> list[str]:
-        bad = [c for c in v if c not in NVENC_CODECS]
-        if bad:
-            raise ValueError(f"nvenc: unknown codec(s) {bad}; known: {', '.join(NVENC_CODECS)}")
-        return v
+        return _known(v, NVENC_CODECS, "nvenc", "codec")
 
     @field_validator("nvdec")
     @classmethod
     def _known_nvdec(cls, v: bool | list[str]) -> bool | list[str]:
-        bad = [] if isinstance(v, bool) else [c for c in v if c not in NVDEC_CODECS]
-        if bad:
-            raise ValueError(f"nvdec: unknown codec(s) {bad}; known: {', '.join(NVDEC_CODECS)}")
-        return v
+        return v if isinstance(v, bool) else _known(v, NVDEC_CODECS, "nvdec", "codec")
 
     @field_validator("cuda_filters")
     @classmethod
     def _known_filters(cls, v: list[str]) -> list[str]:
-        bad = [f for f in v if f not in CUDA_FILTERS]
-        if bad:
-            raise ValueError(f"cudaFilters: unknown filter(s) {bad}; known: {', '.join(CUDA_FILTERS)}")
-        return v
+        return _known(v, CUDA_FILTERS, "cudaFilters", "filter")
 
     @field_validator("resources")
     @classmethod

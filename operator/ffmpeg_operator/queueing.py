@@ -32,6 +32,7 @@ from ffmpegjob_model.queueing import (
 from kubernetes.client.rest import ApiException
 
 from .jobs import queue_labels
+from .kube import Written, write_status
 from .settings import OperatorSettings
 from .status import TERMINAL, get_condition, set_condition
 
@@ -268,12 +269,8 @@ def queue_round(c: Context, now: datetime) -> int:
         patch = queue_patch(st, entries.get(meta["uid"]), now, meta.get("generation"))
         if not patch:
             continue
-        try:
-            c.kube.patch_status(meta["namespace"], meta["name"], patch, meta.get("resourceVersion"))
+        if write_status(c.kube, meta["namespace"], meta["name"], patch, meta.get("resourceVersion")) is Written.DONE:
             written += 1
-        except ApiException as e:
-            if e.status not in (404, 409):
-                raise
     return written
 
 

@@ -45,18 +45,22 @@ class Presigner:
 
 def outputs_stored(client: Any, bucket: str, tenant: str, result: list[dict[str, Any]]) -> bool:
     """Every file of a result is in storage at its recorded size. A worker writes its result
-    while the last uploads finish (worker.py `publish`), so a result alone does not prove them."""
+    while the last uploads finish (worker.py `publish`), so a result alone does not prove them.
+    One listing per output directory, not a request per file (a folder output has thousands)."""
+    wanted: dict[str, int | None] = {}
+    prefixes: set[str] = set()
     for f in result:
         parts = split_result_path(str(f.get("storagePath", "")))
         if parts is None:
             return False
-        try:
-            head = client.head_object(Bucket=bucket, Key=file_key(tenant, *parts))
-        except ClientError:
-            return False
-        if f.get("sizeBytes") is not None and int(head.get("ContentLength", -1)) != int(f["sizeBytes"]):
-            return False
-    return True
+        size = f.get("sizeBytes")
+        wanted[file_key(tenant, *parts)] = None if size is None else int(size)
+        prefixes.add(dir_prefix(tenant, parts[0]))
+    stored: dict[str, int] = {}
+    for prefix in prefixes:
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+            stored.update((o["Key"], int(o["Size"])) for o in page.get("Contents", []))
+    return all(key in stored and (size is None or stored[key] == size) for key, size in wanted.items())
 
 
 def sweep_expired_dirs(client: Any, bucket: str, now: datetime) -> list[str]:

@@ -41,6 +41,7 @@ from kubernetes.client.rest import ApiException
 from . import identity, jobs
 from .context import Context, PoolsUnavailable
 from .grants import abort_unfinished, job_grants
+from .kube import Written, write_status
 from .status import set_condition, terminal_patch
 
 log = logging.getLogger("ffmpeg_operator.warm")
@@ -468,12 +469,8 @@ def sync(c: Context, ffj: dict[str, Any], record: Callable[[Context, dict[str, A
     else:
         lost(c, ns, meta["name"], pod, f"the worker on warm pod {pod} exited {code}", ffj=ffj, force=True)
         return
-    try:
-        c.kube.patch_status(ns, meta["name"], p, meta.get("resourceVersion"))
-    except ApiException as e:
-        if e.status in (404, 409):
-            return  # the next event decides again
-        raise
+    if write_status(c.kube, ns, meta["name"], p, meta.get("resourceVersion")) is not Written.DONE:
+        return  # the next event decides again
     record(c, ffj, st.get("phase"), p)
     after_job(c, ns, pod, ok=code == 0)
 
@@ -537,11 +534,7 @@ def lost(c: Context, namespace: str, name: str, pod: str, why: str, ffj: dict[st
         conds = set_condition(st.get("conditions"), "Running", "False", "WarmPodLost", msg, t, gen)
         p = {"jobName": job_name, "warm": None, "phase": Phase.PENDING.value, "reason": "WarmPodLost",
              "message": msg, "conditions": conds}
-    try:
-        c.kube.patch_status(namespace, name, p, meta.get("resourceVersion"))
-    except ApiException as e:
-        if e.status not in (404, 409):
-            raise
+    if write_status(c.kube, namespace, name, p, meta.get("resourceVersion")) is not Written.DONE:
         return
     record_transition(c, ffj, st.get("phase"), p)
     _ignore_404(lambda: _core(c).delete_namespaced_secret(contract.claim_secret_name(pod), namespace))
@@ -572,11 +565,7 @@ def timed_out(c: Context, namespace: str, name: str, pod: str) -> None:
     deadline = int((ffj.get("spec") or {}).get("timeoutSeconds") or 0)
     p = terminal_patch(st, Phase.FAILED, "DeadlineExceeded", f"timed out after {deadline}s on warm pod {pod}",
                        datetime.now(UTC), meta.get("generation"))
-    try:
-        c.kube.patch_status(namespace, name, p, meta.get("resourceVersion"))
-    except ApiException as e:
-        if e.status not in (404, 409):
-            raise
+    if write_status(c.kube, namespace, name, p, meta.get("resourceVersion")) is not Written.DONE:
         return
     record_transition(c, ffj, st.get("phase"), p)
 

@@ -10,7 +10,6 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from botocore.exceptions import ClientError
 from ffmpeg_operator import handlers
 from ffmpeg_operator.context import Context
 from ffmpeg_operator.grants import Signer
@@ -148,15 +147,12 @@ class EmptyStore:
     def __init__(self, sizes: dict[str, int] | None = None) -> None:
         self.sizes = sizes or {}
 
-    def head_object(self, Bucket: str, Key: str) -> dict[str, Any]:
-        if Key not in self.sizes:
-            raise ClientError({"Error": {"Code": "404", "Message": "Not Found"}}, "HeadObject")
-        return {"ContentLength": self.sizes[Key]}
-
     def get_paginator(self, _: str) -> Any:
+        sizes = self.sizes
+
         class Pages:
-            def paginate(self, **_: Any) -> list[dict[str, Any]]:
-                return [{}]
+            def paginate(self, Prefix: str = "", **_: Any) -> list[dict[str, Any]]:
+                return [{"Contents": [{"Key": k, "Size": n} for k, n in sizes.items() if k.startswith(Prefix)]}]
         return Pages()
 
 
