@@ -23,6 +23,7 @@ WARM_STATE_LABEL = f"{GROUP}/warm-state"
 IDLE, CLAIMED = "idle", "claimed"
 # Pod annotations the operator writes with the claim.
 WARM_JOB_ANNOTATION = f"{GROUP}/warm-job"  # the FFmpegJob's name
+WARM_JOB_UID_ANNOTATION = f"{GROUP}/warm-job-uid"  # and its uid (a re-created name is another job)
 WARM_SERVED_ANNOTATION = f"{GROUP}/warm-served"  # jobs claimed on this pod so far
 WARM_DEADLINE_ANNOTATION = f"{GROUP}/warm-deadline"  # Unix seconds: the claimed job's deadline
 

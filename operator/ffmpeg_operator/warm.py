@@ -7,7 +7,9 @@ scheduling and container start. The contract with the pod is `ffmpegjob_model.wa
 - `start` (from the create handler): claims an idle pod with a conditional label write (its
   `resourceVersion`: two claims of one pod cannot both win), creates the job's identity and
   grants as for a Job, and hands the job over in the claim Secret `<pod>-claim`. No idle pod:
-  False, and the caller creates the Job as usual (a job never waits for a warm pod).
+  False, and the caller creates the Job as usual (a job never waits for a warm pod). A retried
+  create finds the pod already claimed for the job's uid and neither claims nor hands over again.
+- `on_deleted`: an FFmpegJob deleted while a warm pod runs it frees the pod at once.
 - `sync` (from handlers.sync, on every FFmpegJob event that carries `status.warm`): once the
   pod reported the worker's exit code, the job ends as a Job's would (Succeeded with the result,
   CommandFailed, ValidationFailed); another failure, or a pod lost while claimed, gives the job
@@ -41,8 +43,9 @@ from kubernetes.client.rest import ApiException
 from . import identity, jobs
 from .context import Context, PoolsUnavailable
 from .grants import abort_unfinished, job_grants
-from .kube import Written, write_status
+from .kube import Written, drain, write_status
 from .status import set_condition, terminal_patch
+from .storage import outputs_stored
 
 log = logging.getLogger("ffmpeg_operator.warm")
 KEEP_SECONDS = 1.0
@@ -50,6 +53,7 @@ KEEP_SECONDS = 1.0
 # deadline is the backstop for a worker that does not, a little later.
 DEADLINE_GRACE_SECONDS = 15
 RUNNING = "Running"
+ORPHAN_CHECK_SECONDS = 15.0
 
 
 @dataclass
@@ -62,6 +66,7 @@ class WarmPod:
     resource_version: str
     served: int
     job: str | None
+    job_uid: str | None
     deadline: float | None
     deleting: bool
     created: datetime | None
@@ -76,7 +81,8 @@ class WarmPod:
                    phase=(pod.get("status") or {}).get("phase") or "Pending",
                    resource_version=str(meta.get("resourceVersion") or ""),
                    served=int(ann.get(contract.WARM_SERVED_ANNOTATION) or 0),
-                   job=ann.get(contract.WARM_JOB_ANNOTATION), deadline=float(deadline) if deadline else None,
+                   job=ann.get(contract.WARM_JOB_ANNOTATION), job_uid=ann.get(contract.WARM_JOB_UID_ANNOTATION),
+                   deadline=float(deadline) if deadline else None,
                    deleting=bool(meta.get("deletionTimestamp")), created=parse_time(meta.get("creationTimestamp")))
 
     @property
@@ -90,6 +96,7 @@ class WarmPods:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.pods: dict[tuple[str, str], WarmPod] = {}
+        self.orphans_checked = 0.0  # when keep_round last looked for claims of deleted FFmpegJobs
 
     def update(self, pod: dict[str, Any]) -> WarmPod:
         wp = WarmPod.of(pod)
@@ -107,6 +114,12 @@ class WarmPods:
     def idle(self, namespace: str, pool: str) -> list[WarmPod]:
         with self.lock:
             return [p for p in self.pods.values() if p.namespace == namespace and p.pool == pool and p.claimable]
+
+    def claimed_by(self, namespace: str, uid: str) -> WarmPod | None:
+        """The live pod already claimed for the FFmpegJob with this uid, if any."""
+        with self.lock:
+            return next((p for p in self.pods.values() if p.namespace == namespace and p.job_uid == uid
+                         and p.state == contract.CLAIMED and not p.deleting), None)
 
 
 def _rv(rv: str) -> int:
@@ -267,6 +280,10 @@ def keep_round(c: Context) -> None:
     seen = set()
     live: dict[str, int] = {}
     now = time.time()
+    # A deletion is seen by `on_deleted`; this catches one made while no operator watched.
+    orphan_check = now - c.warm_pods.orphans_checked >= ORPHAN_CHECK_SECONDS
+    if orphan_check:
+        c.warm_pods.orphans_checked = now
     for pod in items:
         wp = c.warm_pods.update(pod)
         seen.add(wp.name)
@@ -275,6 +292,10 @@ def keep_round(c: Context) -> None:
         pool = warm_pools.get(wp.pool)
         ended = wp.phase in ("Succeeded", "Failed")
         if wp.state == contract.CLAIMED and wp.job:
+            if orphan_check and _orphaned(c, wp):
+                log.info("warm pod %s/%s: its FFmpegJob %s is gone", ns, wp.name, wp.job)
+                retire(c, ns, wp.name)
+                continue
             if ended:
                 lost(c, ns, wp.job, wp.name, f"warm pod {wp.name} ended ({wp.phase}) while running the job")
             elif wp.deadline is not None and now > wp.deadline:
@@ -304,6 +325,13 @@ def keep_round(c: Context) -> None:
             except ApiException as e:
                 log.warning("could not start a warm pod for pool %s: %s", pool_name, e.reason)
                 break
+
+
+def _orphaned(c: Context, wp: WarmPod) -> bool:
+    """The claimed job's FFmpegJob is gone (or its name now belongs to another one)."""
+    assert wp.job is not None
+    ffj = c.kube.get_ffmpegjob(wp.namespace, wp.job)
+    return ffj is None or (wp.job_uid is not None and str(ffj["metadata"].get("uid")) != wp.job_uid)
 
 
 async def keeper(c: Context) -> None:
@@ -336,6 +364,25 @@ def on_warm_report(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
         sync(c, ffj, record_transition)
 
 
+def _deleted_while_warm(type: str | None, body: kopf.Body, **_: Any) -> bool:
+    st = body.get("status") or {}
+    deleted = type == "DELETED" or bool(body.get("metadata", {}).get("deletionTimestamp"))
+    return deleted and bool((st.get("warm") or {}).get("pod")) and st.get("phase") not in TERMINAL
+
+
+@kopf.on.event(GROUP, VERSION, PLURAL, when=_deleted_while_warm)
+def on_deleted(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """An FFmpegJob deleted while a warm pod runs it: the pod goes now (its supervisor kills the
+    job's processes), not at the deadline; the keeper starts a fresh one."""
+    c: Context = memo["ctx"]
+    ns, pod = body["metadata"]["namespace"], str(body["status"]["warm"]["pod"])
+    with c.warm_pods.lock:
+        wp = c.warm_pods.pods.get((ns, pod))
+    if wp is not None and wp.job_uid not in (None, str(body["metadata"].get("uid"))):
+        return  # the pod has moved on to another job
+    retire(c, ns, pod)
+
+
 @kopf.on.event("", "v1", "pods", labels={contract.WARM_POOL_LABEL: kopf.PRESENT})
 def on_warm_pod(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     c: Context = memo["ctx"]
@@ -350,14 +397,16 @@ def on_warm_pod(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) ->
 
 
 # ------------------------------------------------------------------------------------- claims
-def claim(c: Context, namespace: str, pool_name: str, pool: NodePool, job: str, deadline: float) -> WarmPod | None:
+def claim(c: Context, namespace: str, pool_name: str, pool: NodePool, job: str, uid: str,
+          deadline: float) -> WarmPod | None:
     """An idle pod of the pool, now claimed for `job`; None when none is idle. The label write is
     conditional on the pod's resourceVersion: of two claims of one pod, one gets 409."""
     for wp in c.warm_pods.idle(namespace, pool_name):
         body = {"metadata": {
             "resourceVersion": wp.resource_version,
             "labels": {contract.WARM_STATE_LABEL: contract.CLAIMED},
-            "annotations": {contract.WARM_JOB_ANNOTATION: job, contract.WARM_SERVED_ANNOTATION: str(wp.served + 1),
+            "annotations": {contract.WARM_JOB_ANNOTATION: job, contract.WARM_JOB_UID_ANNOTATION: uid,
+                            contract.WARM_SERVED_ANNOTATION: str(wp.served + 1),
                             contract.WARM_DEADLINE_ANNOTATION: str(int(deadline))}}}
         try:
             raw = _core(c).patch_namespaced_pod(wp.name, namespace, body, _preload_content=False)
@@ -377,11 +426,19 @@ def start(c: Context, obj: dict[str, Any], model: FFmpegJobSpec, pool_name: str,
     if model.suspend or model.parallel is not None or ns != namespace_of(c):
         return False
     deadline_seconds = min(model.timeout_seconds, pool.max_timeout_seconds)
-    wp = claim(c, ns, pool_name, pool, meta["name"], time.time() + deadline_seconds + DEADLINE_GRACE_SECONDS)
+    uid = str(meta["uid"])
+    # A retried create (its status write failed after the claim) finds its own pod again: a
+    # second claim would run the job twice.
+    wp = c.warm_pods.claimed_by(ns, uid)
+    handed_over = wp is not None and _claim_secret_exists(c, ns, wp.name)
+    if wp is None:
+        wp = claim(c, ns, pool_name, pool, meta["name"], uid,
+                   time.time() + deadline_seconds + DEADLINE_GRACE_SECONDS)
     if wp is None:
         return False
     try:
-        hand_over(c, obj, model, pool_name, pool, wp, deadline_seconds)
+        if not handed_over:
+            hand_over(c, obj, model, pool_name, pool, wp, deadline_seconds)
     except Exception as e:
         log.warning("could not hand FFmpegJob %s/%s to warm pod %s (a Job runs it): %s", ns, meta["name"],
                     wp.name, e)
@@ -406,6 +463,17 @@ def start(c: Context, obj: dict[str, Any], model: FFmpegJobSpec, pool_name: str,
     record(c, obj, st.get("phase"), desired)
     c.metrics.transitions.labels(Phase.RUNNING.value, "WarmPodClaimed").inc()
     return True
+
+
+def _claim_secret_exists(c: Context, namespace: str, pod: str) -> bool:
+    try:
+        drain(_core(c).read_namespaced_secret(contract.claim_secret_name(pod), namespace,
+                                              _preload_content=False))
+        return True
+    except ApiException as e:
+        if e.status != 404:
+            raise
+        return False
 
 
 def hand_over(c: Context, obj: dict[str, Any], model: FFmpegJobSpec, pool_name: str, pool: NodePool,
@@ -493,7 +561,8 @@ def after_job(c: Context, namespace: str, pod: str, ok: bool) -> None:
         retire(c, namespace, pod)  # the pool is no longer warm
         return
     body = {"metadata": {"labels": {contract.WARM_STATE_LABEL: contract.IDLE},
-                         "annotations": {contract.WARM_JOB_ANNOTATION: None, contract.WARM_DEADLINE_ANNOTATION: None}}}
+                         "annotations": {contract.WARM_JOB_ANNOTATION: None, contract.WARM_JOB_UID_ANNOTATION: None,
+                                         contract.WARM_DEADLINE_ANNOTATION: None}}}
     try:
         raw = _core(c).patch_namespaced_pod(pod, namespace, body, _preload_content=False)
         c.warm_pods.update(json.loads(raw.data))
@@ -552,8 +621,9 @@ def drop_grants(c: Context, namespace: str, uid: str) -> None:
 
 
 def timed_out(c: Context, namespace: str, name: str, pod: str) -> None:
-    """The claimed job ran past its deadline: Failed (DeadlineExceeded), as a Job's would; the
-    caller deletes the pod (its supervisor kills the job's processes)."""
+    """The claimed job ran past its deadline: Failed (DeadlineExceeded), as a Job's would, unless
+    its result is recorded and every output stored (then only the pod's report was lost:
+    Succeeded). The caller deletes the pod (its supervisor kills the job's processes)."""
     from .handlers import record_transition
 
     ffj = c.kube.get_ffmpegjob(namespace, name)
@@ -563,8 +633,15 @@ def timed_out(c: Context, namespace: str, name: str, pod: str) -> None:
     if st.get("phase") in TERMINAL or (st.get("warm") or {}).get("pod") != pod:
         return
     deadline = int((ffj.get("spec") or {}).get("timeoutSeconds") or 0)
-    p = terminal_patch(st, Phase.FAILED, "DeadlineExceeded", f"timed out after {deadline}s on warm pod {pod}",
-                       datetime.now(UTC), meta.get("generation"))
+    result, tenant = st.get("result"), str((ffj.get("spec") or {}).get("tenant") or "default")
+    if result is not None and outputs_stored(c.storage, c.s3.bucket, tenant, result):
+        # The worker finished and stored everything; only the pod's exit report was lost.
+        p = terminal_patch(st, Phase.SUCCEEDED, "Completed",
+                           f"all outputs uploaded (warm pod {pod} did not report the worker's exit)",
+                           datetime.now(UTC), meta.get("generation"))
+    else:
+        p = terminal_patch(st, Phase.FAILED, "DeadlineExceeded", f"timed out after {deadline}s on warm pod {pod}",
+                           datetime.now(UTC), meta.get("generation"))
     if write_status(c.kube, namespace, name, p, meta.get("resourceVersion")) is not Written.DONE:
         return
     record_transition(c, ffj, st.get("phase"), p)

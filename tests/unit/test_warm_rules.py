@@ -78,15 +78,15 @@ def test_a_claim_is_conditional_and_a_lost_race_moves_on_to_the_next_idle_pod() 
         c.warm_pods.update(p)
     a["metadata"]["resourceVersion"] = "11"  # another operator (or replica) claimed it meanwhile
     pool = parse_pools(POOLS)["fast"]
-    got = warm.claim(c, "ns", "fast", pool, "job-1", deadline=1000.0)
+    got = warm.claim(c, "ns", "fast", pool, "job-1", "uid-1", deadline=1000.0)
     assert got is not None and got.name == "warm-fast-b" and got.state == contract.CLAIMED
     tried = [name for name, _ in c.kube.core.patches]
     assert tried == ["warm-fast-a", "warm-fast-b"]  # never the busy or the starting one
     body = c.kube.core.patches[-1][1]["metadata"]
     assert body["resourceVersion"] == "20"
-    assert body["annotations"] == {contract.WARM_JOB_ANNOTATION: "job-1", contract.WARM_SERVED_ANNOTATION: "1",
-                                   contract.WARM_DEADLINE_ANNOTATION: "1000"}
-    assert warm.claim(c, "ns", "fast", pool, "job-2", deadline=1000.0) is None  # none idle: the Job path
+    assert body["annotations"] == {contract.WARM_JOB_ANNOTATION: "job-1", contract.WARM_JOB_UID_ANNOTATION: "uid-1",
+                                   contract.WARM_SERVED_ANNOTATION: "1", contract.WARM_DEADLINE_ANNOTATION: "1000"}
+    assert warm.claim(c, "ns", "fast", pool, "job-2", "uid-2", deadline=1000.0) is None  # none idle: the Job path
 
 
 def test_a_warm_pod_mounts_no_token_and_its_own_rights_are_one_secret_by_name() -> None:
@@ -140,3 +140,108 @@ def test_leftover_processes_are_killed_only_as_pid_1_of_the_pods_own_namespace(
     assert supervisor.kill_leftovers(tmp_path) == 0 and killed == []  # a shared PID namespace: never
     monkeypatch.setattr(supervisor.os, "getpid", lambda: 1)
     assert supervisor.kill_leftovers(tmp_path) == 2 and sorted(killed) == [7, 42]
+
+
+def test_a_retried_create_finds_its_own_claim_instead_of_claiming_a_second_pod(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """kopf runs the create handler again when its status write failed after the claim: the job
+    must not run on two pods (or on a warm pod and a Job)."""
+    a, b = pod("warm-fast-a", "10"), pod("warm-fast-b", "20")
+    core = FakeCore({"warm-fast-a": a, "warm-fast-b": b})
+    c = context(core)
+    for p in (a, b):
+        c.warm_pods.update(p)
+    handed: list[str] = []
+    monkeypatch.setattr(warm, "hand_over", lambda c, obj, model, pn, pool, wp, d: handed.append(wp.name))
+    secrets: set[str] = set()
+    monkeypatch.setattr(warm, "_claim_secret_exists", lambda c, ns, name: name in secrets)
+    monkeypatch.setattr(warm, "set_condition", lambda conds, *a, **k: list(conds or []))
+    pool = parse_pools(POOLS)["fast"]
+    obj = {"metadata": {"name": "job-1", "namespace": "ns", "uid": "uid-1", "generation": 1}, "spec": {}}
+    model = SimpleNamespace(suspend=False, parallel=None, timeout_seconds=60)
+    c.metrics = SimpleNamespace(transitions=SimpleNamespace(labels=lambda *a: SimpleNamespace(inc=lambda: None)))
+    monkeypatch.setattr(warm, "namespace_of", lambda c: "ns")
+    for _attempt in range(3):
+        patch: Any = SimpleNamespace(status={})
+        assert warm.start(c, obj, model, "fast", pool, patch, lambda *a: None)
+        assert patch.status["warm"]["pod"] == "warm-fast-a"
+        secrets.add("warm-fast-a")  # the first hand-over created the claim Secret
+    assert [name for name, _ in core.patches] == ["warm-fast-a"]  # one claim, never pod b
+    assert handed == ["warm-fast-a"]  # handed over once: a second claim Secret would run it again
+    other = {"metadata": {"name": "job-2", "namespace": "ns", "uid": "uid-2", "generation": 1}, "spec": {}}
+    patch = SimpleNamespace(status={})
+    assert warm.start(c, other, model, "fast", pool, patch, lambda *a: None)
+    assert patch.status["warm"]["pod"] == "warm-fast-b"
+
+
+def test_a_deleted_ffmpegjob_frees_its_warm_pod_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    claimed = pod("warm-fast-a", "10", state=contract.CLAIMED)
+    claimed["metadata"]["annotations"].update({contract.WARM_JOB_ANNOTATION: "job-1",
+                                               contract.WARM_JOB_UID_ANNOTATION: "uid-1"})
+    c = context()
+    c.warm_pods.update(claimed)
+    retired: list[str] = []
+    monkeypatch.setattr(warm, "retire", lambda c, ns, name: retired.append(name))
+    body = {"metadata": {"name": "job-1", "namespace": "ns", "uid": "uid-1",
+                         "deletionTimestamp": "2026-11-23T00:00:00Z"},
+            "status": {"phase": "Running", "warm": {"pod": "warm-fast-a"}}}
+    assert warm._deleted_while_warm(type="MODIFIED", body=body)
+    assert not warm._deleted_while_warm(type="MODIFIED", body={**body, "metadata": {"name": "job-1"}})
+    warm.on_deleted(body=body, memo={"ctx": c})
+    assert retired == ["warm-fast-a"]
+    # The pod has moved on to another job (the deletion event came late): it stays.
+    moved = {**body, "metadata": {**body["metadata"], "uid": "uid-0"}}
+    warm.on_deleted(body=moved, memo={"ctx": c})
+    assert retired == ["warm-fast-a"]
+    # Deleted while no operator watched: the keeper's check finds the claim orphaned.
+    c.kube.get_ffmpegjob = lambda ns, name: None
+    assert warm._orphaned(c, c.warm_pods.pods[("ns", "warm-fast-a")])
+    c.kube.get_ffmpegjob = lambda ns, name: {"metadata": {"uid": "uid-9"}}  # the name reused
+    assert warm._orphaned(c, c.warm_pods.pods[("ns", "warm-fast-a")])
+    c.kube.get_ffmpegjob = lambda ns, name: {"metadata": {"uid": "uid-1"}}
+    assert not warm._orphaned(c, c.warm_pods.pods[("ns", "warm-fast-a")])
+
+
+@pytest.mark.parametrize("stored", [True, False])
+def test_a_lost_exit_report_ends_a_stored_result_succeeded_not_timed_out(
+        monkeypatch: pytest.MonkeyPatch, stored: bool) -> None:
+    c = context()
+    ffj = {"metadata": {"name": "job-1", "namespace": "ns", "uid": "uid-1", "generation": 1, "resourceVersion": "5"},
+           "spec": {"tenant": "t1", "timeoutSeconds": 60},
+           "status": {"phase": "Running", "warm": {"pod": "warm-fast-a"},
+                      "result": [{"storagePath": "d1/out.mp4", "sizeBytes": 3}]}}
+    c.kube.get_ffmpegjob = lambda ns, name: ffj
+    c.storage, checked = object(), []
+    monkeypatch.setattr(warm, "outputs_stored",
+                        lambda client, bucket, tenant, result: checked.append((bucket, tenant)) or stored)
+    written: list[dict[str, Any]] = []
+    monkeypatch.setattr(warm, "write_status", lambda kube, ns, name, p, rv: written.append(p) or warm.Written.DONE)
+    from ffmpeg_operator import handlers
+    monkeypatch.setattr(handlers, "record_transition", lambda *a: None)
+    warm.timed_out(c, "ns", "job-1", "warm-fast-a")
+    assert checked == [("media", "t1")]
+    assert (written[0]["phase"], written[0]["reason"]) == (("Succeeded", "Completed") if stored
+                                                           else ("Failed", "DeadlineExceeded"))
+
+
+def test_the_exit_report_is_retried_through_a_hiccup_and_not_for_a_gone_job(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from ffmpeg_worker import warm as supervisor
+    from ffmpeg_worker.kube import ApiError
+
+    monkeypatch.setattr(supervisor.time, "sleep", lambda s: None)
+    answers: list[Exception | None] = [ApiError(503, "busy"), ConnectionResetError(), None]
+    calls: list[dict[str, Any]] = []
+
+    def patch_status(status: dict[str, Any]) -> None:
+        calls.append(status)
+        err = answers.pop(0)
+        if err is not None:
+            raise err
+
+    jobs: Any = SimpleNamespace(patch_status=patch_status)
+    assert supervisor.report_exit(jobs, {"warm": {"exitCode": 0}}) and len(calls) == 3
+    answers[:] = [ApiError(404, "gone")]
+    assert not supervisor.report_exit(jobs, {"warm": {"exitCode": 0}}) and len(calls) == 4
+    answers[:] = [ApiError(500, "x")] * 5
+    assert not supervisor.report_exit(jobs, {"warm": {"exitCode": 0}}) and len(calls) == 9

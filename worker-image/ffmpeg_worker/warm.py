@@ -43,7 +43,27 @@ PR_SET_DUMPABLE = 4
 WATCH_SECONDS = 240
 # What the job's child must not inherit from the pod's environment.
 DROP_ENV = frozenset({contract.ENV_TOKEN, "KUBERNETES_SERVICE_HOST", "KUBERNETES_SERVICE_PORT", "KUBECONFIG"})
+REPORT_RETRY_DELAYS = (0.5, 1.0, 2.0, 4.0)
 EXIT_FAILED = 3  # the worker's EXIT_IO, for a child that could not even start
+
+
+def report_exit(jobs: JobClient, status: dict[str, Any]) -> bool:
+    """The operator ends a warm job from this report: retried through an API hiccup, since
+    without it the job waits for its deadline. A gone FFmpegJob (404) needs no report."""
+    for delay in (*REPORT_RETRY_DELAYS, None):
+        try:
+            jobs.patch_status(status)
+            return True
+        except ApiError as exc:
+            if exc.status == 404:
+                return False
+            log.warning("exit report failed: %s", exc)
+        except (OSError, http.client.HTTPException) as exc:
+            log.warning("exit report failed: %s", exc)
+        if delay is None:
+            return False
+        time.sleep(delay)
+    return False
 
 
 class Supervisor:
@@ -128,7 +148,7 @@ class Supervisor:
         self.wipe()
         jobs = JobClient(KubeApi(ApiConfig(host=self.api_host, port=self.api_port, ca_file=self.ca_file,
                                            token=token)), job["namespace"], job["name"])
-        jobs.try_patch_status({"warm": {
+        report_exit(jobs, {"warm": {
             "pod": self.pod, "startedAt": format_time(_utc(started)), "finishedAt": format_time(_utc(finished)),
             "exitCode": code}})
         jobs.api.close()
