@@ -227,6 +227,22 @@ def test_cancel_of_a_warm_job_stops_it_and_replaces_the_pod(
     assert idle_pod(kube_api, ns) != pod
 
 
+def test_deleting_a_warm_jobs_ffmpegjob_stops_it_and_frees_the_pod_at_once(
+        stack: StackInfo, kube_api: client.ApiClient, custom: Any, clip: str, warm_pool: str) -> None:
+    """Not at the claim's deadline (here 120 s + 15 s): the pod goes and a fresh one replaces it."""
+    ns = stack.namespace
+    core = client.CoreV1Api(kube_api)
+    pod = idle_pod(kube_api, ns)
+    scratch = pod_dir(pod) / "volumes" / "scratch"
+    name = unique("warm-delete")
+    create(custom, ns, manifest(name, clip, command=SLOW))
+    wait_for(lambda: ffmpeg_environ(scratch), 60, "FFmpeg on the warm pod")
+    custom.delete_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, name)
+    wait_for(lambda: ffmpeg_environ(scratch) is None, 30, "FFmpeg stopped after its FFmpegJob was deleted")
+    wait_for(lambda: pod not in [p.metadata.name for p in core.list_namespaced_pod(ns).items], 60, "the pod gone")
+    assert idle_pod(kube_api, ns) != pod
+
+
 def test_timeout_of_a_warm_job_fails_it(stack: StackInfo, kube_api: client.ApiClient, custom: Any, clip: str,
                                         warm_pool: str) -> None:
     ns = stack.namespace
