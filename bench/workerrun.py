@@ -69,6 +69,7 @@ def run_worker(api: client.ApiClient, ns: str, rid: str, name: str, source: str,
         (Path(tmp) / GRANTS_FILE).write_text(grants)
         # As in a pod: no storage credentials, the grants the operator presigned for the job.
         env = {k: v for k, v in process_env().items() if not k.startswith("AWS_")}
+        env["KUBECONFIG"] = str(pod_kubeconfig(api, ns, created["metadata"]["uid"], Path(tmp)))
         env |= {GRANTS_FILE_ENV: f"{tmp}/{GRANTS_FILE}", "FFMPEGJOB_NAME": name, "FFMPEGJOB_NAMESPACE": ns,
                "FFMPEG_WORKDIR": f"{tmp}/scratch", "TERMINATION_LOG_PATH": f"{tmp}/termination-log",
                "FFMPEG_BIN": str(timer_bin()), "BENCH_REAL_FFMPEG": shutil.which("ffmpeg") or "ffmpeg",
@@ -85,6 +86,24 @@ def run_worker(api: client.ApiClient, ns: str, rid: str, name: str, source: str,
     obj: Any = custom.get_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, name)
     status = dict(obj.get("status") or {})
     return WorkerRun(proc.returncode, start, end, records, seen.get("result"), proc.stderr[-3000:], status)
+
+
+def pod_kubeconfig(api: client.ApiClient, ns: str, uid: str, folder: Path) -> Path:
+    """What a Job's pod has: a token of the job's own ServiceAccount (made by the operator with
+    the grants) and the cluster CA, as a JSON kubeconfig (a process node writes the same; in a
+    cluster the worker reads the token file and no kubeconfig). Not the stack's admin
+    kubeconfig: its YAML and client certificates cost the worker ~40 ms that no pod pays."""
+    request = {"spec": {"expirationSeconds": 600}}
+    token = client.CoreV1Api(api).create_namespaced_service_account_token(f"ffj-{uid}", ns, request).status.token
+    cfg = api.configuration
+    kubeconfig = {"apiVersion": "v1", "kind": "Config", "current-context": "pod",
+                  "clusters": [{"name": "c", "cluster": {"server": cfg.host,
+                                                         "certificate-authority": cfg.ssl_ca_cert}}],
+                  "users": [{"name": "pod", "user": {"token": token}}],
+                  "contexts": [{"name": "pod", "context": {"cluster": "c", "user": "pod", "namespace": ns}}]}
+    path = folder / "pod.kubeconfig"
+    path.write_text(json.dumps(kubeconfig))
+    return path
 
 
 def operator_grants(api: client.ApiClient, ns: str, uid: str, timeout: float = 30) -> str:

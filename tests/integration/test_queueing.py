@@ -107,7 +107,8 @@ class Client:
 
 
 @pytest.fixture(scope="module")
-def tenants(stack: StackInfo, kube_api: client.ApiClient, kueue_running: None) -> Callable[..., Client]:
+def tenants(stack: StackInfo, kube_api: client.ApiClient, custom: client.CustomObjectsApi,
+            kueue_running: None) -> Iterator[Callable[..., Client]]:
     core, run = client.CoreV1Api(kube_api), uuid.uuid4().hex[:6]
     assert stack.api_url
 
@@ -116,7 +117,16 @@ def tenants(stack: StackInfo, kube_api: client.ApiClient, kueue_running: None) -
         key = create_key(core, stack.namespace, "kubeffmpeg-api-keys", tenant, requests_per_second=0, **limits)
         return Client(stack.api_url or "", key, tenant)
 
-    return make
+    yield make
+    # The operator made a LocalQueue per test tenant; these tenants never come back. Kueue keeps
+    # rewriting every LocalQueue's fair-sharing status (the stack samples usage every 2 s), which
+    # would load the API server for the rest of the run.
+    queues = custom.list_namespaced_custom_object(KUEUE_GROUP, KUEUE_VERSION, stack.namespace, "localqueues")
+    for lq in queues["items"]:
+        if f"q{run}-" in lq["metadata"]["name"]:
+            with contextlib.suppress(client.ApiException):
+                custom.delete_namespaced_custom_object(KUEUE_GROUP, KUEUE_VERSION, stack.namespace, "localqueues",
+                                                       lq["metadata"]["name"])
 
 
 class Admissions:

@@ -9,12 +9,12 @@ outside a cluster: a `KUBECONFIG` whose user reads the projected token file."""
 from __future__ import annotations
 
 import base64
+import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 from kubernetes import client
 
 SA_MOUNT = "/var/run/secrets/kubernetes.io/serviceaccount"
@@ -263,7 +263,9 @@ class PodPreparer:
             "current-context": "in-cluster",
         }
         path = root / "serviceaccount.kubeconfig"
-        path.write_text(yaml.safe_dump(cfg))
+        # JSON (a kubeconfig may be YAML or JSON): the worker reads JSON without importing a YAML
+        # parser, as in a cluster, where it reads no kubeconfig at all.
+        path.write_text(json.dumps(cfg))
         return path
 
 
