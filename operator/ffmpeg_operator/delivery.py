@@ -1,12 +1,17 @@
-"""The webhook of a finished FFmpegJob: one kopf daemon per job with a delivery to make.
+"""The webhook of a finished FFmpegJob: one asyncio task per job with a delivery to make.
 
-The daemon runs while a delivery is unsettled (or a redelivery is asked for with the annotation
-`kubeffmpeg.io/webhook-redeliver`). It makes one attempt (`deliver`: the POST and nothing else)
-when the record in `status.webhook` says one is due, writes the outcome and the next due time
-there (`record_attempt`: all the bookkeeping), and sleeps until then: an operator
-restarted in between reads the same record and keeps the same schedule. Once the delivery is
-settled the daemon waits for kopf to stop it (a daemon that returned on its own would never be
-spawned again for the object, and a later redelivery would go unnoticed).
+The task runs while a delivery is unsettled (or a redelivery is asked for with the annotation
+`kubeffmpeg.io/webhook-redeliver`). Each round it reads the FFmpegJob afresh, makes one attempt
+(`deliver`: the POST and nothing else) when the record in `status.webhook` says one is due,
+writes the outcome and the next due time there (`record_attempt`: all the bookkeeping), and
+sleeps until then or until the object changes: an operator restarted in between reads the same
+record (kopf's first listing gives every FFmpegJob an event) and keeps the same schedule. A
+settled delivery ends its task; a later redelivery request starts a new one.
+
+Not a kopf daemon: for a resource with a daemon, kopf keeps the last body of *every* object of
+that resource in memory for as long as the object exists (`live_fresh_body`), finished or not,
+whether or not the daemon's filter matches: some 50 KB per FFmpegJob, most of the operator's
+memory with thousands of them (bench/README.md, issue 15).
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ from .context import Context
 from .handlers import FFJ, ctx, now, post
 
 ATTEMPTS_KEPT = 20
-WAKE = "webhook_wake"  # per-object memo key: an asyncio.Event set on every event of the object
+RETRY_AFTER_ERROR_SECONDS = 10.0  # a round that raised (API server away): as kopf's daemon back-off was
 log = logging.getLogger("ffmpeg_operator")
 
 
@@ -49,7 +54,8 @@ def redelivery_request(meta: Any) -> str | None:
     return str(value) if value else None
 
 
-def wants_delivery(spec: kopf.Spec, status: kopf.Status, meta: kopf.Meta, **_: Any) -> bool:
+def wants_delivery(body: dict[str, Any]) -> bool:
+    spec, status, meta = body.get("spec") or {}, body.get("status") or {}, body.get("metadata") or {}
     if not spec.get("webhook") or status.get("phase") not in TERMINAL:
         return False
     hook = status.get("webhook") or {}
@@ -59,28 +65,83 @@ def wants_delivery(spec: kopf.Spec, status: kopf.Status, meta: kopf.Meta, **_: A
     return not webhooks.settled(hook)
 
 
-@kopf.on.event(*FFJ)
-async def wake_delivery(memo: kopf.Memo, **_: Any) -> None:
-    """Any change of the object wakes its sleeping daemon, which re-reads the live object (a
-    redelivery request must not wait for the current back-off)."""
-    event = memo.get(WAKE)
-    if isinstance(event, asyncio.Event):
-        event.set()
+class Deliveries:
+    """The deliveries in flight, by FFmpegJob: a task and the event that wakes it."""
 
+    def __init__(self) -> None:
+        self.running: dict[tuple[str, str], tuple[asyncio.Task[None], asyncio.Event]] = {}
 
-async def sleep(stopped: kopf.DaemonStopped, wake: asyncio.Event, seconds: float | None) -> None:
-    """Until `seconds` pass, the object changes or kopf stops the daemon."""
-    async def until_stopped() -> None:
-        await stopped.wait()
+    def wake_or_start(self, c: Context, namespace: str, name: str) -> None:
+        key = (namespace, name)
+        entry = self.running.get(key)
+        if entry is not None and not entry[0].done():
+            entry[1].set()
+            return
+        wake = asyncio.Event()
+        task = asyncio.create_task(run_delivery(c, namespace, name, wake), name=f"webhook {namespace}/{name}")
+        self.running[key] = (task, wake)
+        task.add_done_callback(lambda t: self._done(key, t))
 
-    waiters = [asyncio.ensure_future(wake.wait()), asyncio.ensure_future(until_stopped())]
-    try:
-        await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for w in waiters:
-            w.cancel()
+    def wake(self, namespace: str, name: str) -> None:
+        entry = self.running.get((namespace, name))
+        if entry is not None:
+            entry[1].set()
+
+    def _done(self, key: tuple[str, str], task: asyncio.Task[None]) -> None:
+        if self.running.get(key, (None,))[0] is task:
+            del self.running[key]
+
+    def stop(self, namespace: str, name: str) -> None:
+        entry = self.running.get((namespace, name))
+        if entry is not None:
+            entry[0].cancel()
+
+    async def stop_all(self) -> None:
+        tasks = [t for t, _ in self.running.values()]
+        for t in tasks:
+            t.cancel()
+        for t in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
-                await w
+                await t
+
+
+@kopf.on.startup()
+async def start_deliveries(memo: kopf.Memo, **_: Any) -> None:
+    # In the operator's memo before any object is seen: each object's memo is a shallow copy of
+    # it, so every event handler finds this one registry.
+    memo["deliveries"] = Deliveries()
+
+
+def deliveries(memo: kopf.Memo) -> Deliveries:
+    d = memo["deliveries"]
+    assert isinstance(d, Deliveries)
+    return d
+
+
+@kopf.on.event(*FFJ)
+async def wake_delivery(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """Every event of an FFmpegJob: a delivery to make starts its task, or wakes it (a
+    redelivery request must not wait for the current back-off); a deleted job's task stops."""
+    meta = body.get("metadata") or {}
+    ns, name = str(meta.get("namespace")), str(meta.get("name"))
+    d = deliveries(memo)
+    if type == "DELETED":
+        d.stop(ns, name)
+    elif wants_delivery(dict(body)):
+        d.wake_or_start(ctx(memo), ns, name)
+    else:
+        d.wake(ns, name)
+
+
+@kopf.on.cleanup()
+async def stop_deliveries(memo: kopf.Memo, **_: Any) -> None:
+    await deliveries(memo).stop_all()
+
+
+async def sleep(wake: asyncio.Event, seconds: float | None) -> None:
+    """Until `seconds` pass or the object changes."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(wake.wait(), timeout=seconds)
 
 
 async def signing_secret(c: Context, ns: str, spec: dict[str, Any]) -> bytes:
@@ -101,38 +162,46 @@ async def signing_secret(c: Context, ns: str, spec: dict[str, Any]) -> bytes:
     return secret.encode()
 
 
-@kopf.daemon(*FFJ, when=wants_delivery, cancellation_timeout=5, backoff=10)
-async def webhook_daemon(body: kopf.Body, spec: kopf.Spec, meta: kopf.Meta, memo: kopf.Memo,
-                         stopped: kopf.DaemonStopped, logger: kopf.Logger, **_: Any) -> None:
-    c = ctx(memo)
-    ns, name, uid = meta["namespace"], meta["name"], meta["uid"]
-    wake = asyncio.Event()
-    memo[WAKE] = wake
+async def run_delivery(c: Context, ns: str, name: str, wake: asyncio.Event) -> None:
+    """Deliver the FFmpegJob's webhook until it is settled (or the job is gone)."""
     sched = schedule(c)
-    record = webhooks.resume(dict((body.get("status") or {}).get("webhook") or {}), first_delivery_id(uid))
-
-    async def write() -> None:
-        await asyncio.to_thread(c.kube.patch_status, ns, name, {"webhook": record})
-
-    while not stopped:
+    while True:
         wake.clear()
-        request = redelivery_request(meta)  # `meta` and `body` are live: kopf keeps them current
-        if request and request != record.get("redelivery"):
-            record = webhooks.start_delivery(record, delivery_id_of_request(request), redelivery=request)
-            await write()
-            post(dict(body), "Normal", "WebhookRedelivery", f"redelivery {record['deliveryId']} requested")
-        if webhooks.settled(record):
-            await sleep(stopped, wake, None)
-            continue
-        due = webhooks.due_at(record)
-        if due is not None and due > now():
-            await sleep(stopped, wake, webhooks.seconds_until(due, now()))
-            continue
-        attempt = await deliver(c, body, record, logger)
-        record = await record_attempt(c, dict(body), record, attempt, sched)
+        try:
+            if not await delivery_round(c, ns, name, wake, sched):
+                return
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:  # an API hiccup: the next round reads the record again
+            log.warning("webhook of %s/%s: %s; trying again in %gs", ns, name, e, RETRY_AFTER_ERROR_SECONDS)
+            await sleep(wake, RETRY_AFTER_ERROR_SECONDS)
 
 
-async def deliver(c: Context, body: kopf.Body, record: dict[str, Any], logger: kopf.Logger) -> webhooks.Attempt:
+async def delivery_round(c: Context, ns: str, name: str, wake: asyncio.Event, sched: webhooks.Schedule) -> bool:
+    """One round on the FFmpegJob as it is now: start a requested redelivery, make the attempt
+    that is due, or sleep until one is. False when there is nothing (more) to deliver."""
+    body = await asyncio.to_thread(c.kube.get_ffmpegjob, ns, name)
+    if body is None or not wants_delivery(body):
+        return False
+    meta = body["metadata"]
+    record = webhooks.resume(dict((body.get("status") or {}).get("webhook") or {}), first_delivery_id(meta["uid"]))
+    request = redelivery_request(meta)
+    if request and request != record.get("redelivery"):
+        record = webhooks.start_delivery(record, delivery_id_of_request(request), redelivery=request)
+        await asyncio.to_thread(c.kube.patch_status, ns, name, {"webhook": record})
+        post(body, "Normal", "WebhookRedelivery", f"redelivery {record['deliveryId']} requested")
+    if webhooks.settled(record):
+        return False
+    due = webhooks.due_at(record)
+    if due is not None and due > now():
+        await sleep(wake, webhooks.seconds_until(due, now()))
+        return True
+    attempt = await deliver(c, body, record)
+    await record_attempt(c, body, record, attempt, sched)
+    return True
+
+
+async def deliver(c: Context, body: dict[str, Any], record: dict[str, Any]) -> webhooks.Attempt:
     """One POST of the current delivery, and nothing else: what the attempt came to. A refused
     URL or a payload that cannot be built is an attempt that failed for good (no retry)."""
     spec, meta = dict(body.get("spec") or {}), dict(body.get("metadata") or {})
@@ -156,7 +225,7 @@ async def deliver(c: Context, body: kopf.Body, record: dict[str, Any], logger: k
     async with httpx.AsyncClient(timeout=c.settings.webhook_timeout_seconds, follow_redirects=False) as client:
         a = await webhooks.post_once(client, url, data, secret, str(record["deliveryId"]), n)
     if not a.ok:
-        logger.warning("webhook %s attempt %d to %s: %s", record["deliveryId"], n, url, a.error)
+        log.warning("webhook %s attempt %d to %s: %s", record["deliveryId"], n, url, a.error)
     return a
 
 

@@ -638,7 +638,7 @@ async def track_phase(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: A
 
 
 # -------------------------------------------------------------------------------------- webhooks
-# Delivered by the daemon in delivery.py (signing, retry schedule, redeliveries).
+# Delivered by a task per delivery in delivery.py (signing, retry schedule, redeliveries).
 
 
 # --------------------------------------------------------------------------------------- clean-up

@@ -163,3 +163,60 @@ def test_delivery_ids() -> None:
     assert re.fullmatch(r"whd_[0-9a-f]{24}", first_delivery_id("u"))
     assert delivery_id_of_request("whd_abc") == "whd_abc"
     assert re.fullmatch(r"whd_[0-9a-f]{24}", delivery_id_of_request("2026-01-01 please"))
+
+
+# ------------------------------------------------------------------ the delivery tasks (delivery.py)
+def _job(phase: str, hook: dict[str, object] | None = None, annotations: dict[str, str] | None = None) -> dict:
+    return {"metadata": {"namespace": "ns", "name": "job-1", "uid": "u-1", "annotations": annotations or {}},
+            "spec": {"webhook": {"url": "https://hooks.example/x"}}, "status": {"phase": phase,
+                                                                                  "webhook": hook or {}}}
+
+
+def test_only_a_finished_job_with_an_unsettled_delivery_or_a_new_redelivery_request_wants_one() -> None:
+    from ffmpeg_operator.delivery import wants_delivery
+    from ffmpegjob_model.webhooks import REDELIVER_ANNOTATION
+
+    assert not wants_delivery(_job("Running"))
+    assert wants_delivery(_job("Succeeded"))
+    assert not wants_delivery({**_job("Succeeded"), "spec": {}})
+    delivered = {"deliveryId": "d1", "delivered": True}
+    assert not wants_delivery(_job("Failed", delivered))
+    assert wants_delivery(_job("Failed", delivered, {REDELIVER_ANNOTATION: "r1"}))
+    assert not wants_delivery(_job("Failed", {**delivered, "redelivery": "r1"}, {REDELIVER_ANNOTATION: "r1"}))
+
+
+async def test_one_task_per_delivery_woken_by_events_and_ended_once_settled() -> None:
+    """A second event wakes the running task instead of starting a twin; once the record is
+    settled the task reads that and ends (no object is kept for it); a deletion stops it."""
+    import asyncio
+    from types import SimpleNamespace
+
+    from ffmpeg_operator import delivery
+
+    reads: list[str] = []
+    state = {"body": _job("Succeeded", {"deliveryId": "d1", "nextAttemptAt": "2999-01-01T00:00:00Z"})}
+
+    def get_ffmpegjob(ns: str, name: str) -> dict | None:
+        reads.append(name)
+        return state["body"]
+
+    c: object = SimpleNamespace(kube=SimpleNamespace(get_ffmpegjob=get_ffmpegjob),
+                                settings=OperatorSettings(url_allow_hosts=""))
+    d = delivery.Deliveries()
+    d.wake_or_start(c, "ns", "job-1")  # type: ignore[arg-type]
+    first = d.running[("ns", "job-1")][0]
+    await asyncio.sleep(0.05)
+    assert reads == ["job-1"] and not first.done()  # asleep until the attempt far in the future
+    state["body"] = _job("Succeeded", {"deliveryId": "d1", "delivered": True})
+    d.wake_or_start(c, "ns", "job-1")  # type: ignore[arg-type]
+    assert d.running[("ns", "job-1")][0] is first
+    await asyncio.wait_for(first, 1)
+    assert reads == ["job-1", "job-1"] and ("ns", "job-1") not in d.running
+    state["body"] = _job("Succeeded", {"deliveryId": "d1", "nextAttemptAt": "2999-01-01T00:00:00Z"})
+    d.wake_or_start(c, "ns", "job-1")  # type: ignore[arg-type]
+    again = d.running[("ns", "job-1")][0]
+    assert again is not first
+    await asyncio.sleep(0.05)
+    d.stop("ns", "job-1")
+    await asyncio.gather(again, return_exceptions=True)
+    assert again.cancelled() and ("ns", "job-1") not in d.running
