@@ -93,8 +93,10 @@ def pod_kubeconfig(api: client.ApiClient, ns: str, uid: str, folder: Path) -> Pa
     the grants) and the cluster CA, as a JSON kubeconfig (a process node writes the same; in a
     cluster the worker reads the token file and no kubeconfig). Not the stack's admin
     kubeconfig: its YAML and client certificates cost the worker ~40 ms that no pod pays."""
-    request = {"spec": {"expirationSeconds": 600}}
-    token = client.CoreV1Api(api).create_namespaced_service_account_token(f"ffj-{uid}", ns, request).status.token
+    request = client.AuthenticationV1TokenRequest(spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=600))
+    status = client.CoreV1Api(api).create_namespaced_service_account_token(f"ffj-{uid}", ns, request).status
+    assert status is not None
+    token = status.token
     cfg = api.configuration
     kubeconfig = {"apiVersion": "v1", "kind": "Config", "current-context": "pod",
                   "clusters": [{"name": "c", "cluster": {"server": cfg.host,
