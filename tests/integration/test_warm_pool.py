@@ -208,39 +208,44 @@ def test_two_tenants_on_one_warm_pod_see_no_trace_of_each_other(
     wait_for(lambda: refused() == 401, 30, "a's token to die with a's ServiceAccount")
 
 
+def slow_job_on_a_warm_pod(kube_api: client.ApiClient, custom: Any, ns: str, clip: str,
+                           prefix: str) -> tuple[str, str, Path]:
+    """A long job, claimed by the idle warm pod and running: its name, the pod, the pod's scratch."""
+    pod = idle_pod(kube_api, ns)
+    scratch = pod_dir(pod) / "volumes" / "scratch"
+    name = unique(prefix)
+    create(custom, ns, manifest(name, clip, command=SLOW))
+    wait_for(lambda: ffmpeg_environ(scratch), 60, "FFmpeg on the warm pod")
+    return name, pod, scratch
+
+
+def assert_pod_replaced(kube_api: client.ApiClient, ns: str, pod: str) -> None:
+    core = client.CoreV1Api(kube_api)
+    wait_for(lambda: pod not in [p.metadata.name for p in core.list_namespaced_pod(ns).items], 60, "the pod gone")
+    assert idle_pod(kube_api, ns) != pod
+
+
 def test_cancel_of_a_warm_job_stops_it_and_replaces_the_pod(
         stack: StackInfo, kube_api: client.ApiClient, custom: Any, clip: str, warm_pool: str) -> None:
     ns = stack.namespace
-    core = client.CoreV1Api(kube_api)
-    pod = idle_pod(kube_api, ns)
-    scratch = pod_dir(pod) / "volumes" / "scratch"
-    name = unique("warm-cancel")
-    create(custom, ns, manifest(name, clip, command=SLOW))
-    wait_for(lambda: ffmpeg_environ(scratch), 60, "FFmpeg on the warm pod")
+    name, pod, scratch = slow_job_on_a_warm_pod(kube_api, custom, ns, clip, "warm-cancel")
     t0 = time.monotonic()
     custom.patch_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, name, {"spec": {"cancel": True}})
     st = wait_phase(custom, ns, name, timeout=30)["status"]
     assert st["phase"] == "Cancelled" and st["warm"]["pod"] == pod
     wait_for(lambda: ffmpeg_environ(scratch) is None, 30, "FFmpeg stopped")
     assert time.monotonic() - t0 < 30
-    wait_for(lambda: pod not in [p.metadata.name for p in core.list_namespaced_pod(ns).items], 60, "the pod gone")
-    assert idle_pod(kube_api, ns) != pod
+    assert_pod_replaced(kube_api, ns, pod)
 
 
 def test_deleting_a_warm_jobs_ffmpegjob_stops_it_and_frees_the_pod_at_once(
         stack: StackInfo, kube_api: client.ApiClient, custom: Any, clip: str, warm_pool: str) -> None:
     """Not at the claim's deadline (here 120 s + 15 s): the pod goes and a fresh one replaces it."""
     ns = stack.namespace
-    core = client.CoreV1Api(kube_api)
-    pod = idle_pod(kube_api, ns)
-    scratch = pod_dir(pod) / "volumes" / "scratch"
-    name = unique("warm-delete")
-    create(custom, ns, manifest(name, clip, command=SLOW))
-    wait_for(lambda: ffmpeg_environ(scratch), 60, "FFmpeg on the warm pod")
+    name, pod, scratch = slow_job_on_a_warm_pod(kube_api, custom, ns, clip, "warm-delete")
     custom.delete_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, name)
     wait_for(lambda: ffmpeg_environ(scratch) is None, 30, "FFmpeg stopped after its FFmpegJob was deleted")
-    wait_for(lambda: pod not in [p.metadata.name for p in core.list_namespaced_pod(ns).items], 60, "the pod gone")
-    assert idle_pod(kube_api, ns) != pod
+    assert_pod_replaced(kube_api, ns, pod)
 
 
 def test_timeout_of_a_warm_job_fails_it(stack: StackInfo, kube_api: client.ApiClient, custom: Any, clip: str,
